@@ -1,0 +1,45 @@
+"""The ``condorml`` command: a thin typer app over the library.
+
+Each command adapts its options, calls one library function and renders what it returns. Heavy
+modules (torch, pandas, htcondor2) are imported inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from condorml.cli import data, demo, train
+
+app = typer.Typer(
+    name="condorml",
+    help="Train PyTorch image classifiers on HTCondor pools: checkpointing jobs, sweeps, one CSV.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app, name="data")
+app.command("train")(train.train_command)
+app.command("demo")(demo.demo_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from condorml import __version__
+
+        typer.echo(f"condorml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train PyTorch image classifiers on HTCondor pools: checkpointing jobs, sweeps, one CSV."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,51 @@
+"""``condorml demo``: the Quickstart's main job, end to end on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from condorml.cli._common import call, setup_logging
+
+
+def demo_command(
+    out: Path = typer.Option(Path("demo-run"), "--out", help="Run folder."),
+    epochs: int = typer.Option(6, "--epochs", help="Epochs to train."),
+    checkpoint_every: int = typer.Option(
+        2, "--checkpoint-every", help="Checkpoint and exit 85 every N epochs."
+    ),
+) -> None:
+    """Make synthetic cat/dog data and train the CHTC CNN on it with checkpoint exits (code 85),
+    restarting the job after each one as HTCondor does, until it finishes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from condorml.demo import run_demo
+
+    setup_logging()
+    console = Console()
+
+    def show(attempt) -> None:
+        meaning = {0: "finished", 85: "checkpointed: restarting it, as HTCondor would"}
+        console.print(
+            f"[bold]run {attempt.number}[/] exited {attempt.exit_code} after "
+            f"{attempt.seconds:.1f} s: {meaning.get(attempt.exit_code, 'failed')}"
+        )
+
+    result = call(run_demo, out, epochs=epochs, checkpoint_every=checkpoint_every, on_attempt=show)
+    if result.exit_code != 0:
+        typer.echo(
+            f"condorml: error: the training job failed with exit code {result.exit_code}", err=True
+        )
+        raise typer.Exit(1)
+    import pandas as pd
+
+    metrics = pd.read_csv(result.metrics_csv)
+    table = Table(title=f"{result.metrics_csv}  ({len(result.attempts)} runs)")
+    for column in metrics.columns:
+        table.add_column(column, justify="right")
+    for row in metrics.itertuples(index=False):
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    console.print(f"final model: {result.out / 'checkpoints' / 'model.pth'}")

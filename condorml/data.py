@@ -1,0 +1,224 @@
+"""Where images come from: a folder or a ``.zip`` in the Kaggle "Dogs vs. Cats" layout.
+
+Training data is ``train/cat.K.jpg`` and ``train/dog.K.jpg``; test data is ``test/K.jpg``.
+HTCondor jobs receive zips, so a ``.zip`` is read in place rather than unpacked. The label of a
+training image comes from its *file name's* prefix, never from the rest of its path
+(``/home/concat/dog.1.jpg`` is a dog).
+
+This module lists and reads files; decoding lives in :mod:`condorml.images`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from condorml.errors import DataError
+
+CAT, DOG = 0, 1
+LABELS = {"cat": CAT, "dog": DOG}
+TRAIN_FOLDER = "train"
+_IGNORED_FOLDERS = {"__MACOSX"}
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One file of a source: its name inside the source and its size in bytes."""
+
+    name: str
+    size: int
+
+    @property
+    def stem(self) -> str:
+        """The file name without folders and extension: the image id (``test/123.jpg`` -> 123)."""
+        return PurePosixPath(self.name).stem
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """A training image and its label (0 = cat, 1 = dog)."""
+
+    file: ImageFile
+    label: int
+
+
+class ImageSource:
+    """Read-only access to the files of a folder or a zip archive, by POSIX-style name.
+
+    Parameters
+    ----------
+    path : Path
+        A directory or a ``.zip`` file.
+
+    Raises
+    ------
+    DataError
+        If ``path`` does not exist or is neither a directory nor a readable zip.
+
+    Example
+    -------
+    >>> src = ImageSource(Path("train.zip"))  # doctest: +SKIP
+    >>> [f.name for f in src.files()][:1]  # doctest: +SKIP
+    ['train/cat.0.jpg']
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._zip: zipfile.ZipFile | None = None
+        if self.path.is_dir():
+            self.is_zip = False
+        elif self.path.is_file():
+            if not zipfile.is_zipfile(self.path):
+                raise DataError(f"{self.path}: not a directory or a .zip archive of images")
+            self.is_zip = True
+        else:
+            raise DataError(f"{self.path}: no such file or directory")
+
+    def __repr__(self) -> str:
+        return f"ImageSource({str(self.path)!r})"
+
+    def __getstate__(self) -> dict:
+        # An open ZipFile cannot cross a process boundary; each worker reopens it.
+        return {"path": self.path, "is_zip": self.is_zip, "_zip": None}
+
+    def files(self) -> list[ImageFile]:
+        """Every regular file, sorted by name, skipping hidden files and macOS metadata."""
+        if self.is_zip:
+            found = [
+                ImageFile(info.filename, info.file_size)
+                for info in self._archive().infolist()
+                if not info.is_dir()
+            ]
+        else:
+            found = []
+            for root, dirs, names in os.walk(self.path):
+                dirs[:] = sorted(d for d in dirs if not _hidden(d))
+                rel_root = Path(root).relative_to(self.path)
+                for name in names:
+                    full = Path(root) / name
+                    if full.is_file():
+                        found.append(ImageFile((rel_root / name).as_posix(), full.stat().st_size))
+        return sorted((f for f in found if not _ignored(f.name)), key=lambda f: f.name)
+
+    def read(self, name: str) -> bytes:
+        """The bytes of one file."""
+        if self.is_zip:
+            return self._archive().read(name)
+        return (self.path / name).read_bytes()
+
+    def display(self, name: str) -> str:
+        """A name for messages: ``archive.zip:train/cat.1.jpg`` or the file's path."""
+        return f"{self.path}:{name}" if self.is_zip else str(self.path / name)
+
+    def close(self) -> None:
+        """Close the archive, if one is open."""
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def _archive(self) -> zipfile.ZipFile:
+        if self._zip is None:
+            try:
+                self._zip = zipfile.ZipFile(self.path)
+            except (OSError, zipfile.BadZipFile) as err:
+                raise DataError(f"{self.path}: cannot read the zip archive ({err})") from err
+        return self._zip
+
+
+def _hidden(part: str) -> bool:
+    return part.startswith(".") or part in _IGNORED_FOLDERS
+
+
+def _ignored(name: str) -> bool:
+    return any(_hidden(part) for part in PurePosixPath(name).parts)
+
+
+def label_from_name(name: str) -> int | None:
+    """The label a Kaggle file name carries: 0 for ``cat.*``, 1 for ``dog.*``, else None.
+
+    Only the file name counts, never the folders above it.
+
+    Example
+    -------
+    >>> label_from_name("/home/concat/dog.1.jpg")
+    1
+    """
+    prefix, dot, _ = PurePosixPath(name).name.partition(".")
+    return LABELS.get(prefix.lower()) if dot else None
+
+
+def training_images(source: ImageSource) -> list[LabelledImage]:
+    """List the labelled training images of a source, in name order.
+
+    The images are the files under a folder named ``train`` (at any depth); a source with no
+    ``train`` folder is taken to be that folder itself.
+
+    Raises
+    ------
+    DataError
+        If there is no image, a file name carries no label, or only one class is present.
+    """
+    files = source.files()
+    in_train = [f for f in files if TRAIN_FOLDER in PurePosixPath(f.name).parent.parts]
+    candidates = in_train or files
+    if not candidates:
+        raise DataError(
+            f"{source.path}: no training images found; expected {TRAIN_FOLDER}/cat.N.jpg and "
+            f"{TRAIN_FOLDER}/dog.N.jpg (see data/README.md)"
+        )
+    unlabelled = [f.name for f in candidates if label_from_name(f.name) is None]
+    if unlabelled:
+        raise DataError(
+            f"{source.display(unlabelled[0])}: cannot tell cat from dog ({len(unlabelled)} such "
+            "file(s)); training file names must start with 'cat.' or 'dog.'"
+        )
+    images = [LabelledImage(f, label_from_name(f.name)) for f in candidates]  # type: ignore[arg-type]
+    present = {image.label for image in images}
+    if len(present) < 2:
+        only = "cat" if CAT in present else "dog"
+        raise DataError(
+            f"{source.path}: every training image is a {only}; a cat/dog classifier needs both "
+            "'cat.*' and 'dog.*' files"
+        )
+    return images
+
+
+def fingerprint(files: list[ImageFile]) -> str:
+    """A short hash of file names (without folders) and sizes.
+
+    A folder and a zip of the same images agree, and so does the same data unpacked in another
+    job's scratch directory, so the hash tells whether a checkpoint belongs to this data.
+    """
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: PurePosixPath(f.name).name):
+        digest.update(f"{PurePosixPath(f.name).name}\0{f.size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``range(n)`` into (train, validation) index lists, deterministically for a seed.
+
+    Parameters
+    ----------
+    n : int
+        Number of images.
+    val_fraction : float
+        Fraction held out for validation, in [0, 1). At least one image stays for training.
+    seed : int
+        The split seed; members of an ensemble share it so their validation scores compare.
+
+    Raises
+    ------
+    DataError
+        If ``val_fraction`` is outside [0, 1).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"--val-fraction {val_fraction}: must be at least 0 and below 1")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = min(round(n * val_fraction), n - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])

@@ -1,0 +1,250 @@
+"""Decode every training image once, in parallel, into a memory-mapped ``uint8`` array.
+
+Decoding and resizing a JPEG costs more CPU than a forward and backward pass of the CHTC CNN, and
+the example repeats it every epoch. condorml decodes each image once into ``<key>.npy`` (N, S, S, 3)
+in a cache folder and trains every later epoch from that file; the OS page cache keeps it in
+memory when there is room, and the process's own memory stays small when there is not.
+
+The cache survives the trainer's exit-85 restarts, which HTCondor runs in the same sandbox, so a
+job that checkpoints every epoch decodes its data once, not once per epoch. The key covers the
+file names and sizes, the image size and the preprocessing version; a cache is published by
+renaming a finished file, so a killed build is never mistaken for a complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from condorml.data import ImageSource, LabelledImage
+from condorml.errors import DataError
+from condorml.fileio import TMP_PREFIX, atomic_write_text
+from condorml.images import (
+    DECODE_ERRORS,
+    PREPROCESS_VERSION,
+    decode_resized,
+    describe_decode_error,
+)
+
+log = logging.getLogger(__name__)
+
+try:  # POSIX only; without it two builders of one cache just both build it.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+_CHUNK = 64  # images per task: small enough for steady progress, big enough to amortise IPC
+
+
+@dataclass
+class DecodedImages:
+    """Decoded, resized training images and their labels.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        (rows, S, S, 3) ``uint8``, usually a read-only memory map; only ``rows`` are valid.
+    rows : numpy.ndarray
+        Row of ``pixels`` for each usable image, in name order.
+    labels : numpy.ndarray
+        ``int64`` label of each usable image (0 cat, 1 dog), aligned with ``rows``.
+    names : list of str
+        Name of each usable image inside its source, aligned with ``rows``.
+    skipped : list of (str, str)
+        (name, reason) for every file that could not be decoded.
+    """
+
+    pixels: np.ndarray
+    rows: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def cache_key(images: list[LabelledImage], size: int) -> str:
+    """Hash of what the cached pixels depend on: names, sizes, edge length, preprocessing."""
+    digest = hashlib.sha256(f"v{PREPROCESS_VERSION}:{size}\n".encode())
+    for image in images:
+        digest.update(f"{image.file.name}\0{image.file.size}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    """The job's scratch directory under HTCondor, else ``$XDG_CACHE_HOME/condorml``."""
+    scratch = os.environ.get("_CONDOR_SCRATCH_DIR")
+    if scratch:
+        return Path(scratch) / ".condorml-cache"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "condorml"
+
+
+def load_decoded(
+    source: ImageSource,
+    images: list[LabelledImage],
+    size: int,
+    cache_dir: Path,
+    workers: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> DecodedImages:
+    """Return the decoded images, building the cache first if it does not exist.
+
+    Parameters
+    ----------
+    source : ImageSource
+        Folder or zip the images are read from.
+    images : list of LabelledImage
+        The images, in the order rows are stored.
+    size : int
+        Edge length of the square images.
+    cache_dir : Path
+        Folder for ``<key>.npy`` and ``<key>.json``.
+    workers : int
+        Decoding processes (1 decodes in this process).
+    progress : callable, optional
+        Called with (images done, images total) while decoding.
+
+    Raises
+    ------
+    DataError
+        If no image can be decoded, or every decodable image has the same label.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(images, size)
+    pixels_path, index_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    with _locked(cache_dir / f"{key}.lock"):
+        skipped = _read_index(index_path) if pixels_path.exists() else None
+        if skipped is None:
+            skipped = _build(source, images, size, pixels_path, index_path, workers, progress)
+        else:
+            log.info("using decoded images from %s", pixels_path)
+    pixels = np.load(pixels_path, mmap_mode="r")
+    bad = {name for name, _ in skipped}
+    for name, reason in skipped:
+        log.warning("skipping %s: %s", source.display(name), reason)
+    keep = [i for i, image in enumerate(images) if image.file.name not in bad]
+    if not keep:
+        raise DataError(
+            f"{source.path}: none of the {len(images)} training files is a readable image"
+        )
+    labels = np.array([images[i].label for i in keep], dtype=np.int64)
+    if len(np.unique(labels)) < 2:
+        raise DataError(f"{source.path}: the readable training images are all of one class")
+    return DecodedImages(
+        pixels=pixels,
+        rows=np.array(keep, dtype=np.int64),
+        labels=labels,
+        names=[images[i].file.name for i in keep],
+        skipped=skipped,
+    )
+
+
+def _read_index(index_path: Path) -> list[tuple[str, str]] | None:
+    try:
+        return [tuple(item) for item in json.loads(index_path.read_text())["skipped"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _build(
+    source: ImageSource,
+    images: list[LabelledImage],
+    size: int,
+    pixels_path: Path,
+    index_path: Path,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple[str, str]]:
+    tmp = pixels_path.with_name(f"{TMP_PREFIX}{pixels_path.name}.{os.getpid()}.npy")
+    shape = (len(images), size, size, 3)
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+    names = [image.file.name for image in images]
+    tasks = [(start, names[start : start + _CHUNK]) for start in range(0, len(names), _CHUNK)]
+    log.info("decoding %d images at %dx%d with %d worker(s)", len(names), size, size, workers)
+    skipped: list[tuple[str, str]] = []
+    done = 0
+    try:
+        for failures, count in _run_tasks(tasks, source, tmp, size, workers):
+            skipped.extend(failures)
+            done += count
+            if progress:
+                progress(done, len(names))
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        atomic_write_text(index_path, json.dumps({"shape": shape, "skipped": sorted(skipped)}))
+        os.replace(tmp, pixels_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sorted(skipped)
+
+
+def _run_tasks(
+    tasks: list[tuple[int, list[str]]], source: ImageSource, tmp: Path, size: int, workers: int
+) -> Iterator[tuple[list[tuple[str, str]], int]]:
+    if workers <= 1 or len(tasks) <= 1:
+        _init_worker(source, tmp, size)
+        try:
+            for task in tasks:
+                yield _decode_chunk(task)
+        finally:
+            _worker_state.pixels = None  # release the memory map before the file is renamed
+        return
+    # spawn, not fork: the parent may hold torch's thread pools, which do not survive a fork.
+    context = get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(source, tmp, size),
+    ) as pool:
+        yield from pool.map(_decode_chunk, tasks)
+
+
+_worker_state = threading.local()
+
+
+def _init_worker(source: ImageSource, tmp: Path, size: int) -> None:
+    _worker_state.source = source
+    _worker_state.pixels = np.load(tmp, mmap_mode="r+")
+    _worker_state.size = size
+
+
+def _decode_chunk(task: tuple[int, list[str]]) -> tuple[list[tuple[str, str]], int]:
+    start, names = task
+    source, pixels, size = _worker_state.source, _worker_state.pixels, _worker_state.size
+    failures = []
+    for offset, name in enumerate(names):
+        try:
+            pixels[start + offset] = decode_resized(source.read(name), size)
+        except DECODE_ERRORS as err:
+            failures.append((name, describe_decode_error(err)))
+    pixels.flush()
+    return failures, len(names)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock so that jobs sharing a cache folder decode the data only once."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,41 @@
+"""Shared fixtures: one small synthetic data set per session, and helpers to run the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from condorml.synth import make_synthetic_dataset
+from tests.helpers import IMAGE_SIZE
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """96 training and 12 test images (56x44 nominal) with train.zip and test.zip beside them."""
+    out = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(out, n_train=96, n_test=12, seed=3, size=(56, 44), make_zips=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A decoded-image cache shared by the session's training runs."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def train_config(synth: Path, cache_dir: Path, tmp_path: Path):
+    """A tiny, fast TrainConfig; tests ``replace()`` what they vary."""
+    from condorml.train import TrainConfig
+
+    return TrainConfig(
+        data_dir=synth,
+        checkpoint_dir=tmp_path / "ckpt",
+        epochs=2,
+        checkpoint_every=1,
+        image_size=IMAGE_SIZE,
+        batch_size=16,
+        precision="fp32",
+        cache_dir=cache_dir,
+    )

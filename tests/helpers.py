@@ -1,0 +1,36 @@
+"""Helpers the tests share."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+IMAGE_SIZE = 48  # the smallest comfortable size for the CHTC CNN; keeps the suite fast
+
+
+def run_until_finished(config, max_runs: int = 200):
+    """Call train() again after every checkpoint, as HTCondor restarts a job after exit 85."""
+    from condorml.train import train
+
+    for runs in range(1, max_runs + 1):
+        result = train(config)
+        if result.status != "checkpointed":
+            return result, runs
+    raise AssertionError(f"still checkpointing after {max_runs} runs")
+
+
+def condorml_cli(
+    *args: str, env: dict | None = None, timeout: float = 120, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run ``python -m condorml ARGS`` in a subprocess and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "condorml", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )

@@ -1,0 +1,85 @@
+"""The command line: every --help answers without importing torch; choices match the library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args
+
+import pytest
+from typer.testing import CliRunner
+
+from condorml.cli import app
+from condorml.cli import train as train_cli
+from tests.helpers import condorml_cli
+
+COMMANDS = [[], ["train"], ["data"], ["data", "synth"], ["demo"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_help_does_not_import_torch_or_pandas() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from condorml.cli import app;"
+        "[CliRunner().invoke(app, [*c, '--help']) for c in (['train'], ['data', 'synth'], ['demo'])];"
+        "print(sorted(m for m in ('torch', 'pandas', 'htcondor2', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_choices_match_the_library_tables() -> None:
+    from condorml.devices import DEVICES, PRECISIONS
+    from condorml.models import MODELS
+    from condorml.train import OPTIMIZERS, SCHEDULERS
+
+    assert get_args(train_cli.Model) == tuple(MODELS)
+    assert get_args(train_cli.Optimizer) == OPTIMIZERS
+    assert get_args(train_cli.Scheduler) == SCHEDULERS
+    assert get_args(train_cli.Device) == DEVICES
+    assert get_args(train_cli.Precision) == PRECISIONS
+
+
+def test_version_and_module_entry_point() -> None:
+    proc = condorml_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("condorml ")
+
+
+def test_data_synth_command(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "synth",
+            str(tmp_path / "d"),
+            "--n-train",
+            "6",
+            "--n-test",
+            "2",
+            "--size",
+            "40x30",
+            "--zip",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "d" / "train").glob("*.jpg"))) == 6
+    assert (tmp_path / "d" / "train.zip").exists()
+    bad = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "e"), "--size", "big"])
+    assert bad.exit_code == 2
+    assert "--size 'big': expected WIDTHxHEIGHT" in bad.output
+
+
+@pytest.mark.slow
+def test_demo_restarts_the_job_after_each_checkpoint_until_it_finishes(tmp_path: Path) -> None:
+    from condorml.demo import run_demo
+
+    result = run_demo(tmp_path, n_train=64, epochs=3, checkpoint_every=1, image_size=48)
+    assert [a.exit_code for a in result.attempts] == [85, 85, 0]
+    assert (tmp_path / "checkpoints" / "model.pth").exists()
+    assert len(result.metrics_csv.read_text().splitlines()) == 1 + 3

@@ -1,0 +1,247 @@
+"""The checkpointing trainer: exit codes, exact resume, mismatches, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from condorml.checkpoint import read_checkpoint
+from condorml.devices import job_cpus
+from condorml.errors import CondormlError, ConfigMismatchError
+from condorml.train import METRIC_COLUMNS, train
+from tests.helpers import IMAGE_SIZE, condorml_cli, run_until_finished
+
+SCORES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+
+
+def _final(config) -> dict:
+    return read_checkpoint(config.checkpoint_dir / "model.pth")
+
+
+def _assert_same_training(a: dict, b: dict) -> None:
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), f"weights differ at {key}"
+    assert [{k: row[k] for k in SCORES} for row in a["metrics"]] == [
+        {k: row[k] for k in SCORES} for row in b["metrics"]
+    ]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_any_number_of_restarts_ends_bit_identical_to_an_uninterrupted_run(
+    train_config, tmp_path: Path, precision: str
+) -> None:
+    base = replace(train_config, epochs=3, precision=precision)
+    straight = replace(base, checkpoint_dir=tmp_path / "straight", exit_on_checkpoint=False)
+    assert train(straight).status == "finished"
+    # Mid-epoch: checkpoint_minutes=0 checkpoints after every batch, and each run exits.
+    every_batch = replace(base, checkpoint_dir=tmp_path / "every-batch", checkpoint_minutes=0.0)
+    result, runs = run_until_finished(every_batch)
+    assert result.status == "finished" and runs == 3 * 6  # 6 batches per epoch
+    _assert_same_training(_final(straight), _final(every_batch))
+    # Epoch boundaries only.
+    per_epoch = replace(base, checkpoint_dir=tmp_path / "per-epoch")
+    _, runs = run_until_finished(per_epoch)
+    assert runs == 3
+    _assert_same_training(_final(straight), _final(per_epoch))
+
+
+def test_checkpoint_holds_the_whole_training_state(train_config) -> None:
+    result = train(replace(train_config, checkpoint_minutes=0.0))
+    assert result.status == "checkpointed" and result.exit_code == 85
+    state = _final(train_config)
+    assert (state["epoch"], state["batch"]) == (0, 1)  # mid-epoch, after the first batch
+    assert state["order"].shape == (86,)  # the epoch's visiting order
+    assert state["optimizer"]["state"]  # Adam's moments
+    assert {"python", "numpy", "torch", "cuda"} <= state["rng"].keys()
+    assert state["config"]["data_fingerprint"] and state["config"]["precision"] == "fp32"
+    assert "scheduler" in state and state["counters"]["checkpoints"] == 1
+
+
+def test_epoch_interval_exit_codes_and_metrics_file(train_config) -> None:
+    config = replace(train_config, epochs=3, checkpoint_every=2)
+    first = train(config)
+    assert (first.status, first.exit_code, first.epochs_done) == ("checkpointed", 85, 2)
+    second = train(config)
+    assert (second.status, second.exit_code, second.epochs_done) == ("finished", 0, 3)
+    metrics = pd.read_csv(config.checkpoint_dir / "metrics.csv")
+    assert list(metrics.columns) == list(METRIC_COLUMNS)
+    assert list(metrics.epoch) == [1, 2, 3]
+    assert metrics.train_acc.between(0, 1).all() and (metrics.images_per_s > 0).all()
+    # A finished run started again (an eviction after the final save) exits 0 at once.
+    again = train(config)
+    assert (again.status, again.epochs_done) == ("finished", 3)
+    assert _final(config)["counters"]["runs"] == 2  # the no-op start wrote nothing
+
+
+def test_no_exit_on_checkpoint_trains_in_one_process(train_config) -> None:
+    result = train(replace(train_config, epochs=2, exit_on_checkpoint=False))
+    assert result.status == "finished"
+    assert _final(train_config)["counters"]["checkpoints"] == 2
+
+
+def test_the_model_learns_the_synthetic_task(train_config, tmp_path: Path) -> None:
+    result = train(replace(train_config, epochs=8, exit_on_checkpoint=False, lr=3e-3))
+    assert result.metrics[-1]["train_acc"] > 0.8
+    assert result.metrics[-1]["train_loss"] < result.metrics[0]["train_loss"]
+
+
+def test_zip_and_folder_are_the_same_data_for_resuming(
+    train_config, synth: Path, tmp_path: Path
+) -> None:
+    straight = replace(train_config, checkpoint_dir=tmp_path / "a", exit_on_checkpoint=False)
+    train(straight)
+    mixed = replace(train_config, checkpoint_dir=tmp_path / "b")
+    assert train(mixed).status == "checkpointed"  # epoch 1 from the folder
+    assert (
+        train(replace(mixed, data_dir=synth / "train.zip")).status == "finished"
+    )  # epoch 2 from the zip
+    _assert_same_training(_final(straight), _final(mixed))
+
+
+def test_a_checkpoint_of_another_configuration_is_refused_naming_the_fields(train_config) -> None:
+    train(train_config)
+    with pytest.raises(ConfigMismatchError) as err:
+        train(replace(train_config, lr=0.01, batch_size=8))
+    assert "lr 0.001 -> 0.01" in str(err.value) and "batch_size 16 -> 8" in str(err.value)
+    assert "--force-restart" in str(err.value)
+
+
+def test_other_data_is_refused(train_config, tmp_path: Path, synth: Path) -> None:
+    from condorml.synth import make_synthetic_dataset
+
+    train(train_config)
+    other = make_synthetic_dataset(tmp_path / "other", n_train=20, n_test=0, seed=9, size=(56, 44))
+    with pytest.raises(ConfigMismatchError, match="data_fingerprint"):
+        train(replace(train_config, data_dir=other.out))
+
+
+def test_force_restart_sets_aside_a_mismatched_checkpoint_but_resumes_a_matching_one(
+    train_config,
+) -> None:
+    train(train_config)
+    changed = replace(train_config, lr=0.01, force_restart=True)
+    first = train(changed)
+    assert first.epochs_done == 1  # started over: one epoch, then exit 85
+    assert (train_config.checkpoint_dir / "model.pth.discarded").exists()
+    second = train(changed)  # HTCondor restarts it with the same arguments
+    assert (second.status, second.epochs_done) == ("finished", 2)
+
+
+def test_force_restart_recovers_from_an_unreadable_checkpoint(train_config) -> None:
+    train_config.checkpoint_dir.mkdir(parents=True)
+    (train_config.checkpoint_dir / "model.pth").write_bytes(b"garbage")
+    with pytest.raises(CondormlError, match="no valid checkpoint"):
+        train(train_config)
+    assert train(replace(train_config, force_restart=True)).epochs_done == 1
+
+
+def test_more_epochs_continue_a_finished_run(train_config) -> None:
+    run_until_finished(train_config)
+    longer = train(replace(train_config, epochs=3))
+    assert (longer.status, longer.epochs_done) == ("finished", 3)
+
+
+def test_threads_and_workers_follow_the_cpus_the_job_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert job_cpus() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    code = "import os; os.sched_setaffinity(0, {0}); from condorml.devices import job_cpus; print(job_cpus())"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 0}, "--epochs 0: must be 1 or more"),
+        ({"lr": -1.0}, "--lr -1.0"),
+        ({"optimizer": "rmsprop"}, "--optimizer rmsprop: choose one of adam, adamw, sgd"),
+        ({"precision": "fp16", "device": "cpu"}, "--precision fp16: needs a CUDA device"),
+        ({"device": "cuda"}, None),
+    ],
+)
+def test_bad_options_are_clear_errors(train_config, change: dict, message: str | None) -> None:
+    if change == {"device": "cuda"} and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(CondormlError, match=message or "no CUDA device"):
+        train(replace(train_config, **change))
+
+
+# --- the command line, in real processes, as HTCondor runs it -------------------------------------
+
+
+def _cli_args(config) -> list[str]:
+    return [
+        "train", "--data-dir", str(config.data_dir), "--checkpoint-dir", str(config.checkpoint_dir),
+        "--epochs", str(config.epochs), "--checkpoint-every", str(config.checkpoint_every),
+        "--image-size", str(IMAGE_SIZE), "--batch-size", str(config.batch_size),
+        "--precision", config.precision, "--cache-dir", str(config.cache_dir),
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_exits_85_until_done_and_matches_an_uninterrupted_run(
+    train_config, synth: Path, tmp_path: Path
+) -> None:
+    straight = replace(train_config, checkpoint_dir=tmp_path / "straight", exit_on_checkpoint=False)
+    train(straight)
+    codes = []
+    for _ in range(4):
+        proc = condorml_cli(*_cli_args(replace(train_config, data_dir=synth / "train.zip")))
+        codes.append(proc.returncode)
+        if proc.returncode != 85:
+            break
+    assert codes == [85, 0], proc.stderr
+    _assert_same_training(_final(straight), _final(train_config))
+
+
+def test_cli_reports_user_errors_in_one_line_with_exit_2(tmp_path: Path, train_config) -> None:
+    proc = condorml_cli(*_cli_args(replace(train_config, data_dir=tmp_path / "missing")))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"condorml: error: {tmp_path / 'missing'}: no such file or directory"]
+    proc = condorml_cli("train", "--data-dir", "x", "--checkpoint-dir", "y", "--model", "vgg")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_config_mismatch_exits_2_naming_the_field(train_config) -> None:
+    train(train_config)
+    proc = condorml_cli(*_cli_args(train_config), "--lr", "0.5")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "lr 0.001 -> 0.5" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_safe_point_with_a_loadable_checkpoint(train_config) -> None:
+    args = _cli_args(replace(train_config, epochs=1000))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condorml", *args, "--no-exit-on-checkpoint"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in proc.stderr:
+        if "epoch 1/1000" in line:  # the first epoch has ended
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    state = _final(train_config)
+    assert state["epoch"] >= 1
+    resumed = train(replace(train_config, epochs=state["epoch"] + 1))
+    assert resumed.status == "finished"
