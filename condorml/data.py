@@ -81,10 +81,6 @@ class ImageSource:
     def __repr__(self) -> str:
         return f"ImageSource({str(self.path)!r})"
 
-    def __getstate__(self) -> dict:
-        # An open ZipFile cannot cross a process boundary; each worker reopens it.
-        return {"path": self.path, "is_zip": self.is_zip, "_zip": None}
-
     def files(self) -> list[ImageFile]:
         """Every regular file, sorted by name, skipping hidden files and macOS metadata."""
         if self.is_zip:
@@ -105,7 +101,7 @@ class ImageSource:
         return sorted((f for f in found if not _ignored(f.name)), key=lambda f: f.name)
 
     def read(self, name: str) -> bytes:
-        """The bytes of one file."""
+        """The bytes of one file; safe to call from several threads once :meth:`files` ran."""
         if self.is_zip:
             return self._archive().read(name)
         return (self.path / name).read_bytes()

@@ -76,9 +76,9 @@ def train_command(out: Path, epochs: int, checkpoint_every: int, image_size: int
 def run_demo(
     out: Path,
     n_train: int = 800,
-    epochs: int = 6,
-    checkpoint_every: int = 2,
-    image_size: int = 64,
+    epochs: int = 20,
+    checkpoint_every: int = 5,
+    image_size: int = 96,
     max_attempts: int = 100,
     on_attempt: Callable[[Attempt], None] | None = None,
 ) -> DemoResult:

@@ -2,7 +2,7 @@
 
 Decoding and resizing a JPEG costs more CPU than a forward and backward pass of the CHTC CNN, and
 the example repeats it every epoch. condorml decodes each image once into ``<key>.npy`` (N, S, S, 3)
-in a cache folder and trains every later epoch from that file; the OS page cache keeps it in
+in a cache folder, with one thread per CPU, and trains every epoch from that file; the OS page cache keeps it in
 memory when there is room, and the process's own memory stays small when there is not.
 
 The cache survives the trainer's exit-85 restarts, which HTCondor runs in the same sandbox, so a
@@ -18,11 +18,9 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from multiprocessing import get_context
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +42,7 @@ try:  # POSIX only; without it two builders of one cache just both build it.
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-_CHUNK = 64  # images per task: small enough for steady progress, big enough to amortise IPC
+_CHUNK = 64  # images per task: small enough for steady progress
 
 
 @dataclass
@@ -70,9 +68,35 @@ class DecodedImages:
     labels: np.ndarray
     names: list[str]
     skipped: list[tuple[str, str]]
+    _fd: int | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def gather(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Copy the given rows of ``pixels`` into ``out`` (sorted rows read fastest).
+
+        Reading with ``pread`` copies straight from the page cache; indexing the memory map
+        instead would page-fault every 4 KiB of it into this process on each epoch.
+        """
+        pixels = self.pixels
+        path = getattr(pixels, "filename", None)
+        if path is None or not hasattr(os, "preadv"):
+            np.take(pixels, rows, axis=0, out=out)
+            return
+        if self._fd is None:
+            self._fd = os.open(path, os.O_RDONLY)
+        row_bytes = pixels[0].nbytes
+        for slot, row in enumerate(rows):
+            os.preadv(
+                self._fd, [memoryview(out[slot]).cast("B")], pixels.offset + int(row) * row_bytes
+            )
+
+    def close(self) -> None:
+        """Close the file the rows are read from."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def cache_key(images: list[LabelledImage], size: int) -> str:
@@ -113,7 +137,7 @@ def load_decoded(
     cache_dir : Path
         Folder for ``<key>.npy`` and ``<key>.json``.
     workers : int
-        Decoding processes (1 decodes in this process).
+        Decoding threads.
     progress : callable, optional
         Called with (images done, images total) while decoding.
 
@@ -171,18 +195,33 @@ def _build(
 ) -> list[tuple[str, str]]:
     tmp = pixels_path.with_name(f"{TMP_PREFIX}{pixels_path.name}.{os.getpid()}.npy")
     shape = (len(images), size, size, 3)
-    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+    pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     names = [image.file.name for image in images]
-    tasks = [(start, names[start : start + _CHUNK]) for start in range(0, len(names), _CHUNK)]
-    log.info("decoding %d images at %dx%d with %d worker(s)", len(names), size, size, workers)
+    chunks = [(start, names[start : start + _CHUNK]) for start in range(0, len(names), _CHUNK)]
+    log.info("decoding %d images at %dx%d with %d thread(s)", len(names), size, size, workers)
+
+    def decode_chunk(chunk: tuple[int, list[str]]) -> tuple[list[tuple[str, str]], int]:
+        start, chunk_names = chunk
+        failures = []
+        for offset, name in enumerate(chunk_names):
+            try:
+                pixels[start + offset] = decode_resized(source.read(name), size)
+            except DECODE_ERRORS as err:
+                failures.append((name, describe_decode_error(err)))
+        return failures, len(chunk_names)
+
     skipped: list[tuple[str, str]] = []
     done = 0
     try:
-        for failures, count in _run_tasks(tasks, source, tmp, size, workers):
-            skipped.extend(failures)
-            done += count
-            if progress:
-                progress(done, len(names))
+        # Threads, not processes: Pillow releases the GIL while it decodes and resizes, so
+        # threads scale with the cores, and nothing has to be pickled or re-imported.
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for failures, count in pool.map(decode_chunk, chunks):
+                skipped.extend(failures)
+                done += count
+                if progress:
+                    progress(done, len(names))
+        pixels.flush()
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         atomic_write_text(index_path, json.dumps({"shape": shape, "skipped": sorted(skipped)}))
@@ -190,50 +229,6 @@ def _build(
     finally:
         tmp.unlink(missing_ok=True)
     return sorted(skipped)
-
-
-def _run_tasks(
-    tasks: list[tuple[int, list[str]]], source: ImageSource, tmp: Path, size: int, workers: int
-) -> Iterator[tuple[list[tuple[str, str]], int]]:
-    if workers <= 1 or len(tasks) <= 1:
-        _init_worker(source, tmp, size)
-        try:
-            for task in tasks:
-                yield _decode_chunk(task)
-        finally:
-            _worker_state.pixels = None  # release the memory map before the file is renamed
-        return
-    # spawn, not fork: the parent may hold torch's thread pools, which do not survive a fork.
-    context = get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(source, tmp, size),
-    ) as pool:
-        yield from pool.map(_decode_chunk, tasks)
-
-
-_worker_state = threading.local()
-
-
-def _init_worker(source: ImageSource, tmp: Path, size: int) -> None:
-    _worker_state.source = source
-    _worker_state.pixels = np.load(tmp, mmap_mode="r+")
-    _worker_state.size = size
-
-
-def _decode_chunk(task: tuple[int, list[str]]) -> tuple[list[tuple[str, str]], int]:
-    start, names = task
-    source, pixels, size = _worker_state.source, _worker_state.pixels, _worker_state.size
-    failures = []
-    for offset, name in enumerate(names):
-        try:
-            pixels[start + offset] = decode_resized(source.read(name), size)
-        except DECODE_ERRORS as err:
-            failures.append((name, describe_decode_error(err)))
-    pixels.flush()
-    return failures, len(names)
 
 
 @contextlib.contextmanager

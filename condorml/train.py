@@ -207,25 +207,47 @@ class _Run:
 
 
 class _Batches:
-    """Uint8 batches from the decoded images, normalised on the device in channels-last layout."""
+    """Batches from the decoded images, normalised on the device in channels-last layout.
 
-    def __init__(self, images: DecodedImages, model_name: str, device: torch.device) -> None:
+    Everything per batch happens in two buffers reused for every batch: allocating a fresh 40 MB
+    tensor per batch costs page faults that take as long as the work itself. The images stay in
+    NHWC order, which *is* channels-last, and the per-channel normalisation runs on rows of
+    width x 3 values (one fused multiply-add with a row pattern), which vectorises where a
+    (1, 3, 1, 1) broadcast over an innermost dimension of 3 does not: about 1.5 ms instead of 25
+    per batch of 64 at 224 pixels on two cores. With bf16 autocast the buffer is bf16, which also
+    spares autocast its own cast of the input. A batch is valid until the next call of :meth:`get`.
+    """
+
+    def __init__(
+        self, images: DecodedImages, model_name: str, device: torch.device, precision: str
+    ) -> None:
         self.images, self.device = images, device
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.size = images.pixels.shape[1]
         spec = model_spec(model_name)
-        mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
-        self.shift, self.scale = mean, 1.0 / std
+        mean, std = torch.tensor(spec.mean), torch.tensor(spec.std)
+        # x * scale + bias == (x / 255 - mean) / std, per channel, tiled along a row of pixels
+        self.scale_row = (1.0 / (255.0 * std)).repeat(self.size).view(1, -1).to(device, self.dtype)
+        self.bias_row = (-mean / std).repeat(self.size).view(1, -1).to(device, self.dtype)
         self.labels = torch.from_numpy(images.labels)
+        self._stage = np.empty((0, self.size, self.size, 3), dtype=np.uint8)
+        self._buffer = torch.empty((0, self.size, self.size, 3), dtype=self.dtype, device=device)
 
     def get(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalised images and labels at ``positions`` (indices into the usable images)."""
-        # Reading rows in file order is faster on a memory map; the loss does not care.
+        """The normalised images (N, 3, S, S, channels-last) and labels at ``positions``."""
+        # Reading rows in file order is faster; the loss does not care about the order.
         positions = positions.sort().values
-        rows = self.images.rows[positions.numpy()]
-        pixels = torch.from_numpy(np.ascontiguousarray(self.images.pixels[rows]))
-        # NHWC uint8 -> NCHW view with channels-last strides: no copy before the cast.
-        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x.sub_(self.shift).mul_(self.scale)
+        n, size = len(positions), self.size
+        if len(self._stage) < n:
+            self._stage = np.empty((n, size, size, 3), dtype=np.uint8)
+            self._buffer = torch.empty((n, size, size, 3), dtype=self.dtype, device=self.device)
+        stage = self._stage[:n]
+        self.images.gather(self.images.rows[positions.numpy()], stage)
+        pixels = torch.from_numpy(stage).to(self.device, non_blocking=True).view(n * size, size * 3)
+        rows = self._buffer[:n].view(n * size, size * 3)
+        rows.copy_(pixels)
+        torch.addcmul(self.bias_row, rows, self.scale_row, out=rows)
+        x = self._buffer[:n].permute(0, 3, 1, 2)  # NCHW view with channels-last strides
         return x, self.labels[positions].to(self.device, non_blocking=True)
 
 
@@ -242,7 +264,11 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    kwargs = {"lr": config.lr, "weight_decay": config.weight_decay}
+    try:  # one fused kernel instead of a dozen per parameter, where the device has one
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, **kwargs)
 
 
 def _scheduler(
@@ -441,6 +467,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         listed = training_images(source)
         data_fingerprint = fingerprint([image.file for image in listed])
         saved = _resume_point(config, data_fingerprint)  # before decoding: a mismatch fails fast
+        # An "auto" precision resumes with what the run started with, even on another machine.
+        wanted = saved["config"]["precision"] if saved and config.precision == "auto" else None
+        precision = resolve_precision(wanted or config.precision, device)
         images = load_decoded(
             source,
             listed,
@@ -451,19 +480,8 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         )
     finally:
         source.close()
-    # An "auto" precision resumes with what the run started with, even on another machine.
-    wanted = (
-        saved["config"]["precision"] if saved and config.precision == "auto" else config.precision
-    )
-    precision = resolve_precision(wanted, device)
-    trainer = _Trainer(
-        config,
-        _config_record(config, data_fingerprint, precision),
-        images,
-        device,
-        progress,
-        started,
-    )
+    record = _config_record(config, data_fingerprint, precision)
+    trainer = _Trainer(config, record, images, device, progress, started)
     if saved is not None:
         trainer.restore(saved)
     else:
@@ -476,7 +494,10 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             len(trainer.train_pos),
             len(trainer.val_pos),
         )
-    return trainer.run()
+    try:
+        return trainer.run()
+    finally:
+        images.close()
 
 
 class _Trainer:
@@ -496,7 +517,7 @@ class _Trainer:
         train_pos, val_pos = split_indices(len(images), config.val_fraction, config.split_seed)
         self.train_pos = torch.tensor(train_pos, dtype=torch.int64)
         self.val_pos = torch.tensor(val_pos, dtype=torch.int64)
-        self.batches = _Batches(images, config.model, device)
+        self.batches = _Batches(images, config.model, device, self.precision)
         torch.manual_seed(config.seed)
         model = build_model(
             config.model, config.image_size, config.pretrained_weights, config.freeze_backbone

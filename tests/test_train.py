@@ -89,10 +89,11 @@ def test_no_exit_on_checkpoint_trains_in_one_process(train_config) -> None:
     assert _final(train_config)["counters"]["checkpoints"] == 2
 
 
-def test_the_model_learns_the_synthetic_task(train_config, tmp_path: Path) -> None:
-    result = train(replace(train_config, epochs=8, exit_on_checkpoint=False, lr=3e-3))
-    assert result.metrics[-1]["train_acc"] > 0.8
-    assert result.metrics[-1]["train_loss"] < result.metrics[0]["train_loss"]
+def test_the_model_learns_the_synthetic_task(train_config) -> None:
+    result = train(replace(train_config, epochs=12, exit_on_checkpoint=False, lr=3e-3))
+    last = result.metrics[-3:]
+    assert sum(row["train_acc"] for row in last) / 3 > 0.7  # chance is 0.5
+    assert result.metrics[-1]["train_loss"] < 0.8 * result.metrics[0]["train_loss"]
 
 
 def test_zip_and_folder_are_the_same_data_for_resuming(

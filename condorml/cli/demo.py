@@ -11,9 +11,9 @@ from condorml.cli._common import call, setup_logging
 
 def demo_command(
     out: Path = typer.Option(Path("demo-run"), "--out", help="Run folder."),
-    epochs: int = typer.Option(6, "--epochs", help="Epochs to train."),
+    epochs: int = typer.Option(20, "--epochs", help="Epochs to train."),
     checkpoint_every: int = typer.Option(
-        2, "--checkpoint-every", help="Checkpoint and exit 85 every N epochs."
+        5, "--checkpoint-every", help="Checkpoint and exit 85 every N epochs."
     ),
 ) -> None:
     """Make synthetic cat/dog data and train the CHTC CNN on it with checkpoint exits (code 85),
@@ -41,7 +41,8 @@ def demo_command(
         raise typer.Exit(1)
     import pandas as pd
 
-    metrics = pd.read_csv(result.metrics_csv)
+    columns = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s"]
+    metrics = pd.read_csv(result.metrics_csv)[columns]
     table = Table(title=f"{result.metrics_csv}  ({len(result.attempts)} runs)")
     for column in metrics.columns:
         table.add_column(column, justify="right")

@@ -59,7 +59,7 @@ def train_command(
         0.1, "--val-fraction", help="Fraction of the images held out for validation."
     ),
     workers: int | None = typer.Option(
-        None, "--workers", help="Decoding processes [default: the CPUs this job was given]."
+        None, "--workers", help="Image decoding threads [default: the CPUs this job was given]."
     ),
     device: Device = typer.Option("auto", "--device", help="auto picks cuda, then mps, then cpu."),
     precision: Precision = typer.Option(
@@ -102,9 +102,11 @@ def train_command(
     codes: 0 finished, 85 checkpointed, 2 bad input, 1 unexpected failure, 143/130 stopped by
     SIGTERM/SIGINT after saving.
     """
+    from condorml.devices import keep_freed_memory_for_reuse
     from condorml.train import TrainConfig, train
 
     setup_logging(verbose)
+    keep_freed_memory_for_reuse()
     config = TrainConfig(
         data_dir=data_dir,
         checkpoint_dir=checkpoint_dir,
