@@ -63,15 +63,25 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     -------
     Path
         The path of the new checkpoint.
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be written (the previous checkpoint is then untouched).
     """
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / CHECKPOINT_FILE
     payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
-    with atomic_write(target, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-        _keep_previous(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            _keep_previous(directory)
+    except OSError as err:  # disk full, quota, permissions: the previous checkpoint is intact
+        raise CheckpointError(
+            f"{target}: cannot write the checkpoint ({err.strerror or err}); free space or use another --checkpoint-dir"
+        ) from err
     return target
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from condorml.data import ImageSource, LabelledImage
-from condorml.errors import DataError
+from condorml.errors import CondormlError, DataError
 from condorml.fileio import TMP_PREFIX, atomic_write_text
 from condorml.images import (
     DECODE_ERRORS,
@@ -145,15 +145,25 @@ def load_decoded(
     ------
     DataError
         If no image can be decoded, or every decodable image has the same label.
+    CondormlError
+        If the cache cannot be written (disk full, permissions).
     """
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CondormlError(f"--cache-dir {cache_dir}: cannot create it ({err.strerror or err})") from err
     key = cache_key(images, size)
     pixels_path, index_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     with _locked(cache_dir / f"{key}.lock"):
         skipped = _read_index(index_path) if pixels_path.exists() else None
         if skipped is None:
-            skipped = _build(source, images, size, pixels_path, index_path, workers, progress)
+            try:
+                skipped = _build(source, images, size, pixels_path, index_path, workers, progress)
+            except OSError as err:
+                raise CondormlError(
+                    f"{cache_dir}: cannot write the decoded-image cache ({err.strerror or err}); free space or pass --cache-dir"
+                ) from err
         else:
             log.info("using decoded images from %s", pixels_path)
     pixels = np.load(pixels_path, mmap_mode="r")

@@ -231,7 +231,7 @@ class _Batches:
         self.bias_row = (-mean / std).repeat(self.size).view(1, -1).to(device, self.dtype)
         self.labels = torch.from_numpy(images.labels)
         self._stage = np.empty((0, self.size, self.size, 3), dtype=np.uint8)
-        self._buffer = torch.empty((0, self.size, self.size, 3), dtype=self.dtype, device=device)
+        self._buffer = self._new_buffer(0)
 
     def get(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalised images (N, 3, S, S, channels-last) and labels at ``positions``."""
@@ -240,7 +240,7 @@ class _Batches:
         n, size = len(positions), self.size
         if len(self._stage) < n:
             self._stage = np.empty((n, size, size, 3), dtype=np.uint8)
-            self._buffer = torch.empty((n, size, size, 3), dtype=self.dtype, device=self.device)
+            self._buffer = self._new_buffer(n)
         stage = self._stage[:n]
         self.images.gather(self.images.rows[positions.numpy()], stage)
         pixels = torch.from_numpy(stage).to(self.device, non_blocking=True).view(n * size, size * 3)
@@ -249,6 +249,13 @@ class _Batches:
         torch.addcmul(self.bias_row, rows, self.scale_row, out=rows)
         x = self._buffer[:n].permute(0, 3, 1, 2)  # NCHW view with channels-last strides
         return x, self.labels[positions].to(self.device, non_blocking=True)
+
+    def _new_buffer(self, n: int) -> torch.Tensor:
+        # A normal tensor even if first needed during evaluation: an inference-mode tensor could
+        # not be written to by the training steps that follow.
+        with torch.inference_mode(False):
+            shape = (n, self.size, self.size, 3)
+            return torch.empty(shape, dtype=self.dtype, device=self.device)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -49,6 +50,22 @@ def test_save_keeps_the_previous_generation(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path)["epoch"] == 2
     assert read_checkpoint(tmp_path / PREVIOUS_FILE)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.prev.pth", "model.pth"]
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_checkpoint(_state(1), tmp_path)
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="cannot write the checkpoint .No space left"):
+        save_checkpoint(_state(2), tmp_path)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]  # no temporary left
 
 
 def test_no_checkpoint_means_none(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def make_progress() -> Progress:
 
 
 class RichProgress:
-    """:class:`~condorml.progress.Progress` drawn as a rich bar, one task at a time."""
+    """:class:`~condorml.progress.Progress` drawn as one live rich bar; finished tasks become lines."""
 
     def __init__(self) -> None:
         from rich.progress import (
@@ -75,15 +75,17 @@ class RichProgress:
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
             console=stderr,
-            transient=False,
+            transient=True,
         )
         self._task = None
+        self._description = ""
 
     def start(self, description: str, total: int, completed: int = 0) -> None:
         if self._task is None:
             self._bars.start()
         else:
-            self._bars.stop_task(self._task)
+            self._bars.remove_task(self._task)
+        self._description = description
         self._task = self._bars.add_task(description, total=total, completed=completed, status="")
 
     def advance(self, steps: int = 1, status: str = "") -> None:
@@ -92,8 +94,9 @@ class RichProgress:
 
     def finish(self, summary: str = "") -> None:
         if self._task is not None:
-            self._bars.update(self._task, status=summary)
-            self._bars.stop_task(self._task)
+            self._bars.remove_task(self._task)
+            self._task = None
+            self._bars.console.print(f"{self._description}: {summary or 'done'}", highlight=False)
 
     def close(self) -> None:
         """Stop drawing (call once, after the last task)."""
