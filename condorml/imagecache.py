@@ -152,7 +152,9 @@ def load_decoded(
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CondormlError(f"--cache-dir {cache_dir}: cannot create it ({err.strerror or err})") from err
+        raise CondormlError(
+            f"--cache-dir {cache_dir}: cannot create it ({err.strerror or err})"
+        ) from err
     key = cache_key(images, size)
     pixels_path, index_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     with _locked(cache_dir / f"{key}.lock"):

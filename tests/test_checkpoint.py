@@ -61,7 +61,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match="cannot write the checkpoint .No space left"):
+    with pytest.raises(CheckpointError, match=r"cannot write the checkpoint \(No space left"):
         save_checkpoint(_state(2), tmp_path)
     monkeypatch.undo()
     assert load_checkpoint(tmp_path)["epoch"] == 1
