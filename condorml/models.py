@@ -156,6 +156,57 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+class InputNormalizer:
+    """Turn ``uint8`` NHWC image batches into a model's normalised input, in one reused buffer.
+
+    The result is an (N, 3, S, S) view with channels-last strides (NHWC memory *is* channels-last),
+    valid until the next call. The per-channel normalisation is one fused multiply-add over rows
+    of S x 3 values with a tiled pattern, which vectorises where a (1, 3, 1, 1) broadcast over an
+    innermost dimension of 3 does not (about 1.5 ms instead of 25 for 64 images at 224 pixels on
+    two cores), and the buffer is reused because a fresh 40 MB tensor per batch costs page
+    faults that take as long as the arithmetic. With bf16 the buffer is bf16, which spares
+    autocast its own cast of the input.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        Supplies the mean and standard deviation.
+    size : int
+        Edge length of the images.
+    device : torch.device
+        Where the buffer lives.
+    dtype : torch.dtype
+        float32 or bfloat16.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, size: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        mean, std = torch.tensor(spec.mean), torch.tensor(spec.std)
+        # x * scale + bias == (x / 255 - mean) / std, per channel, tiled along a row of pixels
+        self.scale = (1.0 / (255.0 * std)).repeat(size).view(1, -1).to(device, dtype)
+        self.bias = (-mean / std).repeat(size).view(1, -1).to(device, dtype)
+        self.size, self.device, self.dtype = size, device, dtype
+        self._buffer = self._new_buffer(0)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalise a (N, S, S, 3) ``uint8`` batch (on any device)."""
+        n, size = pixels.shape[0], self.size
+        if self._buffer.shape[0] < n:
+            self._buffer = self._new_buffer(n)
+        rows = self._buffer[:n].view(n * size, size * 3)
+        rows.copy_(pixels.to(self.device, non_blocking=True).reshape(n * size, size * 3))
+        torch.addcmul(self.bias, rows, self.scale, out=rows)
+        return self._buffer[:n].permute(0, 3, 1, 2)
+
+    def _new_buffer(self, n: int) -> torch.Tensor:
+        # A normal tensor even if first needed under inference_mode: an inference tensor could
+        # not be written to by training steps that follow.
+        with torch.inference_mode(False):
+            shape = (n, self.size, self.size, 3)
+            return torch.empty(shape, dtype=self.dtype, device=self.device)
+
+
 def model_spec(name: str) -> ModelSpec:
     """The registered architecture ``name``; raises with the valid names if unknown."""
     try:

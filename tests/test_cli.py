@@ -14,7 +14,16 @@ from condorml.cli import app
 from condorml.cli import train as train_cli
 from tests.helpers import condorml_cli
 
-COMMANDS = [[], ["train"], ["data"], ["data", "synth"], ["demo"]]
+COMMANDS = [
+    [],
+    ["train"],
+    ["infer"],
+    ["merge"],
+    ["evaluate"],
+    ["data"],
+    ["data", "synth"],
+    ["demo"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -27,7 +36,7 @@ def test_every_command_has_help(command: list[str]) -> None:
 def test_help_does_not_import_torch_or_pandas() -> None:
     code = (
         "import sys; from typer.testing import CliRunner; from condorml.cli import app;"
-        "[CliRunner().invoke(app, [*c, '--help']) for c in (['train'], ['data', 'synth'], ['demo'])];"
+        "[CliRunner().invoke(app, [*c, '--help']) for c in (['train'], ['infer'], ['merge'], ['evaluate'], ['data', 'synth'], ['demo'])];"
         "print(sorted(m for m in ('torch', 'pandas', 'htcondor2', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

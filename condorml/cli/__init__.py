@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from condorml.cli import data, demo, train
+from condorml.cli import data, demo, evaluate, infer, merge, train
 
 app = typer.Typer(
     name="condorml",
@@ -20,6 +20,9 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.command("train")(train.train_command)
+app.command("infer")(infer.infer_command)
+app.command("merge")(merge.merge_command)
+app.command("evaluate")(evaluate.evaluate_command)
 app.command("demo")(demo.demo_command)
 
 

@@ -1,0 +1,478 @@
+"""Batch inference: one model or an ensemble, a folder or zip of images, one ``dog_probs.csv``.
+
+Images are processed in id order, a batch at a time: the batch is decoded and resized once, by
+one thread per CPU, then every model of the ensemble runs on it, and its rows are written at
+once. Memory stays flat however many images there are, and the CSV is published by a rename
+when complete. Decoding and the models take turns on the same cores rather than competing for
+them, so throughput approaches 1 / (1/decode rate + 1/model rate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from condorml import __version__
+from condorml.checkpoint import FORMAT
+from condorml.data import ImageFile, ImageSource, fingerprint
+from condorml.devices import autocast, job_cpus, resolve_device, resolve_precision
+from condorml.errors import CondormlError, DataError
+from condorml.images import (
+    DECODE_ERRORS,
+    decode_resized,
+    describe_decode_error,
+    warm_up_decoder,
+)
+from condorml.models import MODELS, InputNormalizer, build_model, cnn_feature_side, model_spec
+from condorml.predictions import prediction_writer, sidecar_path, sort_ids, write_sidecar
+from condorml.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+DEFAULT_IMAGE_SIZE = 224  # the CHTC example's
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Slice ``index`` (0-based, as HTCondor's ``$(ProcId)``) of ``count`` equal slices."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``I/N``.
+
+        Raises
+        ------
+        CondormlError
+            Unless ``0 <= I < N``.
+
+        Example
+        -------
+        >>> Shard.parse("0/4")
+        Shard(index=0, count=4)
+        """
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise CondormlError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+        if not 0 <= index < count:
+            raise CondormlError(
+                f"--shard {text}: need 0 <= I < N (I counts from 0, like $(ProcId))"
+            )
+        return cls(index, count)
+
+    def select(self, items: list) -> list:
+        """This shard's contiguous slice of ``items`` (in their order); slices tile the list."""
+        n = len(items)
+        return items[self.index * n // self.count : (self.index + 1) * n // self.count]
+
+
+@dataclass
+class Member:
+    """One model of the ensemble, loaded for inference."""
+
+    member: str
+    path: Path
+    sha256: str
+    arch: str
+    image_size: int
+    config: dict[str, Any] | None
+    model: nn.Module
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for the sidecar."""
+        return {
+            "member": self.member,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "arch": self.arch,
+            "image_size": self.image_size,
+            "training_config": self.config,
+        }
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Options of one inference run (see ``condorml infer --help``)."""
+
+    models: tuple[Path, ...]
+    images: Path
+    output: Path = Path("dog_probs.csv")
+    batch_size: int = 100
+    workers: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    shard: Shard | None = None
+    model_arch: str | None = None
+    image_size: int | None = None
+    with_stats: bool = False
+
+
+@dataclass
+class InferResult:
+    """What :func:`infer` wrote and how fast."""
+
+    output: Path
+    sidecar: Path
+    images: int
+    predicted: int
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0  # the whole call, model loading included
+    loop_seconds: float = 0.0  # decoding, models and writing only
+
+    @property
+    def images_per_s(self) -> float:
+        """Throughput of the inference loop (decode, models, write)."""
+        return self.images / self.loop_seconds if self.loop_seconds > 0 else math.nan
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_member(
+    path: Path,
+    device: torch.device,
+    model_arch: str | None = None,
+    image_size: int | None = None,
+) -> Member:
+    """Load a model for inference from a condorml checkpoint or a bare ``state_dict``.
+
+    A condorml checkpoint names its architecture and image size. For a bare state_dict (what
+    the CHTC example's ``train.py`` saves) or the example's checkpoint dict (``model_state_dict``),
+    the architecture is recognised from the parameter names unless ``model_arch`` is given, and
+    the image size is ``image_size``, else the one the CNN's ``fc1`` implies when 224 fits it.
+
+    Raises
+    ------
+    CondormlError
+        If the file is missing, unreadable, holds non-weights objects, or does not fit the model.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CondormlError(f"--model {path}: no such file") from None
+    except Exception as err:  # torch raises many types for a damaged or unsafe file
+        raise CondormlError(
+            f"--model {path}: not a loadable PyTorch weights file ({str(err).splitlines()[0][:200]})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CondormlError(f"--model {path}: expected a condorml checkpoint or a state_dict")
+    config = None
+    if state.get("format") == FORMAT:
+        config = state["config"]
+        arch, size, weights = config["model"], config["image_size"], state["model"]
+        for option, given, saved in (
+            ("--model-arch", model_arch, arch),
+            ("--image-size", image_size, size),
+        ):
+            if given is not None and given != saved:
+                raise CondormlError(
+                    f"--model {path}: {option} {given} contradicts the checkpoint ({saved})"
+                )
+    else:
+        weights = state.get("model_state_dict", state)  # the CHTC example's checkpoint dict
+        arch = model_arch or _recognise_arch(path, weights)
+        size = image_size or _implied_size(path, arch, weights)
+    model = build_model(arch, size)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()
+        raise CondormlError(
+            f"--model {path}: the weights do not fit {arch} at {size} px ({first[-1].strip()[:200]})"
+        ) from None
+    model = model.to(device=device, memory_format=torch.channels_last).eval()
+    name = (config or {}).get("member") or path.parent.name or path.stem
+    return Member(name, path, file_sha256(path), arch, size, config, model)
+
+
+def _recognise_arch(path: Path, weights: dict) -> str:
+    if "layer4.1.conv2.weight" in weights:
+        return "resnet18"
+    if "conv1.weight" in weights and "fc3.weight" in weights:
+        return "cnn"
+    raise CondormlError(
+        f"--model {path}: unknown architecture; pass --model-arch ({', '.join(MODELS)})"
+    )
+
+
+def _implied_size(path: Path, arch: str, weights: dict) -> int:
+    if arch != "cnn" or "fc1.weight" not in weights:
+        return DEFAULT_IMAGE_SIZE
+    side = math.isqrt(weights["fc1.weight"].shape[1] // 64)
+    if cnn_feature_side(DEFAULT_IMAGE_SIZE) == side:
+        return DEFAULT_IMAGE_SIZE
+    raise CondormlError(f"--model {path}: a cnn for another image size than 224; pass --image-size")
+
+
+def list_images(source: ImageSource) -> tuple[list[ImageFile], int]:
+    """The image files of a source, sorted by id, and the number of other files ignored.
+
+    Raises
+    ------
+    DataError
+        If two files share an id (``a/1.jpg`` and ``b/1.png``) or there is no image.
+    """
+    images, ignored = [], 0
+    for f in source.files():
+        if PurePosixPath(f.name).suffix.lower() in IMAGE_SUFFIXES:
+            images.append(f)
+        else:
+            ignored += 1
+    by_id: dict[str, ImageFile] = {}
+    for f in images:
+        if f.stem in by_id:
+            raise DataError(
+                f"{source.path}: {by_id[f.stem].name} and {f.name} both have the id {f.stem}"
+            )
+        by_id[f.stem] = f
+    if not by_id:
+        raise DataError(
+            f"{source.path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return [by_id[i] for i in sort_ids(by_id)], ignored
+
+
+def infer(config: InferConfig, progress: Progress | None = None) -> InferResult:
+    """Write ``config.output`` (``fileid,prob``) and its provenance sidecar.
+
+    Parameters
+    ----------
+    config : InferConfig
+        Models, images, output and options.
+    progress : Progress, optional
+        Receives per-batch progress.
+
+    Returns
+    -------
+    InferResult
+        Counts, failures and timing.
+
+    Raises
+    ------
+    CondormlError
+        For unusable models or options, or if no image of the (shard's) set can be decoded.
+
+    Example
+    -------
+    >>> infer(InferConfig((Path("ckpt/model.pth"),), Path("test.zip")))  # doctest: +SKIP
+    """
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    if not config.models:
+        raise CondormlError("--model: give at least one model")
+    if config.batch_size < 1:
+        raise CondormlError(f"--batch-size {config.batch_size}: must be 1 or more")
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    if precision == "fp16":
+        raise CondormlError("--precision fp16: use bf16 or fp32 for inference")
+    cpus = job_cpus()
+    torch.set_num_threads(cpus)
+    source = ImageSource(config.images)
+    try:
+        all_images, ignored = list_images(source)
+        images = config.shard.select(all_images) if config.shard else all_images
+        members = [
+            load_member(p, device, config.model_arch, config.image_size) for p in config.models
+        ]
+        log.info(
+            "%d image(s)%s, %d model(s), %s on %s",
+            len(images),
+            f" (shard {config.shard.index}/{config.shard.count} of {len(all_images)})"
+            if config.shard
+            else "",
+            len(members),
+            precision,
+            device,
+        )
+        run = _Run(members, device, precision, config.workers or cpus)
+        with run, prediction_writer(config.output, config.with_stats) as write:
+            loop_started = time.monotonic()
+            progress.start("inferring", len(images))
+            for start in range(0, len(images), config.batch_size):
+                batch = images[start : start + config.batch_size]
+                for fileid, probs in run.predict(source, batch):
+                    prob = sum(probs) / len(probs)
+                    spread = float(np.std(probs)) if len(probs) > 1 else 0.0
+                    write(fileid, prob, spread, len(probs))
+                progress.advance(len(batch))
+            loop_seconds = time.monotonic() - loop_started
+            progress.finish(f"{len(images) - len(run.failed)} predicted, {len(run.failed)} failed")
+            if images and len(run.failed) == len(images):
+                raise DataError(
+                    f"{config.images}: none of the {len(images)} images could be decoded ({run.failed[0]['reason']})"
+                )
+    finally:
+        source.close()
+    seconds = time.monotonic() - started
+    result = InferResult(
+        config.output,
+        sidecar_path(config.output),
+        len(images),
+        len(images) - len(run.failed),
+        run.failed,
+        seconds,
+        loop_seconds,
+    )
+    write_sidecar(
+        config.output,
+        _provenance(config, source, all_images, images, ignored, members, run, result),
+    )
+    if run.failed:
+        log.warning(
+            "%d image(s) could not be decoded and are not in %s; see %s",
+            len(run.failed),
+            config.output,
+            result.sidecar,
+        )
+    if not images:
+        log.warning(
+            "shard %d/%d has no images (the source holds %d)",
+            config.shard.index,
+            config.shard.count,
+            len(all_images),
+        )
+    return result
+
+
+class _Run:
+    """The decoding threads, the members and their input buffers, for one inference run."""
+
+    def __init__(
+        self, members: list[Member], device: torch.device, precision: str, workers: int
+    ) -> None:
+        self.members, self.device, self.precision, self.workers = (
+            members,
+            device,
+            precision,
+            workers,
+        )
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.sizes = sorted({m.image_size for m in members})  # decode once per distinct size
+        self.normalizers = [
+            InputNormalizer(model_spec(m.arch), m.image_size, device, dtype) for m in members
+        ]
+        self.failed: list[dict[str, str]] = []
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self._stages: dict[int, np.ndarray] = {}
+        warm_up_decoder()  # its imports take a second; not inside the timed loop
+
+    def __enter__(self) -> _Run:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.pool.shutdown()
+
+    def predict(self, source: ImageSource, batch: list[ImageFile]) -> list[tuple[str, list[float]]]:
+        """(id, per-member probabilities of dog) for the decodable images of ``batch``."""
+        probs: list[list[float]] = [[] for _ in self.members]
+        ok: list[int] = []
+        for size in self.sizes:
+            pixels, ok = self._decode(source, batch, size)
+            for m, member in enumerate(self.members):
+                if member.image_size == size:
+                    probs[m] = self._forward(member, self.normalizers[m], pixels)
+        # A file decodes at every size or at none, so `ok` is the same for every size.
+        return [(batch[i].stem, [p[k] for p in probs]) for k, i in enumerate(ok)]
+
+    def _decode(
+        self, source: ImageSource, batch: list[ImageFile], size: int
+    ) -> tuple[torch.Tensor, list[int]]:
+        stage = self._stages.get(size)
+        if stage is None or len(stage) < len(batch):  # reused: a fresh array page-faults again
+            stage = self._stages[size] = np.empty((len(batch), size, size, 3), dtype=np.uint8)
+        stage = stage[: len(batch)]
+
+        def decode(i: int) -> str | None:
+            try:
+                stage[i] = decode_resized(source.read(batch[i].name), size)
+            except DECODE_ERRORS as err:
+                return describe_decode_error(err)
+            return None
+
+        reasons = list(self.pool.map(decode, range(len(batch))))
+        ok = [i for i, reason in enumerate(reasons) if reason is None]
+        if size == self.sizes[0]:  # report each failure once, whatever the number of sizes
+            self.failed += [
+                {"file": source.display(batch[i].name), "fileid": batch[i].stem, "reason": reason}
+                for i, reason in enumerate(reasons)
+                if reason is not None
+            ]
+        return torch.from_numpy(stage[ok] if len(ok) < len(batch) else stage), ok
+
+    def _forward(
+        self, member: Member, normalize: InputNormalizer, pixels: torch.Tensor
+    ) -> list[float]:
+        if len(pixels) == 0:
+            return []
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            logits = member.model(normalize(pixels))
+        return torch.softmax(logits.float(), dim=1)[:, 1].tolist()
+
+
+def _provenance(
+    config: InferConfig,
+    source: ImageSource,
+    all_images: list[ImageFile],
+    images: list[ImageFile],
+    ignored: int,
+    members: list[Member],
+    run: _Run,
+    result: InferResult,
+) -> dict[str, Any]:
+    shard = None
+    if config.shard:
+        shard = {
+            "index": config.shard.index,
+            "count": config.shard.count,
+            "expected": len(images),
+            "first_id": images[0].stem if images else None,
+            "last_id": images[-1].stem if images else None,
+        }
+    return {
+        "condorml_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "columns": ["fileid", "prob", *(["prob_std", "n_models"] if config.with_stats else [])],
+        "prob": "probability of dog: softmax of the 2 logits, mean over the models",
+        "images": {
+            "source": str(config.images),
+            "is_zip": source.is_zip,
+            "fingerprint": fingerprint(all_images),
+            "in_source": len(all_images),
+            "ignored_non_images": ignored,
+            "shard": shard,
+            "processed": result.images,
+            "predicted": result.predicted,
+            "failed": run.failed,
+        },
+        "models": [m.describe() for m in members],
+        "inference": {
+            "device": str(run.device),
+            "precision": run.precision,
+            "batch_size": config.batch_size,
+            "workers": run.workers,
+            "seconds": round(result.seconds, 3),
+            "loop_seconds": round(result.loop_seconds, 3),
+            "images_per_s": round(result.images_per_s, 1),
+        },
+    }

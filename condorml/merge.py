@@ -1,0 +1,158 @@
+"""Merge the CSVs of sharded inference (``condorml infer --shard I/N``) into one.
+
+The result is what one unsharded run would have written: rows sorted by id, the same columns,
+and a sidecar that combines the shards'. It refuses, with a message naming the files, shards
+that overlap, a shard that is missing or incomplete, and shards of different models or images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from condorml import __version__
+from condorml.errors import CondormlError
+from condorml.predictions import (
+    prediction_writer,
+    read_predictions,
+    read_sidecar,
+    sidecar_path,
+    sort_ids,
+    write_sidecar,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What :func:`merge_predictions` wrote."""
+
+    output: Path
+    rows: int
+    parts: int
+    verified: bool  # shard coverage checked against sidecars
+
+
+def merge_predictions(output: Path, parts: list[Path]) -> MergeResult:
+    """Merge shard CSVs (and their sidecars) into ``output``.
+
+    Parameters
+    ----------
+    output : Path
+        The merged CSV; its sidecar is written beside it.
+    parts : list of Path
+        Shard CSVs, in any order. Their sidecars (``PART.csv.json``) let the merge check that
+        every shard is present and complete; without them only overlaps can be checked.
+
+    Raises
+    ------
+    CondormlError
+        For overlapping ids, a missing or incomplete shard, or shards that do not belong together.
+    """
+    if not parts:
+        raise CondormlError("merge: give the shard CSVs to merge")
+    frames = [read_predictions(part) for part in parts]
+    columns = list(frames[0].columns)
+    for part, frame in zip(parts, frames, strict=True):
+        if list(frame.columns) != columns:
+            raise CondormlError(
+                f"{part}: columns {','.join(frame.columns)} differ from {parts[0]}'s {','.join(columns)}"
+            )
+    _refuse_overlaps(parts, frames)
+    sidecars = [read_sidecar(part) for part in parts]
+    verified = all(sidecars)
+    if verified:
+        _check_shards(parts, frames, sidecars)  # type: ignore[arg-type]
+    else:
+        lacking = [str(sidecar_path(p)) for p, s in zip(parts, sidecars, strict=True) if s is None]
+        log.warning("no sidecar %s: cannot check that no shard is missing", ", ".join(lacking))
+    import pandas as pd
+
+    merged = pd.concat(frames, ignore_index=True).set_index("fileid")
+    merged = merged.loc[sort_ids(merged.index)]
+    with_stats = "prob_std" in columns
+    with prediction_writer(output, with_stats) as write:
+        for row in merged.itertuples():
+            if with_stats:
+                write(row.Index, row.prob, row.prob_std, int(row.n_models))
+            else:
+                write(row.Index, row.prob)
+    if verified:
+        write_sidecar(output, _merged_sidecar(parts, sidecars))  # type: ignore[arg-type]
+    return MergeResult(output, len(merged), len(parts), verified)
+
+
+def _refuse_overlaps(parts: list[Path], frames: list) -> None:
+    owner: dict[str, Path] = {}
+    for part, frame in zip(parts, frames, strict=True):
+        for fileid in frame["fileid"]:
+            if fileid in owner:
+                where = (
+                    f"{owner[fileid]} and {part}" if owner[fileid] != part else f"{part} (twice)"
+                )
+                raise CondormlError(
+                    f"id {fileid} is in {where}: the shards overlap; merge each shard once"
+                )
+            owner[fileid] = part
+
+
+def _check_shards(parts: list[Path], frames: list, sidecars: list[dict[str, Any]]) -> None:
+    shards = [s["images"].get("shard") for s in sidecars]
+    first = sidecars[0]
+    for part, sidecar in zip(parts, sidecars, strict=True):
+        if sidecar["images"]["fingerprint"] != first["images"]["fingerprint"]:
+            raise CondormlError(f"{part}: made from other images than {parts[0]}")
+        if [m["sha256"] for m in sidecar["models"]] != [m["sha256"] for m in first["models"]]:
+            raise CondormlError(f"{part}: made with other models than {parts[0]}")
+    if any(shard is None for shard in shards):
+        raise CondormlError(
+            f"{parts[shards.index(None)]}: not a shard (made without --shard); nothing to merge it with"
+        )
+    count = shards[0]["count"]
+    if any(shard["count"] != count for shard in shards):
+        raise CondormlError("the parts come from different --shard I/N splits (N differs)")
+    seen: dict[int, Path] = {}
+    for part, shard in zip(parts, shards, strict=True):
+        if shard["index"] in seen:
+            raise CondormlError(
+                f"{seen[shard['index']]} and {part} are both shard {shard['index']}/{count}"
+            )
+        seen[shard["index"]] = part
+    missing = sorted(set(range(count)) - set(seen))
+    if missing:
+        raise CondormlError(
+            f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing: {len(seen)} of {count} given"
+        )
+    for part, frame, sidecar in zip(parts, frames, sidecars, strict=True):
+        images = sidecar["images"]
+        expected = images["shard"]["expected"] - len(images["failed"])
+        if len(frame) != expected:
+            raise CondormlError(
+                f"{part}: {len(frame)} rows, but its shard predicted {expected}: the file is incomplete"
+            )
+
+
+def _merged_sidecar(parts: list[Path], sidecars: list[dict[str, Any]]) -> dict[str, Any]:
+    first = sidecars[0]
+    images = {
+        **first["images"],
+        "shard": None,
+        "processed": sum(s["images"]["processed"] for s in sidecars),
+        "predicted": sum(s["images"]["predicted"] for s in sidecars),
+        "failed": [failure for s in sidecars for failure in s["images"]["failed"]],
+    }
+    return {
+        **first,
+        "condorml_version": __version__,
+        "images": images,
+        "inference": None,
+        "merged_from": [
+            {"csv": str(p), "shard": s["images"]["shard"], "inference": s.get("inference")}
+            for p, s in sorted(
+                zip(parts, sidecars, strict=True), key=lambda ps: ps[1]["images"]["shard"]["index"]
+            )
+        ],
+    }
