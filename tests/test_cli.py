@@ -85,10 +85,14 @@ def test_data_synth_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_restarts_the_job_after_each_checkpoint_until_it_finishes(tmp_path: Path) -> None:
+def test_demo_restarts_the_job_after_each_checkpoint_then_infers(tmp_path: Path) -> None:
     from condorml.demo import run_demo
 
     result = run_demo(tmp_path, n_train=64, epochs=3, checkpoint_every=1, image_size=48)
-    assert [a.exit_code for a in result.attempts] == [85, 85, 0]
-    assert (tmp_path / "checkpoints" / "model.pth").exists()
+    assert [(a.job, a.exit_code) for a in result.attempts] == [
+        ("train", 85), ("train", 85), ("train", 0), ("infer", 0),
+    ]  # fmt: skip
     assert len(result.metrics_csv.read_text().splitlines()) == 1 + 3
+    assert result.predictions.read_text().startswith("fileid,prob\n1,")
+    assert result.scores is not None and result.scores.n == 10
+    assert (tmp_path / "metrics.json").exists()

@@ -29,7 +29,11 @@ def infer_command(
         "-o",
         help="The CSV (fileid,prob); its provenance goes to OUTPUT.json.",
     ),
-    batch_size: int = typer.Option(100, "--batch-size", help="Images per batch."),
+    batch_size: int = typer.Option(
+        256,
+        "--batch-size",
+        help="Images per batch (decoded together, then run through every model).",
+    ),
     workers: int | None = typer.Option(
         None, "--workers", help="Decoding threads [default: the CPUs this job was given]."
     ),
