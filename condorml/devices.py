@@ -17,10 +17,8 @@ from pathlib import Path
 
 import torch
 
+from condorml.config import DEVICES, PRECISIONS
 from condorml.errors import CondormlError
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def job_cpus() -> int:

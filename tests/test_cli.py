@@ -44,11 +44,11 @@ def test_help_does_not_import_torch_or_pandas() -> None:
 
 
 def test_cli_choices_match_the_library_tables() -> None:
-    from condorml.devices import DEVICES, PRECISIONS
+    from condorml.config import DEVICES, MODEL_NAMES, OPTIMIZERS, PRECISIONS, SCHEDULERS
     from condorml.models import MODELS
-    from condorml.train import OPTIMIZERS, SCHEDULERS
 
-    assert get_args(train_cli.Model) == tuple(MODELS)
+    assert tuple(MODELS) == MODEL_NAMES
+    assert get_args(train_cli.Model) == MODEL_NAMES
     assert get_args(train_cli.Optimizer) == OPTIMIZERS
     assert get_args(train_cli.Scheduler) == SCHEDULERS
     assert get_args(train_cli.Device) == DEVICES

@@ -9,7 +9,7 @@ import typer
 
 from condorml.cli._common import call, make_progress, setup_logging
 
-# The choices repeat condorml.train's tables, which import torch; a test keeps them equal.
+# typer needs the choices as types; they repeat condorml.config's tables (a test keeps them equal).
 Model = Literal["cnn", "resnet18"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["constant", "cosine", "step"]
