@@ -10,8 +10,8 @@ from typing import get_args
 import pytest
 from typer.testing import CliRunner
 
+from condorml.cli import _options as cli_options
 from condorml.cli import app
-from condorml.cli import train as train_cli
 from tests.helpers import condorml_cli
 
 COMMANDS = [
@@ -23,6 +23,9 @@ COMMANDS = [
     ["data"],
     ["data", "synth"],
     ["demo"],
+    ["submit"],
+    ["submit", "train"],
+    ["submit", "infer"],
 ]
 
 
@@ -36,7 +39,7 @@ def test_every_command_has_help(command: list[str]) -> None:
 def test_help_does_not_import_torch_or_pandas() -> None:
     code = (
         "import sys; from typer.testing import CliRunner; from condorml.cli import app;"
-        "[CliRunner().invoke(app, [*c, '--help']) for c in (['train'], ['infer'], ['merge'], ['evaluate'], ['data', 'synth'], ['demo'])];"
+        "[CliRunner().invoke(app, [*c, '--help']) for c in (['train'], ['infer'], ['merge'], ['evaluate'], ['data', 'synth'], ['demo'], ['submit', 'train'], ['submit', 'infer'])];"
         "print(sorted(m for m in ('torch', 'pandas', 'htcondor2', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -48,11 +51,11 @@ def test_cli_choices_match_the_library_tables() -> None:
     from condorml.models import MODELS
 
     assert tuple(MODELS) == MODEL_NAMES
-    assert get_args(train_cli.Model) == MODEL_NAMES
-    assert get_args(train_cli.Optimizer) == OPTIMIZERS
-    assert get_args(train_cli.Scheduler) == SCHEDULERS
-    assert get_args(train_cli.Device) == DEVICES
-    assert get_args(train_cli.Precision) == PRECISIONS
+    assert get_args(cli_options.Model) == MODEL_NAMES
+    assert get_args(cli_options.Optimizer) == OPTIMIZERS
+    assert get_args(cli_options.Scheduler) == SCHEDULERS
+    assert get_args(cli_options.Device) == DEVICES
+    assert get_args(cli_options.Precision) == PRECISIONS
 
 
 def test_version_and_module_entry_point() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from condorml.cli import data, demo, evaluate, infer, merge, train
+from condorml.cli import data, demo, evaluate, infer, merge, submit, train
 
 app = typer.Typer(
     name="condorml",
@@ -19,6 +19,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data.app, name="data")
+app.add_typer(submit.app, name="submit")
 app.command("train")(train.train_command)
 app.command("infer")(infer.infer_command)
 app.command("merge")(merge.merge_command)

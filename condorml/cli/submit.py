@@ -1,0 +1,119 @@
+"""``condorml submit train|infer``: write an HTCondor submit file and its wrapper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from condorml.cli._common import call, setup_logging
+from condorml.cli._options import (
+    inference_options,
+    resource_options,
+    split,
+    training_options,
+    with_options,
+)
+
+app = typer.Typer(
+    help="Write HTCondor submit descriptions (and their wrapper scripts) for condorml jobs.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+
+@app.command("train")
+@with_options(training_options, resource_options)
+def submit_train(
+    data_dir: str = typer.Option(
+        ...,
+        "--data-dir",
+        "-d",
+        help="The training zip: a local path, or an osdf:/// or file:/// URL.",
+    ),
+    output: Path = typer.Option(
+        Path("train.sub"),
+        "--output",
+        "-o",
+        help="The submit file; its wrapper condorml_train.sh goes beside it.",
+    ),
+    **options: Any,
+) -> None:
+    """Write a self-checkpointing training job: checkpoint_exit_code = 85, the checkpoint
+    folder ckpt/ in transfer_checkpoint_files, log/output/error per job."""
+    from condorml.config import TrainConfig
+    from condorml.htcondor.submit import train_description
+
+    setup_logging()
+    resources, container, profile, submit = _resources(options)
+    config = TrainConfig(data_dir=Path(data_dir), checkpoint_dir=Path("ckpt"), **options)
+    job = call(train_description, config, data_dir, resources, container, profile, output.parent)
+    _write(job, output, submit)
+
+
+@app.command("infer")
+@with_options(inference_options, resource_options)
+def submit_infer(
+    model: list[str] = typer.Option(
+        ..., "--model", "-m", help="Model file (local path or URL); repeat for an ensemble."
+    ),
+    images: str = typer.Option(
+        ...,
+        "--images",
+        "-i",
+        help="Zip of test images: a local path, or an osdf:/// or file:/// URL.",
+    ),
+    output: Path = typer.Option(
+        Path("infer.sub"),
+        "--output",
+        "-o",
+        help="The submit file; its wrapper condorml_infer.sh goes beside it.",
+    ),
+    csv: str = typer.Option(
+        "dog_probs.csv", "--csv", help="Name of the predictions CSV the job returns in out/."
+    ),
+    shards: int = typer.Option(
+        1, "--shards", help="Spread the images over N jobs (queue N, --shard $(ProcId)/N)."
+    ),
+    **options: Any,
+) -> None:
+    """Write an inference job that returns out/dog_probs.csv and its sidecar."""
+    from condorml.htcondor.submit import InferJob, infer_description
+
+    setup_logging()
+    resources, container, profile, submit = _resources(options)
+    job = InferJob(output_name=csv, shards=shards, **options)
+    description = call(
+        infer_description, model, images, job, resources, container, profile, output.parent
+    )
+    _write(description, output, submit)
+
+
+def _resources(options: dict[str, Any]):
+    from condorml.htcondor.submit import Container, Profile, Resources
+
+    values = split(options, resource_options)
+    container = Container(values.pop("container_image"), values.pop("docker_image"))
+    profile = call(Profile, values.pop("profile"), values.pop("gpu_job_length"))
+    submit = values.pop("submit")
+    return Resources(**values), container, profile, submit
+
+
+def _write(job: Any, output: Path, submit: bool) -> None:
+    from condorml.htcondor.schedd import submit_job
+    from condorml.htcondor.submit import write_job
+
+    written = call(write_job, job, output)
+    for note in job.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"wrote {written.submit_file} and {written.wrapper}")
+    if submit:
+        cluster = call(submit_job, job.submit, written.submit_file)
+        typer.echo(
+            f"submitted as cluster {cluster}; follow it with: condor_watch_q -clusters {cluster}"
+        )
+    else:
+        typer.echo(
+            f"submit it with: cd {written.submit_file.parent} && condor_submit {written.submit_file.name}"
+        )

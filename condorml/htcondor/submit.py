@@ -1,0 +1,621 @@
+"""Submit descriptions for training and inference jobs, built as ``htcondor2.Submit`` objects.
+
+Describing a job is pure: :func:`train_description` and :func:`infer_description` return a
+:class:`JobDescription` (the ``htcondor2.Submit``, its wrapper script and notes) and touch no
+file. :func:`write_job` writes both atomically and reads the submit file back with HTCondor's own
+parser, refusing to leave a file that does not read back as the description it was made from.
+
+The job's sandbox layout is fixed, and everything lands at its top level, so no path in a
+transfer list depends on ``preserve_relative_paths``:
+
+* inputs arrive under their file names (``train.zip``, ``model.pth``; URLs pass through);
+* a training job keeps its checkpoint in the folder ``ckpt/`` (``transfer_checkpoint_files =
+  ckpt``: the folder comes back whole after an eviction) and returns it as its output;
+* an inference job writes into the folder ``out/`` and returns it.
+
+The wrapper creates those folders before anything else, so a declared output always exists
+and a failing job fails (its exit code reaches DAGMan) instead of going on hold.
+
+Local paths are written relative to the submit file's folder: submit from there
+(``cd submit && condor_submit train.sub``), as DAGMan does for node jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+from condorml import __version__
+from condorml.checkpoint import CHECKPOINT_EXIT_CODE
+from condorml.config import TrainConfig
+from condorml.errors import CondormlError
+from condorml.fileio import atomic_write, atomic_write_text
+from condorml.htcondor.quoting import (
+    Macro,
+    Token,
+    classad_string,
+    condor_arguments,
+    list_item,
+    safe_value,
+    size_value,
+)
+from condorml.htcondor.wrappers import wrapper_script
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FOLDER = "ckpt"
+RESULTS_FOLDER = "out"
+URL_SCHEMES = ("osdf://", "file://", "pelican://", "https://", "http://", "s3://", "stash://")
+PROFILES = ("none", "chtc")
+# CHTC's GPU job lengths and their run-time limits in hours (chtc.cs.wisc.edu, gpu-jobs).
+CHTC_GPU_JOB_LENGTHS = {"short": 12, "medium": 24, "long": 7 * 24}
+CHTC_DEFAULT_CHECKPOINT_MINUTES = 60  # HTCondor's manual: checkpoint about once an hour
+
+# Generic resource names -> submit commands; the one table the CLI, docs and checks share.
+RESOURCE_COMMANDS = {
+    "cpus": "request_cpus",
+    "memory": "request_memory",
+    "disk": "request_disk",
+    "gpus": "request_gpus",
+    "gpu_capability_min": "gpus_minimum_capability",
+    "gpu_capability_max": "gpus_maximum_capability",
+    "gpu_memory_min": "gpus_minimum_memory",
+    "gpu_runtime_min": "gpus_minimum_runtime",
+    "require_gpus": "require_gpus",
+}
+_GPU_OPTIONS = (
+    "gpu_capability_min",
+    "gpu_capability_max",
+    "gpu_memory_min",
+    "gpu_runtime_min",
+    "require_gpus",
+)
+_DOCKER_REF = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?$"
+)
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a job asks the pool for. ``memory``, ``disk`` and ``gpu_memory_min`` take units.
+
+    Example
+    -------
+    >>> Resources(cpus=4, gpus=1, gpu_capability_min=7.5).commands()["gpus_minimum_capability"]
+    '7.5'
+    """
+
+    cpus: int = 1
+    memory: str = "8GB"
+    disk: str = "10GB"
+    gpus: int = 0
+    gpu_capability_min: float | None = None
+    gpu_capability_max: float | None = None
+    gpu_memory_min: str | None = None
+    gpu_runtime_min: str | None = None
+    require_gpus: str | None = None
+
+    def commands(self) -> dict[str, str]:
+        """The submit commands, validated.
+
+        Raises
+        ------
+        CondormlError
+            For impossible values, or GPU constraints without ``--gpus`` (HTCondor would
+            silently ignore them).
+        """
+        if self.cpus < 1 or self.gpus < 0:
+            raise CondormlError("--cpus must be 1 or more and --gpus 0 or more")
+        given = [name for name in _GPU_OPTIONS if getattr(self, name) is not None]
+        if given and self.gpus == 0:
+            raise CondormlError(
+                f"{_option(given[0])} without --gpus: HTCondor ignores GPU constraints of a job that requests no GPU; add --gpus 1"
+            )
+        values = {
+            "cpus": str(self.cpus),
+            "memory": size_value(self.memory, "--memory"),
+            "disk": size_value(self.disk, "--disk"),
+        }
+        if self.gpus:
+            values["gpus"] = str(self.gpus)
+        for name in ("gpu_capability_min", "gpu_capability_max"):
+            value = getattr(self, name)
+            if value is not None:
+                if not 1.0 <= value < 100:
+                    raise CondormlError(
+                        f"{_option(name)} {value}: a CUDA compute capability such as 7.5"
+                    )
+                values[name] = f"{value:g}"
+        if (
+            self.gpu_capability_min
+            and self.gpu_capability_max
+            and self.gpu_capability_min > self.gpu_capability_max
+        ):
+            raise CondormlError(
+                "--gpu-capability-min is above --gpu-capability-max: no GPU can match"
+            )
+        if self.gpu_memory_min is not None:
+            values["gpu_memory_min"] = size_value(self.gpu_memory_min, "--gpu-memory-min")
+        if self.gpu_runtime_min is not None:
+            runtime = safe_value(self.gpu_runtime_min, "--gpu-runtime-min")
+            if not re.fullmatch(r"\d+\.\d+|\d{4,}", runtime):
+                raise CondormlError(
+                    f"--gpu-runtime-min {runtime!r}: a CUDA version such as 12.1 (or 12010)"
+                )
+            values["gpu_runtime_min"] = runtime
+        if self.require_gpus is not None:
+            values["require_gpus"] = _classad_expression(self.require_gpus, "--require-gpus")
+        return {RESOURCE_COMMANDS[name]: value for name, value in values.items()}
+
+
+def _classad_expression(text: str, what: str) -> str:
+    import classad2
+
+    safe_value(text, what)
+    try:
+        classad2.ExprTree(text)
+    except Exception as err:  # classad2 raises ClassAdException or ValueError for a bad parse
+        raise CondormlError(f"{what} {text!r}: not a ClassAd expression ({err})") from None
+    return text
+
+
+@dataclass(frozen=True)
+class Container:
+    """The job's software environment: ``container_image`` (any runtime) or ``docker_image``."""
+
+    image: str | None = None
+    docker_image: str | None = None
+
+    def commands(self, submit_dir: Path) -> dict[str, str]:
+        """``universe`` and the image command; vanilla (nothing) without an image.
+
+        Raises
+        ------
+        CondormlError
+            For both images at once, or an image reference HTCondor would reject.
+        """
+        if self.image and self.docker_image:
+            raise CondormlError(
+                "--container-image and --docker-image: give one (HTCondor refuses both)"
+            )
+        if self.docker_image:
+            ref = safe_value(self.docker_image, "--docker-image").removeprefix("docker://")
+            _check_docker_ref(ref, "--docker-image")
+            return {"universe": "docker", "docker_image": ref}
+        if not self.image:
+            return {}
+        image = safe_value(self.image, "--container-image")
+        if image.startswith("docker://"):
+            _check_docker_ref(image.removeprefix("docker://"), "--container-image")
+        elif image.startswith(("osdf://", "file://", "pelican://", "https://", "http://")):
+            list_item(image, "--container-image")
+        elif image.endswith(".sif"):
+            image = local_path(image, submit_dir, "--container-image")
+        else:
+            raise CondormlError(
+                f"--container-image {image!r}: expected docker://repo:tag, a .sif file or an osdf:/// URL"
+            )
+        return {"universe": "container", "container_image": image}
+
+
+def _check_docker_ref(ref: str, what: str) -> None:
+    if not _DOCKER_REF.match(ref):
+        raise CondormlError(
+            f"{what} {ref!r}: not a Docker image reference (repository[:tag]), lower case"
+        )
+    name = ref.rsplit("/", 1)[-1]
+    if ":" not in name or name.endswith(":latest"):
+        log.warning(
+            "%s %s: pin a tag other than 'latest', so that every job runs the same software",
+            what,
+            ref,
+        )
+
+
+def is_url(value: str) -> bool:
+    """Whether HTCondor fetches this input through a transfer plugin (``osdf:///...``)."""
+    return value.startswith(URL_SCHEMES)
+
+
+def local_path(value: str, submit_dir: Path, what: str) -> str:
+    """A local path written relative to the submit file's folder (absolute paths stay so)."""
+    list_item(value, what)
+    path = Path(value)
+    if path.is_absolute():
+        return path.as_posix()
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(submit_dir))).as_posix()
+
+
+def input_entry(value: str, submit_dir: Path, what: str) -> tuple[str, str]:
+    """(entry for ``transfer_input_files``, the file's name in the sandbox)."""
+    if is_url(value):
+        list_item(value, what)
+        name = PurePosixPath(value.split("://", 1)[1]).name
+    else:
+        name = Path(value).name
+        value = local_path(value, submit_dir, what)
+    if not name:
+        raise CondormlError(f"{what} {value!r}: names a folder, not a file")
+    return value, name
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Pool-specific additions; ``none`` writes nothing pool-specific."""
+
+    name: str = "none"
+    gpu_job_length: str | None = None  # CHTC: chosen from the checkpoint interval when None
+
+    def __post_init__(self) -> None:
+        if self.name not in PROFILES:
+            raise CondormlError(f"--profile {self.name}: choose one of {', '.join(PROFILES)}")
+        if self.gpu_job_length is not None and self.gpu_job_length not in CHTC_GPU_JOB_LENGTHS:
+            raise CondormlError(
+                f"--gpu-job-length {self.gpu_job_length}: choose one of {', '.join(CHTC_GPU_JOB_LENGTHS)}"
+            )
+
+
+def chtc_job_length(run_minutes: float) -> str:
+    """The shortest CHTC GPU job length whose limit exceeds one run (between checkpoints) by 25%.
+
+    Example
+    -------
+    >>> chtc_job_length(60), chtc_job_length(15 * 60), chtc_job_length(3 * 24 * 60)
+    ('short', 'medium', 'long')
+    """
+    for length, hours in CHTC_GPU_JOB_LENGTHS.items():
+        if run_minutes * 1.25 <= hours * 60:
+            return length
+    raise CondormlError(
+        f"a run of {run_minutes:g} minutes between checkpoints exceeds CHTC's longest GPU job (7 days); lower --checkpoint-minutes"
+    )
+
+
+@dataclass
+class JobDescription:
+    """A job ready to write: the submit description, its wrapper script, and notes for the user."""
+
+    submit: object  # htcondor2.Submit (imported lazily: the bindings load a native library)
+    wrapper_name: str
+    wrapper_text: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _submit(commands: dict[str, str], queue: int):
+    import htcondor2
+
+    description = htcondor2.Submit(commands)
+    description.setQArgs(str(queue))
+    return description
+
+
+def _common(
+    kind: str,
+    wrapper_name: str,
+    arguments: list[Token],
+    inputs: list[str],
+    output_folder: str,
+    resources: Resources,
+    container: Container,
+    submit_dir: Path,
+) -> dict[str, str]:
+    commands = dict(container.commands(submit_dir))
+    commands.update(
+        {
+            "executable": wrapper_name,
+            "arguments": condor_arguments(arguments),
+            "should_transfer_files": "YES",
+            # Files come back when the job exits, not when it is evicted: with checkpoint_exit_code
+            # the checkpoint already reached the access point at every exit 85.
+            "when_to_transfer_output": "ON_EXIT",
+        }
+    )
+    if inputs:
+        commands["transfer_input_files"] = ", ".join(inputs)
+    if kind == "train":
+        commands["checkpoint_exit_code"] = str(CHECKPOINT_EXIT_CODE)
+        commands["transfer_checkpoint_files"] = output_folder
+    commands["transfer_output_files"] = output_folder
+    commands.update(resources.commands())
+    stem = "$(ClusterId).$(ProcId)"
+    commands.update(
+        {"output": f"{kind}.{stem}.out", "error": f"{kind}.{stem}.err", "log": f"{kind}.log"}
+    )
+    return commands
+
+
+def _unique_names(names: list[str]) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise CondormlError(
+                f"two inputs are named {name}: a job receives its inputs by file name; rename one (e.g. m000.pth) or run one job per model and merge"
+            )
+        seen.add(name)
+
+
+def train_description(
+    config: TrainConfig,
+    data: str,
+    resources: Resources,
+    container: Container,
+    profile: Profile,
+    submit_dir: Path,
+) -> JobDescription:
+    """Describe a self-checkpointing training job.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The training options (``data_dir``, ``checkpoint_dir`` and ``cache_dir`` are replaced
+        by the sandbox layout).
+    data : str
+        The training zip: a local path or an ``osdf:///`` / ``file:///`` URL.
+    resources, container, profile
+        What to ask the pool for, where to run, pool-specific additions.
+    submit_dir : Path
+        Folder of the submit file; local paths are written relative to it.
+
+    Raises
+    ------
+    CondormlError
+        For invalid options or values that cannot be written safely.
+    """
+    notes = []
+    if profile.name == "chtc" and resources.gpus and config.checkpoint_minutes is None:
+        config = replace(config, checkpoint_minutes=float(CHTC_DEFAULT_CHECKPOINT_MINUTES))
+        notes.append(
+            f"--profile chtc: checkpointing every {CHTC_DEFAULT_CHECKPOINT_MINUTES} minutes too, so that every run fits a GPU job length"
+        )
+    config.validate()
+    if config.device == "cuda" and not resources.gpus:
+        raise CondormlError("--device cuda without --gpus: the job would get no GPU")
+    data_entry, data_name = input_entry(data, submit_dir, "--data-dir")
+    inputs, names = [data_entry], [data_name]
+    args: list[Token] = ["train", "--data-dir", data_name, "--checkpoint-dir", CHECKPOINT_FOLDER]
+    if config.pretrained_weights is not None:
+        entry, name = input_entry(
+            str(config.pretrained_weights), submit_dir, "--pretrained-weights"
+        )
+        inputs.append(entry)
+        names.append(name)
+        args += ["--pretrained-weights", name]
+    _unique_names(names)
+    args += _training_arguments(config)
+    commands = _common(
+        "train", TRAIN_WRAPPER, args, inputs, CHECKPOINT_FOLDER, resources, container, submit_dir
+    )
+    if profile.name == "chtc" and resources.gpus:
+        length = profile.gpu_job_length or chtc_job_length(config.checkpoint_minutes)  # type: ignore[arg-type]
+        commands.update(
+            {
+                "My.WantGPULab": "true",
+                "My.GPUJobLength": classad_string(length, "--gpu-job-length"),
+                "My.is_resumable": "true",
+            }
+        )
+    elif profile.name == "chtc":
+        notes.append("--profile chtc adds GPU Lab attributes only to jobs that request GPUs")
+    return JobDescription(
+        _submit(commands, 1), TRAIN_WRAPPER, wrapper_script("train", CHECKPOINT_FOLDER), notes
+    )
+
+
+def _training_arguments(config: TrainConfig) -> list[Token]:
+    """The hyperparameters, every one explicit so the job does not depend on defaults."""
+    args: list[Token] = [
+        "--epochs",
+        str(config.epochs),
+        "--checkpoint-every",
+        str(config.checkpoint_every),
+        "--model",
+        config.model,
+        "--image-size",
+        str(config.image_size),
+        "--lr",
+        repr(config.lr),
+        "--batch-size",
+        str(config.batch_size),
+        "--optimizer",
+        config.optimizer,
+        "--weight-decay",
+        repr(config.weight_decay),
+        "--scheduler",
+        config.scheduler,
+        "--seed",
+        str(config.seed),
+        "--split-seed",
+        str(config.split_seed),
+        "--val-fraction",
+        repr(config.val_fraction),
+        "--precision",
+        config.precision,
+        "--device",
+        config.device,
+    ]
+    if config.optimizer == "sgd":
+        args += ["--momentum", repr(config.momentum)]
+    if config.checkpoint_minutes is not None:
+        args += ["--checkpoint-minutes", f"{config.checkpoint_minutes:g}"]
+    if config.workers is not None:
+        args += ["--workers", str(config.workers)]
+    if config.freeze_backbone:
+        args.append("--freeze-backbone")
+    return args
+
+
+@dataclass(frozen=True)
+class InferJob:
+    """The options of an inference job (the models and images are given separately)."""
+
+    output_name: str = "dog_probs.csv"
+    shards: int = 1
+    batch_size: int = 256
+    workers: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    model_arch: str | None = None
+    image_size: int | None = None
+    with_stats: bool = False
+    strict: bool = False
+
+
+def infer_description(
+    models: list[str],
+    images: str,
+    job: InferJob,
+    resources: Resources,
+    container: Container,
+    profile: Profile,
+    submit_dir: Path,
+) -> JobDescription:
+    """Describe an inference job, or ``job.shards`` of them (``queue N``, ``--shard $(ProcId)/N``).
+
+    The CSV and its sidecar come back as ``out/<output_name>`` (sharded:
+    ``out/<stem>.part<ProcId>.csv``, to be joined with ``condorml merge``).
+
+    Raises
+    ------
+    CondormlError
+        For invalid options or values that cannot be written safely.
+    """
+    if not models:
+        raise CondormlError("--model: give at least one model")
+    if job.shards < 1:
+        raise CondormlError(f"--shards {job.shards}: must be 1 or more")
+    if job.batch_size < 1:
+        raise CondormlError(f"--batch-size {job.batch_size}: must be 1 or more")
+    if job.device == "cuda" and not resources.gpus:
+        raise CondormlError("--device cuda without --gpus: the job would get no GPU")
+    output = PurePosixPath(safe_value(job.output_name, "--output"))
+    if output.name != job.output_name or output.suffix != ".csv":
+        raise CondormlError(
+            f"--output {job.output_name!r}: a file name ending in .csv (it is written to out/)"
+        )
+    list_item(job.output_name, "--output")
+    entries = [input_entry(m, submit_dir, "--model") for m in models]
+    image_entry, image_name = input_entry(images, submit_dir, "--images")
+    _unique_names([name for _, name in entries] + [image_name])
+    args: list[Token] = ["infer"]
+    for _, name in entries:
+        args += ["--model", name]
+    args += [
+        "--images",
+        image_name,
+        "--batch-size",
+        str(job.batch_size),
+        "--device",
+        job.device,
+        "--precision",
+        job.precision,
+    ]
+    if job.shards > 1:
+        args += ["--output", Macro("condorml_output"), "--shard", Macro("condorml_shard")]
+    else:
+        args += ["--output", f"{RESULTS_FOLDER}/{job.output_name}"]
+    if job.workers is not None:
+        args += ["--workers", str(job.workers)]
+    if job.model_arch is not None:
+        args += ["--model-arch", job.model_arch]
+    if job.image_size is not None:
+        args += ["--image-size", str(job.image_size)]
+    if job.with_stats:
+        args.append("--with-stats")
+    if job.strict:
+        args.append("--strict")
+    inputs = [entry for entry, _ in entries] + [image_entry]
+    commands = _common(
+        "infer", INFER_WRAPPER, args, inputs, RESULTS_FOLDER, resources, container, submit_dir
+    )
+    if job.shards > 1:
+        # Helper macros, defined before the arguments that use them (they expand per job).
+        commands = {
+            "condorml_shard": f"$(ProcId)/{job.shards}",
+            "condorml_output": f"{RESULTS_FOLDER}/{output.stem}.part$(ProcId){output.suffix}",
+            **commands,
+        }
+    if profile.name == "chtc" and resources.gpus:
+        length = profile.gpu_job_length or "short"
+        commands.update(
+            {"My.WantGPULab": "true", "My.GPUJobLength": classad_string(length, "--gpu-job-length")}
+        )
+    notes = []
+    if job.shards > 1:
+        notes.append(
+            f"{job.shards} jobs write out/{output.stem}.part<N>.csv; join them with: condorml merge {job.output_name} out/{output.stem}.part*.csv"
+        )
+    return JobDescription(
+        _submit(commands, job.shards), INFER_WRAPPER, wrapper_script("infer", RESULTS_FOLDER), notes
+    )
+
+
+TRAIN_WRAPPER = "condorml_train.sh"
+INFER_WRAPPER = "condorml_infer.sh"
+
+
+def render_submit(job: JobDescription) -> str:
+    """The submit file's text: a header comment and HTCondor's own rendering of the description."""
+    header = (
+        f"# Generated by condorml {__version__} (condorml submit); regenerate rather than edit.\n"
+        "# Paths are relative to this file's folder: submit from there, e.g. condor_submit <this file>.\n"
+    )
+    return header + str(job.submit)
+
+
+def check_reads_back(text: str, job: JobDescription, path: Path) -> None:
+    """Parse ``text`` with HTCondor and compare every command, expanded, with the description.
+
+    Raises
+    ------
+    CondormlError
+        If the file would not mean what was described (an extra or altered command).
+    """
+    import htcondor2
+
+    parsed = htcondor2.Submit(text)
+    intended = job.submit
+    if set(parsed.keys()) != set(intended.keys()) or parsed.getQArgs() != intended.getQArgs():  # type: ignore[attr-defined]
+        raise CondormlError(
+            f"{path}: the written description does not read back as generated; refusing to keep it"
+        )
+    for key in intended:  # type: ignore[attr-defined]
+        if parsed.expand(key) != intended.expand(key):  # type: ignore[attr-defined]
+            raise CondormlError(
+                f"{path}: {key} reads back as {parsed.expand(key)!r}; refusing to keep it"
+            )
+
+
+@dataclass(frozen=True)
+class WrittenJob:
+    """Paths :func:`write_job` wrote."""
+
+    submit_file: Path
+    wrapper: Path
+
+
+def write_job(job: JobDescription, path: Path) -> WrittenJob:
+    """Write the submit file and its wrapper (beside it), atomically, after checking the text.
+
+    Raises
+    ------
+    CondormlError
+        If the text does not read back as the description, or a file cannot be written.
+    """
+    text = render_submit(job)
+    check_reads_back(text, job, path)
+    wrapper = path.parent / job.wrapper_name
+    try:
+        with atomic_write(wrapper, "w") as handle:
+            handle.write(job.wrapper_text)
+        wrapper.chmod(0o755)
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise CondormlError(f"{path}: cannot write ({err.strerror or err})") from err
+    return WrittenJob(path, wrapper)
