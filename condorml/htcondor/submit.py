@@ -188,7 +188,8 @@ class Container:
         if self.docker_image:
             ref = safe_value(self.docker_image, "--docker-image").removeprefix("docker://")
             _check_docker_ref(ref, "--docker-image")
-            return {"universe": "docker", "docker_image": ref}
+            # The image's entry point is condorml; the job's executable is the wrapper.
+            return {"universe": "docker", "docker_image": ref, "docker_override_entrypoint": "true"}
         if not self.image:
             return {}
         image = safe_value(self.image, "--container-image")

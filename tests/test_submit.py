@@ -1,0 +1,590 @@
+"""Submit descriptions: what HTCondor's parser reads back, hostile values, wrappers, committed files."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import htcondor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from condorml.cli import app
+from condorml.config import TrainConfig
+from condorml.errors import CondormlError
+from condorml.htcondor.quoting import condor_arguments, split_condor_arguments
+from condorml.htcondor.submit import (
+    Container,
+    InferJob,
+    Profile,
+    Resources,
+    chtc_job_length,
+    infer_description,
+    train_description,
+    write_job,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "htcondor"
+GPU = Resources(
+    cpus=4, memory="6GB", disk="10GB", gpus=1, gpu_capability_min=7.5, gpu_memory_min="4096"
+)
+IMAGE = Container(image="docker://condorml/condorml:0.1.0")
+
+
+def _config(**kw) -> TrainConfig:
+    defaults = {
+        "data_dir": Path("x"),
+        "checkpoint_dir": Path("y"),
+        "epochs": 20,
+        "checkpoint_every": 5,
+    }
+    return TrainConfig(**{**defaults, **kw})
+
+
+def _write_train(tmp_path: Path, data: str = "data/train.zip", **kw) -> htcondor2.Submit:
+    resources = kw.pop("resources", GPU)
+    profile = kw.pop("profile", Profile("chtc"))
+    job = train_description(_config(**kw), data, resources, IMAGE, profile, tmp_path)
+    written = write_job(job, tmp_path / "train.sub")
+    return htcondor2.Submit(written.submit_file.read_text())
+
+
+def _job_args(parsed: htcondor2.Submit) -> list[str]:
+    return split_condor_arguments(parsed.expand("arguments"))
+
+
+def test_training_job_is_self_checkpointing_as_htcondor_reads_it(tmp_path: Path) -> None:
+    parsed = _write_train(tmp_path)
+    assert parsed.expand("checkpoint_exit_code") == "85"
+    assert parsed.expand("transfer_checkpoint_files") == "ckpt"
+    assert parsed.expand("transfer_output_files") == "ckpt"
+    assert parsed.expand("when_to_transfer_output") == "ON_EXIT"
+    assert "preserve_relative_paths" not in parsed  # ckpt/ is at the top of the sandbox
+    assert parsed.expand("log") == "train.log"
+    assert (parsed["output"], parsed["error"]) == (
+        "train.$(ClusterId).$(ProcId).out",
+        "train.$(ClusterId).$(ProcId).err",
+    )
+    assert parsed.expand("executable") == "condorml_train.sh"
+    # local paths are written relative to the submit file's folder
+    assert parsed.expand("transfer_input_files") == os.path.relpath(
+        os.path.abspath("data/train.zip"), tmp_path
+    )
+    assert parsed.getQArgs() == "1"
+
+
+def test_training_arguments_are_a_valid_condorml_command_line(tmp_path: Path) -> None:
+    config = _config(lr=0.01, optimizer="sgd", momentum=0.8, seed=3, checkpoint_minutes=30.0)
+    job = train_description(config, "train.zip", GPU, IMAGE, Profile(), tmp_path)
+    parsed = htcondor2.Submit(write_job(job, tmp_path / "t.sub").submit_file.read_text())
+    args = _job_args(parsed)
+    assert args[0] == "train"
+    context = get_command(app).commands["train"].make_context("train", args[1:])  # the real parser
+    params = context.params
+    assert (params["data_dir"], params["checkpoint_dir"]) == (Path("train.zip"), Path("ckpt"))
+    for name in (
+        "epochs",
+        "checkpoint_every",
+        "lr",
+        "optimizer",
+        "momentum",
+        "seed",
+        "checkpoint_minutes",
+    ):
+        assert params[name] == getattr(config, name), name
+    assert params["no_exit_on_checkpoint"] is False  # a job must exit 85
+
+
+def test_infer_arguments_are_a_valid_condorml_command_line(tmp_path: Path) -> None:
+    job = infer_description(
+        ["a/m0.pth", "b/m1.pth"],
+        "osdf:///chtc/staging/u/test.zip",
+        InferJob(shards=4, with_stats=True),
+        Resources(cpus=4),
+        IMAGE,
+        Profile(),
+        tmp_path,
+    )
+    parsed = htcondor2.Submit(write_job(job, tmp_path / "i.sub").submit_file.read_text())
+    assert parsed.getQArgs() == "4"
+    args = _job_args(parsed)  # expanded for ProcId 0
+    params = get_command(app).commands["infer"].make_context("infer", args[1:]).params
+    assert params["model"] == [Path("m0.pth"), Path("m1.pth")] and params["images"] == Path(
+        "test.zip"
+    )
+    assert params["shard"] == "0/4" and params["output"] == Path("out/dog_probs.part0.csv")
+    local = [os.path.relpath(os.path.abspath(p), tmp_path) for p in ("a/m0.pth", "b/m1.pth")]
+    expected = ", ".join([*local, "osdf:///chtc/staging/u/test.zip"])  # URLs pass through
+    assert parsed.expand("transfer_input_files") == expected
+    assert parsed.expand("transfer_output_files") == "out"
+
+
+def test_gpu_and_checkpoint_commands_have_the_form_condor_submit_accepted(tmp_path: Path) -> None:
+    """Ours against the description a real condor_submit turned into dump/gpu.ad."""
+    fixture = htcondor2.Submit((FIXTURES / "dump" / "gpu.sub").read_text())
+    ad = (FIXTURES / "dump" / "gpu.ad").read_text()
+    assert "RequireGPUs=Capability >= GPUsMinCapability && GlobalMemoryMb >= GPUsMinMemory" in ad
+    ours = _write_train(tmp_path)
+    for key in ("universe", "checkpoint_exit_code", "request_gpus", "gpus_minimum_capability",
+                "gpus_minimum_memory", "should_transfer_files", "when_to_transfer_output",
+                "My.WantGPULab", "My.GPUJobLength", "My.is_resumable"):  # fmt: skip
+        assert ours.expand(key) == fixture.expand(key), key
+    assert ours.expand("container_image").startswith("docker://")
+
+
+def test_declared_outputs_are_only_folders_the_wrapper_creates(tmp_path: Path) -> None:
+    train = _write_train(tmp_path)
+    infer = htcondor2.Submit(
+        write_job(
+            infer_description(
+                ["m.pth"], "t.zip", InferJob(), Resources(), Container(), Profile(), tmp_path
+            ),
+            tmp_path / "i.sub",
+        ).submit_file.read_text()
+    )
+    for parsed, folder in ((train, "ckpt"), (infer, "out")):
+        assert parsed.expand("transfer_output_files") == folder
+        wrapper = (tmp_path / parsed.expand("executable")).read_text()
+        assert f"mkdir -p {folder}" in wrapper
+        assert wrapper.index(f"mkdir -p {folder}") < wrapper.index("exec condorml")
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        (Resources(gpu_capability_min=7.5), "--gpu-capability-min without --gpus"),
+        (Resources(gpu_memory_min="4GB"), "--gpu-memory-min without --gpus"),
+        (Resources(require_gpus="Capability >= 8"), "--require-gpus without --gpus"),
+        (
+            Resources(gpus=1, gpu_capability_min=8.0, gpu_capability_max=7.0),
+            "above --gpu-capability-max",
+        ),
+        (Resources(gpus=1, require_gpus="Capability >="), "not a ClassAd expression"),
+        (Resources(gpus=1, gpu_runtime_min="twelve"), "a CUDA version"),
+        (Resources(memory="lots"), "--memory 'lots'"),
+    ],
+)
+def test_impossible_resources_are_refused(
+    tmp_path: Path, resources: Resources, message: str
+) -> None:
+    with pytest.raises(CondormlError, match=re.escape(message)):
+        train_description(_config(), "train.zip", resources, IMAGE, Profile(), tmp_path)
+
+
+def test_gpu_options_reach_the_file(tmp_path: Path) -> None:
+    resources = Resources(gpus=2, gpu_capability_min=8.0, gpu_capability_max=9.0, gpu_memory_min="16GB",
+                          gpu_runtime_min="12.1", require_gpus='DeviceName != "Tesla T4"')  # fmt: skip
+    parsed = _write_train(tmp_path, resources=resources, profile=Profile())
+    assert [parsed.expand(k) for k in ("request_gpus", "gpus_minimum_capability", "gpus_maximum_capability",
+            "gpus_minimum_memory", "gpus_minimum_runtime", "require_gpus")] == [
+        "2", "8", "9", "16GB", "12.1", 'DeviceName != "Tesla T4"']  # fmt: skip
+    assert not [k for k in parsed if k.startswith("My.")]  # no profile, nothing pool-specific
+
+
+def test_chtc_profile_picks_a_job_length_that_fits_a_run(tmp_path: Path) -> None:
+    assert _write_train(tmp_path).expand("My.GPUJobLength") == '"short"'  # 60-minute checkpoints
+    parsed = _write_train(tmp_path, checkpoint_minutes=15 * 60.0)
+    assert parsed.expand("My.GPUJobLength") == '"medium"'
+    assert "--checkpoint-minutes" in _job_args(parsed)
+    assert chtc_job_length(6 * 24 * 60 * 0.7) == "long"
+    with pytest.raises(CondormlError, match="exceeds CHTC's longest GPU job"):
+        chtc_job_length(7 * 24 * 60)
+    cpu_only = _write_train(tmp_path, resources=Resources(cpus=2))
+    assert not [k for k in cpu_only if k.startswith("My.")]
+
+
+HOSTILE = [
+    "train.zip\nqueue\nexecutable = /bin/evil",
+    "train.zip\r\nexecutable=/bin/sh",
+    "$(HOME)/train.zip",
+    "$ENV(SECRET).zip",
+    'tr"ain.zip',
+    "a.zip, /etc/passwd",
+    "train zip.zip",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_inputs_are_refused_and_nothing_is_written(tmp_path: Path, value: str) -> None:
+    with pytest.raises(CondormlError):
+        train_description(_config(), value, GPU, IMAGE, Profile(), tmp_path)
+    with pytest.raises(CondormlError):
+        infer_description(
+            [value], "t.zip", InferJob(), Resources(), Container(), Profile(), tmp_path
+        )
+    with pytest.raises(CondormlError):
+        infer_description(
+            ["m.pth"],
+            "t.zip",
+            InferJob(output_name=value),
+            Resources(),
+            Container(),
+            Profile(),
+            tmp_path,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "docker://repo/img:1\nqueue",
+        "docker://Repo/Img:1",
+        "docker://a:b$(x)",
+        "shub://x/y",
+        "library://x",
+    ],
+)
+def test_hostile_or_unsupported_images_are_refused(tmp_path: Path, image: str) -> None:
+    with pytest.raises(CondormlError):
+        train_description(_config(), "train.zip", GPU, Container(image=image), Profile(), tmp_path)
+
+
+def test_hostile_cli_values_exit_2_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["submit", "train", "-d", "x.zip\nqueue", "-o", str(tmp_path / "t.sub")]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "newline" in result.output
+    assert not (tmp_path / "t.sub").exists()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="$"),
+            max_size=12,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_argument_reaches_the_job_intact(tokens: list[str]) -> None:
+    """Quote, write as a submit file, parse with HTCondor, split by the manual's rules."""
+    text = f"executable = a.sh\narguments = {condor_arguments(tokens)}\nqueue\n"
+    parsed = htcondor2.Submit(text)
+    assert set(parsed) == {"executable", "arguments"}
+    assert split_condor_arguments(parsed.expand("arguments")) == tokens
+
+
+def test_the_splitter_follows_the_manuals_examples() -> None:
+    assert split_condor_arguments('"3 simple arguments"') == ["3", "simple", "arguments"]
+    assert split_condor_arguments("\"one 'two with spaces' 3\"") == ["one", "two with spaces", "3"]
+    assert split_condor_arguments("\"one \"\"two\"\" 'spacey ''quoted'' argument'\"") == [
+        "one", '"two"', "spacey 'quoted' argument",
+    ]  # fmt: skip
+
+
+def test_docker_universe_overrides_the_entry_point(tmp_path: Path) -> None:
+    job = train_description(
+        _config(),
+        "train.zip",
+        GPU,
+        Container(docker_image="condorml/condorml:0.1.0"),
+        Profile(),
+        tmp_path,
+    )
+    parsed = htcondor2.Submit(write_job(job, tmp_path / "t.sub").submit_file.read_text())
+    assert (parsed["universe"], parsed["docker_image"], parsed["docker_override_entrypoint"]) == (
+        "docker",
+        "condorml/condorml:0.1.0",
+        "true",
+    )
+    with pytest.raises(CondormlError, match="give one"):
+        train_description(
+            _config(),
+            "train.zip",
+            GPU,
+            Container(image="docker://a/b:1", docker_image="a/b:1"),
+            Profile(),
+            tmp_path,
+        )
+
+
+def test_same_file_name_twice_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CondormlError, match=r"two inputs are named model\.pth"):
+        infer_description(
+            ["m0/model.pth", "m1/model.pth"],
+            "t.zip",
+            InferJob(),
+            Resources(),
+            Container(),
+            Profile(),
+            tmp_path,
+        )
+
+
+# --- the wrappers --------------------------------------------------------------------------------
+
+
+def test_wrappers_are_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    result = subprocess.run(
+        [shellcheck, *map(str, sorted((ROOT / "submit").glob("*.sh")))],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def _fake_condorml(bin_dir: Path, body: str) -> dict[str, str]:
+    bin_dir.mkdir()
+    fake = bin_dir / "condorml"
+    fake.write_text(f"#!/bin/bash\n{body}\n")
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+def test_wrapper_returns_exit_code_85_unchanged_and_makes_the_output_folder(tmp_path: Path) -> None:
+    env = _fake_condorml(tmp_path / "bin", 'echo "$@" > args.txt; exit 85')
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    proc = subprocess.run(
+        [str(ROOT / "submit" / "condorml_train.sh"), "train", "--data-dir", "my data.zip"],
+        cwd=sandbox,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 85
+    assert (sandbox / "ckpt").is_dir()
+    assert (sandbox / "args.txt").read_text() == "train --data-dir my data.zip\n"
+
+
+def test_wrapper_passes_sigterm_to_condorml(tmp_path: Path) -> None:
+    env = _fake_condorml(
+        tmp_path / "bin",
+        "trap 'echo got-term; exit 143' TERM; for _ in $(seq 300); do sleep 0.1; done",
+    )
+    proc = subprocess.Popen([str(ROOT / "submit" / "condorml_train.sh"), "train"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)  # what HTCondor does on an eviction
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 143 and "got-term" in out
+
+
+def test_wrapper_without_condorml_fails_clearly_but_leaves_the_output(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        ["/bin/bash", str(ROOT / "submit" / "condorml_infer.sh"), "infer"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode == 0:
+        pytest.skip("a system python here has condorml importable")
+    assert proc.returncode == 1 and "condorml is not installed here" in proc.stderr
+    assert (tmp_path / "out").is_dir()
+
+
+@pytest.mark.slow
+def test_the_real_trainer_through_the_wrapper_exits_85_then_0(
+    tmp_path: Path, synth: Path, cache_dir: Path
+) -> None:
+    shutil.copy(synth / "train.zip", tmp_path / "train.zip")
+    job = train_description(
+        _config(epochs=2, checkpoint_every=1, image_size=48, batch_size=16, precision="fp32"),
+        "train.zip",
+        Resources(),
+        Container(),
+        Profile(),
+        tmp_path,
+    )
+    written = write_job(job, tmp_path / "train.sub")
+    args = _job_args(htcondor2.Submit(written.submit_file.read_text()))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "_CONDOR_SCRATCH_DIR": str(tmp_path),
+    }
+    codes = [
+        subprocess.run(
+            [str(written.wrapper), *args], cwd=tmp_path, env=env, capture_output=True
+        ).returncode
+        for _ in range(2)
+    ]
+    assert codes == [85, 0]
+    assert (tmp_path / "ckpt" / "model.pth").exists()
+
+
+# --- schedd --------------------------------------------------------------------------------------
+
+
+class _FakeSchedd:
+    def __init__(self) -> None:
+        self.submitted = []
+
+    def submit(self, description):
+        self.submitted.append(description)
+
+        class Result:
+            def cluster(self):
+                return 42
+
+        return Result()
+
+
+def test_submit_hands_the_description_to_a_schedd_with_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = _FakeSchedd()
+    monkeypatch.setattr(htcondor2, "Schedd", lambda: fake)
+    result = CliRunner().invoke(
+        app,
+        [
+            "submit",
+            "infer",
+            "-m",
+            "m.pth",
+            "-i",
+            "t.zip",
+            "-o",
+            str(tmp_path / "i.sub"),
+            "--shards",
+            "3",
+            "--submit",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "cluster 42" in result.output and "condor_watch_q" in result.output
+    (description,) = fake.submitted
+    assert description["initialdir"] == str(tmp_path.resolve())
+    assert description["executable"] == str(tmp_path.resolve() / "condorml_infer.sh")
+    assert description.getQArgs() == "3"
+
+
+def test_no_schedd_is_one_line_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable():
+        raise htcondor2.HTCondorException("Unable to locate local daemon.")
+
+    monkeypatch.setattr(htcondor2, "Schedd", unreachable)
+    result = CliRunner().invoke(
+        app,
+        [
+            "submit",
+            "infer",
+            "-m",
+            "m.pth",
+            "-i",
+            "t.zip",
+            "-o",
+            str(tmp_path / "i.sub"),
+            "--submit",
+        ],
+    )
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(
+        "condorml: error: no HTCondor schedd accepted the job (Unable to locate local daemon.)"
+    )
+    assert "condor_submit i.sub" in last
+
+
+# --- committed files -----------------------------------------------------------------------------
+
+
+def _documented_commands() -> list[list[str]]:
+    text = (ROOT / "submit" / "README.md").read_text()
+    block = text.split("<!-- generate:", 1)[1].split("<!-- end generate -->", 1)[0]
+    block = block.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    return [shlex.split(line) for line in block.splitlines() if line.strip()]
+
+
+def test_committed_submit_files_are_what_the_documented_commands_generate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands = _documented_commands()
+    assert len(commands) == 2 and all(c[:2] == ["condorml", "submit"] for c in commands)
+    (tmp_path / "submit").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        result = CliRunner().invoke(app, command[1:])
+        assert result.exit_code == 0, result.output
+    generated = sorted(p.name for p in (tmp_path / "submit").iterdir())
+    assert generated == ["condorml_infer.sh", "condorml_train.sh", "infer.sub", "train.sub"]
+    for name in generated:
+        assert (tmp_path / "submit" / name).read_text() == (ROOT / "submit" / name).read_text(), (
+            f"submit/{name} differs from what submit/README.md's commands generate: rerun them from the repository root"
+        )
+    assert os.access(ROOT / "submit" / "condorml_train.sh", os.X_OK)
+
+
+# --- docker/ -------------------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint_and_pins_its_images() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run(
+        [hadolint, str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    base = re.search(r"^ARG CUDA_IMAGE=(\S+)$", dockerfile, re.M).group(1)
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-runtime-ubuntu\d+\.\d+", base)
+    assert len(re.findall(r"^FROM ", dockerfile, re.M)) == 2  # multi-stage
+    assert "latest" not in dockerfile
+    user = re.findall(r"^USER (\S+)$", dockerfile, re.M)
+    assert user and user[-1] != "root" and user[-1] != "0"
+    assert 'ENTRYPOINT ["condorml"]' in dockerfile
+
+
+def test_dockerfile_installs_like_the_readme_and_apptainer_builds_on_the_same_image() -> None:
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    install = readme.split("## Install", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert "pip install ." in install and "pip install --no-cache-dir ." in dockerfile
+    tag = re.search(
+        r"docker build -f docker/Dockerfile -t (\S+) \.",
+        (ROOT / "docker" / "README.md").read_text(),
+    ).group(1)
+    assert tag in dockerfile  # the build command in the Dockerfile's header
+    definition = (ROOT / "docker" / "apptainer.def").read_text()
+    assert re.search(r"^Bootstrap: docker$", definition, re.M)
+    assert re.search(r"^From: (\S+)$", definition, re.M).group(1) == tag
+    assert ":latest" not in definition and "latest" not in tag
+
+
+def test_cli_choices_of_the_submit_options_match_the_library() -> None:
+    from typing import get_args
+
+    from condorml.cli import _options
+    from condorml.htcondor.submit import CHTC_GPU_JOB_LENGTHS, PROFILES
+
+    assert get_args(_options.ProfileName) == PROFILES
+    assert get_args(_options.GpuJobLength) == tuple(CHTC_GPU_JOB_LENGTHS)
+
+
+def test_profile_and_container_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CondormlError, match="--profile slurm"):
+        Profile("slurm")
+    job = train_description(
+        _config(),
+        "train.zip",
+        GPU,
+        Container(image="images/condorml.sif"),
+        Profile(),
+        tmp_path / "sub",
+    )
+    assert job.submit["container_image"] == "../images/condorml.sif"
+    assert (
+        replace(IMAGE, image="osdf:///chtc/staging/u/condorml.sif").commands(tmp_path)["universe"]
+        == "container"
+    )
