@@ -23,9 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+from chtc_original import InferDataset
+from torch.utils.data import DataLoader
 
 from condorml.devices import autocast, job_cpus, keep_freed_memory_for_reuse, resolve_precision
 from condorml.images import decode_resized
@@ -38,34 +37,13 @@ BATCH = 100  # the example's
 CONDORML_BATCH = InferConfig.__dataclass_fields__["batch_size"].default
 
 
-class OriginalInferDataset(Dataset):
-    """The example's inference dataset: every file is an image, id = name before the first dot."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self.transform = transforms.Compose(
-            [
-                transforms.Resize((224, 224)),
-                transforms.ToTensor(),
-                transforms.Normalize((0.5,), (0.5,)),
-            ]
-        )
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        path = self.paths[index]
-        return self.transform(Image.open(path).convert("RGB")), path.split("/")[-1].split(".")[0]
-
-
 def original(images: Path, state_dict: Path, out: Path) -> float:
     """Images/s of the example's infer.py loop."""
     model = CatAndDogConvNet(224)
     model.load_state_dict(torch.load(state_dict, weights_only=True))
     model.eval()
     paths = sorted(str(p) for p in images.iterdir())
-    loader = DataLoader(OriginalInferDataset(paths), batch_size=BATCH)
+    loader = DataLoader(InferDataset(paths), batch_size=BATCH)
     started = time.perf_counter()
     with torch.no_grad(), open(out, "w") as f:
         f.write("fileid,prob\n")

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+from chtc_original import CatDogDataset
+from torch.utils.data import DataLoader
 
 from condorml.devices import autocast, job_cpus, keep_freed_memory_for_reuse, resolve_precision
 from condorml.models import CatAndDogConvNet
@@ -36,32 +35,10 @@ from condorml.train import TrainConfig, train
 BATCH = 64
 
 
-class OriginalDataset(Dataset):
-    """The example's CatDogDataset, as published (label: 'cat' in path)."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self.transform = transforms.Compose(
-            [
-                transforms.Resize((224, 224)),
-                transforms.ToTensor(),
-                transforms.Normalize((0.5,), (0.5,)),
-            ]
-        )
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        path = self.paths[index]
-        image = Image.open(path).convert("RGB")
-        return self.transform(image), 0 if "cat" in path else 1
-
-
 def original_epochs(train_dir: Path, epochs: int = 2) -> list[float]:
     """Images/s of each epoch of the example's training loop."""
     paths = sorted(str(p) for p in train_dir.iterdir())
-    loader = DataLoader(OriginalDataset(paths), batch_size=BATCH, shuffle=True)
+    loader = DataLoader(CatDogDataset(paths), batch_size=BATCH, shuffle=True)
     torch.manual_seed(0)
     model = CatAndDogConvNet(224)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.001)

@@ -36,7 +36,7 @@ from condorml.htcondor.submit import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "htcondor"
+FIXTURES = ROOT / "tests" / "fixtures" / "htcondor"  # real HTCondor 25.0 output
 GPU = Resources(
     cpus=4, memory="6GB", disk="10GB", gpus=1, gpu_capability_min=7.5, gpu_memory_min="4096"
 )
@@ -425,6 +425,11 @@ def test_the_real_trainer_through_the_wrapper_exits_85_then_0(
 # --- schedd --------------------------------------------------------------------------------------
 
 
+def _submit_infer(tmp_path: Path, *extra: str):
+    args = ["submit", "infer", "-m", "m.pth", "-i", "t.zip", "-o", str(tmp_path / "i.sub"), *extra]
+    return CliRunner().invoke(app, args)
+
+
 class _FakeSchedd:
     def __init__(self) -> None:
         self.submitted = []
@@ -444,22 +449,7 @@ def test_submit_hands_the_description_to_a_schedd_with_absolute_paths(
 ) -> None:
     fake = _FakeSchedd()
     monkeypatch.setattr(htcondor2, "Schedd", lambda: fake)
-    result = CliRunner().invoke(
-        app,
-        [
-            "submit",
-            "infer",
-            "-m",
-            "m.pth",
-            "-i",
-            "t.zip",
-            "-o",
-            str(tmp_path / "i.sub"),
-            "--shards",
-            "3",
-            "--submit",
-        ],
-    )
+    result = _submit_infer(tmp_path, "--shards", "3", "--submit")
     assert result.exit_code == 0, result.output
     assert "cluster 42" in result.output and "condor_watch_q" in result.output
     (description,) = fake.submitted
@@ -475,20 +465,7 @@ def test_no_schedd_is_one_line_saying_what_to_do(
         raise htcondor2.HTCondorException("Unable to locate local daemon.")
 
     monkeypatch.setattr(htcondor2, "Schedd", unreachable)
-    result = CliRunner().invoke(
-        app,
-        [
-            "submit",
-            "infer",
-            "-m",
-            "m.pth",
-            "-i",
-            "t.zip",
-            "-o",
-            str(tmp_path / "i.sub"),
-            "--submit",
-        ],
-    )
+    result = _submit_infer(tmp_path, "--submit")
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert last.startswith(
