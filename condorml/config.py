@@ -8,6 +8,7 @@ importing PyTorch.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,9 @@ class TrainConfig:
     split_seed : int
         Seed of the validation split, shared by the members of an ensemble so that their
         validation scores compare; ``seed`` drives initialisation and data order.
+    member : str or None
+        The ensemble member id (``m003``) a sweep gives the run; recorded in the checkpoint
+        and in the provenance of predictions made with it.
     """
 
     data_dir: Path
@@ -66,6 +70,7 @@ class TrainConfig:
     exit_on_checkpoint: bool = True
     force_restart: bool = False
     cache_dir: Path | None = None
+    member: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`CondormlError` naming the first option with an impossible value."""
@@ -86,6 +91,10 @@ class TrainConfig:
             raise CondormlError(
                 f"--checkpoint-minutes {self.checkpoint_minutes}: must be 0 or more"
             )
+        if self.member is not None and not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", self.member
+        ):
+            raise CondormlError(f"--member {self.member!r}: letters, digits, '_' and '-' only")
         if self.workers is not None and self.workers < 1:
             raise CondormlError(f"--workers {self.workers}: must be 1 or more")
         for option, value, choices in (

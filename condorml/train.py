@@ -15,6 +15,7 @@ Reading order, like ``pytorch/examples``: configuration, setup, ``train_one_epoc
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import signal
@@ -45,7 +46,7 @@ from condorml.config import IDENTITY_FIELDS, TrainConfig
 from condorml.data import ImageSource, fingerprint, split_indices, training_images
 from condorml.devices import autocast, job_cpus, resolve_device, resolve_precision
 from condorml.errors import CondormlError, ConfigMismatchError
-from condorml.fileio import atomic_write
+from condorml.fileio import atomic_write, atomic_write_text
 from condorml.imagecache import DecodedImages, default_cache_dir, load_decoded
 from condorml.models import InputNormalizer, build_model, model_spec
 from condorml.progress import NullProgress, Progress
@@ -53,6 +54,7 @@ from condorml.progress import NullProgress, Progress
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
+STATE_FILE = "state.json"  # the counters of the last checkpoint, readable without torch
 METRIC_COLUMNS = (
     "epoch",
     "train_loss",
@@ -573,8 +575,14 @@ class _Trainer:
     def _save(self) -> None:
         run = self.state
         run.checkpoints += 1
-        save_checkpoint(self._checkpoint(), self.config.checkpoint_dir)
+        checkpoint = self._checkpoint()
+        save_checkpoint(checkpoint, self.config.checkpoint_dir)
         _write_metrics(self.config.checkpoint_dir / METRICS_FILE, run.metrics)
+        summary = {key: checkpoint[key] for key in ("epoch", "batch", "finished")}
+        summary.update(checkpoint["counters"], epochs=self.config.epochs, member=self.config.member)
+        atomic_write_text(
+            self.config.checkpoint_dir / STATE_FILE, json.dumps(summary, indent=1) + "\n"
+        )
 
     def _checkpoint(self) -> dict[str, Any]:
         run = self.state

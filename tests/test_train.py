@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,6 +66,13 @@ def test_checkpoint_holds_the_whole_training_state(train_config) -> None:
     assert {"python", "numpy", "torch", "cuda"} <= state["rng"].keys()
     assert state["config"]["data_fingerprint"] and state["config"]["precision"] == "fp32"
     assert "scheduler" in state and state["counters"]["checkpoints"] == 1
+    summary = json.loads((train_config.checkpoint_dir / "state.json").read_text())
+    assert (summary["epoch"], summary["batch"], summary["finished"], summary["checkpoints"]) == (
+        0,
+        1,
+        False,
+        1,
+    )
 
 
 def test_epoch_interval_exit_codes_and_metrics_file(train_config) -> None:

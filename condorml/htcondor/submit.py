@@ -449,6 +449,8 @@ def _training_arguments(config: TrainConfig) -> list[Token]:
         args += ["--workers", str(config.workers)]
     if config.freeze_backbone:
         args.append("--freeze-backbone")
+    if config.member is not None:
+        args += ["--member", config.member]
     return args
 
 
