@@ -349,6 +349,8 @@ def train_description(
     container: Container,
     profile: Profile,
     submit_dir: Path,
+    swept: tuple[str, ...] = (),
+    initialdir: str | None = None,
 ) -> JobDescription:
     """Describe a self-checkpointing training job.
 
@@ -362,7 +364,15 @@ def train_description(
     resources, container, profile
         What to ask the pool for, where to run, pool-specific additions.
     submit_dir : Path
-        Folder of the submit file; local paths are written relative to it.
+        Folder the job's local paths are written relative to: the submit file's, or with
+        ``initialdir`` that folder.
+    swept : tuple of str
+        Options written as macros (``$(lr)``) for DAG VARS to set per node; ``config`` gives
+        them valid example values.
+    initialdir : str, optional
+        A generated ``initialdir`` (a DAG's ``$(member_dir)``). The job then also receives its
+        ``ckpt`` folder from there, so that a re-run (RETRY, rescue DAG) resumes from the last
+        checkpoint that came back, instead of starting over.
 
     Raises
     ------
@@ -388,11 +398,16 @@ def train_description(
         inputs.append(entry)
         names.append(name)
         args += ["--pretrained-weights", name]
+    if initialdir is not None:
+        inputs.append(CHECKPOINT_FOLDER)
+        names.append(CHECKPOINT_FOLDER)
     _unique_names(names)
-    args += _training_arguments(config)
+    args += _training_arguments(config, swept)
     commands = _common(
         "train", TRAIN_WRAPPER, args, inputs, CHECKPOINT_FOLDER, resources, container, submit_dir
     )
+    if initialdir is not None:
+        commands = {"initialdir": initialdir, **commands}
     if profile.name == "chtc" and resources.gpus:
         length = profile.gpu_job_length or chtc_job_length(config.checkpoint_minutes)  # type: ignore[arg-type]
         commands.update(
@@ -409,48 +424,46 @@ def train_description(
     )
 
 
-def _training_arguments(config: TrainConfig) -> list[Token]:
-    """The hyperparameters, every one explicit so the job does not depend on defaults."""
-    args: list[Token] = [
-        "--epochs",
-        str(config.epochs),
-        "--checkpoint-every",
-        str(config.checkpoint_every),
-        "--model",
-        config.model,
-        "--image-size",
-        str(config.image_size),
-        "--lr",
-        repr(config.lr),
-        "--batch-size",
-        str(config.batch_size),
-        "--optimizer",
-        config.optimizer,
-        "--weight-decay",
-        repr(config.weight_decay),
-        "--scheduler",
-        config.scheduler,
-        "--seed",
-        str(config.seed),
-        "--split-seed",
-        str(config.split_seed),
-        "--val-fraction",
-        repr(config.val_fraction),
-        "--precision",
-        config.precision,
-        "--device",
-        config.device,
-    ]
-    if config.optimizer == "sgd":
-        args += ["--momentum", repr(config.momentum)]
-    if config.checkpoint_minutes is not None:
-        args += ["--checkpoint-minutes", f"{config.checkpoint_minutes:g}"]
-    if config.workers is not None:
-        args += ["--workers", str(config.workers)]
-    if config.freeze_backbone:
-        args.append("--freeze-backbone")
-    if config.member is not None:
-        args += ["--member", config.member]
+# Written every time, so a job never depends on condorml's defaults; then the optional ones.
+_TRAINING_OPTIONS = (
+    "epochs", "checkpoint_every", "model", "image_size", "lr", "batch_size", "optimizer",
+    "weight_decay", "scheduler", "seed", "split_seed", "val_fraction", "precision", "device",
+)  # fmt: skip
+_OPTIONAL_TRAINING_OPTIONS = (
+    "momentum",
+    "checkpoint_minutes",
+    "workers",
+    "freeze_backbone",
+    "member",
+)
+
+
+def argument_text(name: str, value: object) -> str:
+    """How an option's value is written on a job's command line (and in DAG VARS).
+
+    Booleans become the flag itself (``--freeze-backbone`` / ``--no-freeze-backbone``), floats
+    their shortest round-tripping text.
+    """
+    if isinstance(value, bool):
+        return _option(name) if value else "--no-" + name.replace("_", "-")
+    if isinstance(value, float):
+        return repr(value)
+    return safe_value(str(value), _option(name))
+
+
+def _training_arguments(config: TrainConfig, swept: tuple[str, ...] = ()) -> list[Token]:
+    """The training options as tokens; a swept option is a macro the DAG's VARS define."""
+    args: list[Token] = []
+    for name in _TRAINING_OPTIONS + _OPTIONAL_TRAINING_OPTIONS:
+        value = getattr(config, name)
+        if name not in swept and name not in _TRAINING_OPTIONS:
+            relevant = {"momentum": config.optimizer == "sgd", "freeze_backbone": bool(value)}
+            if value is None or not relevant.get(name, True):
+                continue
+        if isinstance(value, bool):  # a flag: the macro (or the value) is the whole token
+            args.append(Macro(name) if name in swept else argument_text(name, value))
+        else:
+            args += [_option(name), Macro(name) if name in swept else argument_text(name, value)]
     return args
 
 
