@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from condorml.cli import data, demo, evaluate, infer, merge, submit, train
+from condorml.cli import data, demo, evaluate, infer, merge, submit, sweep, train
 
 app = typer.Typer(
     name="condorml",
@@ -24,6 +24,8 @@ app.command("train")(train.train_command)
 app.command("infer")(infer.infer_command)
 app.command("merge")(merge.merge_command)
 app.command("evaluate")(evaluate.evaluate_command)
+app.command("sweep")(sweep.sweep_command)
+app.command("collect")(sweep.collect_command)
 app.command("demo")(demo.demo_command)
 
 

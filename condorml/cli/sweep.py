@@ -1,0 +1,152 @@
+"""``condorml sweep`` and ``condorml collect``: sweeps and ensembles as DAGMan workflows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from condorml.cli._common import call, setup_logging
+
+Backend = Literal["local", "condor"]
+
+
+def sweep_command(
+    spec: Path = typer.Argument(..., help="Sweep specification (TOML; see dags/example.toml)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run folder: sweep.dag, submit files, members/<id>/."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan and the files it would write; write nothing."
+    ),
+    submit: bool = typer.Option(
+        False, "--submit", help="Run the DAG: on a schedd (condor) or on this machine (local)."
+    ),
+    backend: Backend | None = typer.Option(
+        None,
+        "--backend",
+        help="Where --submit runs it [default: condor when a schedd answers, else local].",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Start over in a run folder made from another spec (the old run is kept in previous-N).",
+    ),
+    epoch_minutes: float | None = typer.Option(
+        None,
+        "--epoch-minutes",
+        help="Minutes per training epoch, to estimate GPU hours in --dry-run.",
+    ),
+) -> None:
+    """Expand a sweep specification into ensemble members and write a DAGMan workflow: a training
+    node per member, an inference node per member, and a FINAL collect node that averages the
+    members into dog_probs.csv and writes leaderboard.csv."""
+    from condorml.workflow import plan_sweep, write_sweep
+
+    setup_logging()
+    plan = call(plan_sweep, spec, out)
+    if dry_run:
+        _print_plan(plan, epoch_minutes)
+        return
+    call(write_sweep, plan, force)
+    typer.echo(f"wrote {plan.dag_file} for {len(plan.members)} member(s) in {out}")
+    if not submit:
+        typer.echo(
+            f"run it: cd {out} && condor_submit_dag sweep.dag    or here: condorml run {plan.dag_file}"
+        )
+        return
+    _submit(plan, backend)
+
+
+def _submit(plan, backend: str | None) -> None:
+    from condorml.workflow import schedd_available, submit_to_condor
+
+    if backend is None:
+        backend = "condor" if schedd_available() else "local"
+        typer.echo(
+            f"no --backend: using {backend} ({'a schedd answers' if backend == 'condor' else 'no schedd answers here'})"
+        )
+    if backend == "condor":
+        submitted = call(submit_to_condor, plan)
+        typer.echo(submitted.message)
+        return
+    from condorml.cli.run import run_dag_here
+
+    run_dag_here(plan.dag_file)
+
+
+def _print_plan(plan, epoch_minutes: float | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    rows = plan.member_rows()
+    swept = [*plan.spec.swept]
+    table = Table(title=f"{len(rows)} member(s) of {plan.spec.path}")
+    for column in ["member", "seed", *swept]:
+        table.add_column(column, justify="right")
+    for row in rows[:20]:
+        table.add_row(*(str(row[c]) for c in ["member", "seed", *swept]))
+    if len(rows) > 20:
+        table.add_row("...", f"{len(rows) - 20} more", *["" for _ in swept])
+    console.print(table)
+    console.print("nodes: " + ", ".join(f"{k} {v}" for k, v in plan.node_counts().items()))
+    for kind, job in plan.workflow.jobs.items():
+        requests = {
+            k: job.submit[k]
+            for k in job.submit
+            if k.startswith(("request_", "gpus_", "require_gpus", "universe", "container_image"))
+        }
+        console.print(
+            f"{kind} jobs: "
+            + (", ".join(f"{k} = {v}" for k, v in requests.items()) or "(defaults)"),
+            highlight=False,
+        )
+    if plan.workflow.maxjobs:
+        console.print(
+            "throttles: " + ", ".join(f"MAXJOBS {k} {v}" for k, v in plan.workflow.maxjobs.items())
+        )
+    if epoch_minutes is not None:
+        console.print(
+            f"training estimate: {plan.gpu_hours(epoch_minutes):.1f} GPU hours at {epoch_minutes:g} min/epoch"
+        )
+    console.print(
+        "would write: "
+        + ", ".join(str(p) for p in plan.files())
+        + f", and {len(rows)} member folder(s) under {plan.run_dir / 'members'}"
+    )
+
+
+def collect_command(
+    run_dir: Path = typer.Argument(Path("."), help="The sweep's run folder."),
+    min_members: int = typer.Option(
+        1, "--min-members", help="Fail (exit 1) if fewer members produced predictions."
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="fileid,is_dog CSV: score the members and the ensemble."
+    ),
+    with_stats: bool = typer.Option(
+        False, "--with-stats", help="Add prob_std,n_models to the ensemble CSV."
+    ),
+) -> None:
+    """Average the members' predictions into RUN_DIR/dog_probs.csv and write leaderboard.csv (the
+    DAG's FINAL node runs this; members that failed are listed, not fatal)."""
+    from condorml.collect import collect
+
+    setup_logging()
+    result = call(collect, run_dir, min_members, labels, with_stats)
+    typer.echo(
+        f"{len(result.joined)} member(s) joined the ensemble, {len(result.failed)} failed; wrote {result.leaderboard}"
+        + (f" and {result.ensemble}" if result.ensemble else "")
+    )
+    if result.scores:
+        typer.echo(
+            f"ensemble: accuracy {result.scores['accuracy']:.4f}, log loss {result.scores['log_loss']:.4f}"
+        )
+    if not result.succeeded(min_members):
+        typer.echo(
+            f"condorml: error: only {len(result.joined)} member(s) produced predictions; --min-members is {min_members}",
+            err=True,
+        )
+        raise typer.Exit(1)

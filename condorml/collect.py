@@ -1,0 +1,188 @@
+"""The collect step of a sweep: the ensemble ``dog_probs.csv``, a leaderboard, failed members.
+
+It is the DAG's FINAL node, so it runs whatever happened to the members, and its result is the
+DAG's. The rule: every member with complete predictions (``members/<id>/out/dog_probs.csv``,
+or all its shard parts) joins the ensemble, whose probability per image is the mean over those
+members; the others are listed as failed with the reason. The step succeeds when at least
+``min_members`` members joined, and fails (exit 1) otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from condorml import __version__
+from condorml.errors import CondormlError
+from condorml.evaluate import evaluate_file
+from condorml.fileio import atomic_write
+from condorml.predictions import (
+    prediction_writer,
+    read_predictions,
+    read_sidecar,
+    sort_ids,
+    write_sidecar,
+)
+
+log = logging.getLogger(__name__)
+
+MEMBERS_CSV = "members.csv"
+LEADERBOARD = "leaderboard.csv"
+ENSEMBLE_CSV = "dog_probs.csv"
+METRICS_JSON = "metrics.json"
+
+
+@dataclass
+class CollectResult:
+    """What the collect step found and wrote."""
+
+    ensemble: Path | None
+    leaderboard: Path
+    joined: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # member -> reason
+    scores: dict[str, Any] | None = None
+
+    def succeeded(self, min_members: int) -> bool:
+        """Whether enough members joined the ensemble."""
+        return len(self.joined) >= min_members
+
+
+def _member_predictions(folder: Path) -> tuple[Path | None, str]:
+    """The member's complete predictions CSV (merging shard parts), or None and why not."""
+    from condorml.merge import merge_predictions
+
+    out = folder / "out"
+    csv = out / ENSEMBLE_CSV
+    parts = sorted(out.glob("dog_probs.part*.csv")) if out.is_dir() else []
+    if parts and not csv.exists():
+        try:
+            merge_predictions(csv, parts)
+        except CondormlError as err:
+            return None, f"incomplete inference shards ({err})"
+    if not csv.exists():
+        return None, "no predictions (inference did not finish)"
+    return csv, ""
+
+
+def _training_state(folder: Path) -> dict[str, Any]:
+    """Counters and final metrics of a member's training, from files readable without torch."""
+    import pandas as pd
+
+    row: dict[str, Any] = {}
+    state = folder / "ckpt" / "state.json"
+    if state.exists():
+        summary = json.loads(state.read_text())
+        row.update(epochs_done=summary["epoch"], finished=summary["finished"],
+                   checkpoints=summary["checkpoints"], runs=summary["runs"],
+                   wall_seconds=round(summary["wall_seconds"], 1))  # fmt: skip
+    metrics = folder / "ckpt" / "metrics.csv"
+    if metrics.exists():
+        frame = pd.read_csv(metrics)
+        if len(frame):
+            last = frame.iloc[-1]
+            row.update(
+                val_loss=last["val_loss"], val_acc=last["val_acc"], train_loss=last["train_loss"]
+            )
+    return row
+
+
+def collect(
+    run_dir: Path, min_members: int = 1, labels: Path | None = None, with_stats: bool = False
+) -> CollectResult:
+    """Average the members' predictions into ``run_dir/dog_probs.csv`` and write the leaderboard.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The sweep's run folder (``members.csv``, ``members/<id>/``).
+    min_members : int
+        How many members must join the ensemble for the step to succeed.
+    labels : Path, optional
+        ``fileid,is_dog`` CSV: score every member and the ensemble (``metrics.json``).
+    with_stats : bool
+        Add ``prob_std,n_models`` to the ensemble CSV.
+
+    Raises
+    ------
+    CondormlError
+        If ``run_dir`` is not a sweep's run folder.
+    """
+    import pandas as pd
+
+    members_csv = run_dir / MEMBERS_CSV
+    if not members_csv.exists():
+        raise CondormlError(
+            f"{run_dir}: no {MEMBERS_CSV}; not a sweep run folder (condorml sweep writes one)"
+        )
+    members = pd.read_csv(members_csv, dtype={"member": str})
+    rows, frames, result = [], [], CollectResult(None, run_dir / LEADERBOARD)
+    for record in members.to_dict("records"):
+        member = record["member"]
+        folder = run_dir / "members" / member
+        row = {**record, **_training_state(folder)}
+        csv, reason = _member_predictions(folder)
+        if csv is not None:
+            frame = read_predictions(csv)[["fileid", "prob"]]
+            frames.append(frame.assign(member=member))
+            result.joined.append(member)
+            row["status"] = "ok"
+            if labels is not None:
+                scores = evaluate_file(csv, labels)
+                row.update(
+                    test_accuracy=scores.accuracy,
+                    test_log_loss=scores.log_loss,
+                    test_roc_auc=scores.roc_auc,
+                )
+        else:
+            result.failed[member] = reason
+            row["status"] = f"failed: {reason}"
+        rows.append(row)
+    if frames:
+        result.ensemble = _write_ensemble(run_dir, frames, result, with_stats)
+        if labels is not None:
+            result.scores = evaluate_file(result.ensemble, labels, run_dir / METRICS_JSON).to_dict()
+    _write_leaderboard(result.leaderboard, rows)
+    for member, reason in result.failed.items():
+        log.warning("member %s failed: %s", member, reason)
+    return result
+
+
+def _write_ensemble(run_dir: Path, frames: list, result: CollectResult, with_stats: bool) -> Path:
+    import pandas as pd
+
+    table = pd.concat(frames).groupby("fileid")["prob"].agg(["mean", "std", "count"])
+    output = run_dir / ENSEMBLE_CSV
+    with prediction_writer(output, with_stats) as write:
+        for fileid in sort_ids(table.index):
+            mean, count = table.at[fileid, "mean"], int(table.at[fileid, "count"])
+            # population standard deviation, like condorml infer's ensembles
+            std = table.at[fileid, "std"] * math.sqrt((count - 1) / count) if count > 1 else 0.0
+            write(fileid, mean, std, count)
+    first = read_sidecar(run_dir / "members" / result.joined[0] / "out" / ENSEMBLE_CSV) or {}
+    write_sidecar(output, {
+        "condorml_version": __version__,
+        "prob": "probability of dog: mean over the members that produced predictions",
+        "members": result.joined,
+        "failed_members": result.failed,
+        "images": {k: v for k, v in first.get("images", {}).items() if k in ("source", "fingerprint", "in_source")},
+        "models": [m for member in result.joined
+                   for m in (read_sidecar(run_dir / "members" / member / "out" / ENSEMBLE_CSV) or {}).get("models", [])],
+    })  # fmt: skip
+    return output
+
+
+def _write_leaderboard(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if "val_loss" in frame:
+        ok = frame["status"] == "ok"
+        frame = pd.concat([frame[ok].sort_values("val_loss", kind="stable"), frame[~ok]])
+    first = ["member", "status"]
+    frame = frame[first + [c for c in frame.columns if c not in first]]
+    with atomic_write(path, "w") as handle:
+        frame.to_csv(handle, index=False)

@@ -1,0 +1,227 @@
+"""``condorml sweep``: a spec becomes a run folder with a DAG, and the DAG goes to a backend.
+
+The side-effect half of sweeps (:mod:`condorml.sweep` and :mod:`condorml.htcondor.dag` are
+pure). A run folder holds::
+
+    RUN_DIR/spec.toml            the spec, copied (a changed spec is refused unless --force)
+    RUN_DIR/members.csv          every member's id, seed and hyperparameters
+    RUN_DIR/sweep.dag            the DAG; train.sub, infer.sub, collect.sub and their wrappers
+    RUN_DIR/members/<id>/        each member's initialdir: ckpt/ (checkpoints), out/ (predictions)
+
+Running ``condorml sweep`` again with the same spec rewrites the same files and leaves the
+members' folders alone, so a resubmitted DAG continues from its rescue file and its members
+from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from condorml.config import TrainConfig
+from condorml.errors import CondormlError
+from condorml.fileio import atomic_write, atomic_write_text
+from condorml.htcondor.dag import DAG_FILE, SweepWorkflow, member_dir, sweep_workflow
+from condorml.htcondor.submit import CHECKPOINT_FOLDER, write_job
+from condorml.sweep import HYPERPARAMETERS, Member, SweepSpec, expand, load_spec
+
+log = logging.getLogger(__name__)
+
+SPEC_COPY = "spec.toml"
+MEMBERS_CSV = "members.csv"
+BACKENDS = ("local", "condor")
+
+
+@dataclass
+class SweepPlan:
+    """A spec expanded for a run folder: everything ``condorml sweep`` would write."""
+
+    spec: SweepSpec
+    run_dir: Path
+    members: list[Member]
+    workflow: SweepWorkflow
+
+    @property
+    def dag_file(self) -> Path:
+        return self.run_dir / DAG_FILE
+
+    def files(self) -> list[Path]:
+        """The files written into the run folder (member folders aside)."""
+        names = [SPEC_COPY, MEMBERS_CSV, DAG_FILE]
+        for kind, job in self.workflow.jobs.items():
+            names += [f"{kind}.sub", job.wrapper_name]
+        return [self.run_dir / name for name in names]
+
+    def member_rows(self) -> list[dict[str, Any]]:
+        """``members.csv``: id, seed, and every hyperparameter's effective value."""
+        defaults = TrainConfig(Path("."), Path("."))
+        rows = []
+        for member in self.members:
+            options = member.options(self.spec.train)
+            row = {"member": member.member, "seed": member.seed}
+            row.update(
+                {name: options.get(name, getattr(defaults, name)) for name in HYPERPARAMETERS}
+            )
+            rows.append(row)
+        return rows
+
+    def node_counts(self) -> dict[str, int]:
+        """Nodes per type (inference counts jobs, which differ from nodes when sharded)."""
+        shards = int(self.workflow.jobs["infer"].submit.getQArgs() or 1)  # type: ignore[attr-defined]
+        n = len(self.members)
+        return {"train": n, "infer": n, "infer jobs": n * shards, "collect (FINAL)": 1}
+
+    def training_hours(self, epoch_minutes: float) -> tuple[float, float]:
+        """Estimated (job hours, GPU hours) of training: members x epochs x minutes per epoch."""
+        gpus = int(self.workflow.jobs["train"].submit.get("request_gpus", 0))  # type: ignore[attr-defined]
+        default = TrainConfig(Path("."), Path(".")).epochs
+        epochs = sum(m.options(self.spec.train).get("epochs", default) for m in self.members)
+        hours = epochs * epoch_minutes / 60
+        return hours, hours * gpus
+
+
+def plan_sweep(spec_path: Path, run_dir: Path) -> SweepPlan:
+    """Read, validate and expand a spec for ``run_dir``; writes nothing.
+
+    Raises
+    ------
+    CondormlError
+        For any problem with the spec (naming the key) or a value that cannot be written safely.
+    """
+    spec = load_spec(spec_path)
+    members = expand(spec)
+    return SweepPlan(spec, run_dir, members, sweep_workflow(spec, members, run_dir))
+
+
+def _same_spec(old_text: str, spec: SweepSpec) -> bool:
+    from condorml.sweep import tomllib
+
+    return tomllib.loads(old_text) == tomllib.loads(spec.text)
+
+
+def write_sweep(plan: SweepPlan, force: bool = False) -> list[Path]:
+    """Write the run folder; refuse (or, with ``force``, set aside) one made from another spec.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    CondormlError
+        If the run folder holds another spec's run and ``force`` is not set, or a file cannot
+        be written.
+    """
+    run_dir = plan.run_dir
+    copy = run_dir / SPEC_COPY
+    if copy.exists() and not _same_spec(copy.read_text(), plan.spec):
+        if not force:
+            raise CondormlError(
+                f"{run_dir} holds a run of another spec ({copy} differs from {plan.spec.path}); "
+                "use another --out, or --force to start over (the old run is kept in a previous-N folder)"
+            )
+        kept = _set_aside(run_dir)
+        log.warning("--force: moved the previous run to %s", kept)
+    elif copy.exists():
+        log.info("%s: same spec, continuing: members keep their folders and checkpoints", run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for member in plan.members:
+            # ckpt/ exists from the start: it is an input of the training job (resume after a
+            # RETRY or a rescue DAG), and a missing input would hold the job.
+            (run_dir / member_dir(member) / CHECKPOINT_FOLDER).mkdir(parents=True, exist_ok=True)
+        for kind, job in plan.workflow.jobs.items():
+            write_job(job, run_dir / f"{kind}.sub")
+        _write_members_csv(run_dir / MEMBERS_CSV, plan.member_rows())
+        atomic_write_text(plan.dag_file, "\n".join(plan.workflow.dag_lines) + "\n")
+        atomic_write_text(copy, plan.spec.text)
+    except OSError as err:
+        raise CondormlError(
+            f"{run_dir}: cannot write the run folder ({err.strerror or err})"
+        ) from err
+    return plan.files()
+
+
+def _write_members_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    with atomic_write(path, "w") as handle:
+        pd.DataFrame(rows).to_csv(handle, index=False)
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Move everything in ``run_dir`` into a new ``previous-N`` folder inside it."""
+    n = 1
+    while (run_dir / f"previous-{n}").exists():
+        n += 1
+    kept = run_dir / f"previous-{n}"
+    kept.mkdir()
+    for entry in run_dir.iterdir():
+        if entry != kept and not entry.name.startswith("previous-"):
+            entry.rename(kept / entry.name)
+    return kept
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Where a sweep's DAG went."""
+
+    backend: str
+    cluster: int | None = None
+    message: str = ""
+
+
+def schedd_available() -> bool:
+    """Whether a schedd answers here (the default backend is then ``condor``)."""
+    import htcondor2
+
+    try:
+        htcondor2.Schedd()
+    except htcondor2.HTCondorException:
+        return False
+    return True
+
+
+def submit_to_condor(plan: SweepPlan, schedd: Any = None) -> Submitted:
+    """Submit the DAG to a schedd: ``Submit.from_dag`` + ``Schedd.submit``, else ``condor_submit_dag``.
+
+    Raises
+    ------
+    CondormlError
+        If neither way can submit it.
+    """
+    import htcondor2
+
+    cwd = Path.cwd()
+    try:
+        os.chdir(plan.run_dir)  # DAGMan's files are relative to the DAG's folder
+        try:
+            description = htcondor2.Submit.from_dag(DAG_FILE, {})
+            schedd = schedd if schedd is not None else htcondor2.Schedd()
+            cluster = int(schedd.submit(description).cluster())
+        except htcondor2.HTCondorException as err:
+            tool = shutil.which("condor_submit_dag")
+            if tool is None:
+                raise CondormlError(
+                    f"cannot submit {plan.dag_file} ({str(err).strip().splitlines()[0] if str(err).strip() else err}); "
+                    f"on an access point run: cd {plan.run_dir} && condor_submit_dag {DAG_FILE}; or run it here: condorml run {plan.dag_file}"
+                ) from None
+            proc = subprocess.run([tool, DAG_FILE], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise CondormlError(
+                    f"condor_submit_dag failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+                ) from None
+            words = proc.stdout.split()
+            cluster = (
+                int(words[-1].rstrip(".")) if words and words[-1].rstrip(".").isdigit() else None
+            )
+    finally:
+        os.chdir(cwd)
+    follow = f"condor_watch_q -clusters {cluster}" if cluster is not None else "condor_watch_q"
+    return Submitted("condor", cluster, f"DAGMan job {cluster} submitted; follow it with: {follow}")
