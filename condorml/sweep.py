@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -183,9 +184,14 @@ def load_spec(path: Path) -> SweepSpec:
 
 
 def _resolve(value: str, folder: Path) -> str:
+    """A spec-relative path as a path relative to the working directory (URLs, absolute as given).
+
+    Kept relative so that the submit files, which write local paths relative to each member's
+    folder, stay relative too: a run folder can move with its data.
+    """
     if "://" in value or Path(value).is_absolute():
         return value
-    return str(folder / value)
+    return os.path.relpath(os.path.abspath(folder / value))
 
 
 def _grid(table: dict[str, Any], path: Path) -> dict[str, list[Any]]:

@@ -108,8 +108,9 @@ def _print_plan(plan, epoch_minutes: float | None) -> None:
             "throttles: " + ", ".join(f"MAXJOBS {k} {v}" for k, v in plan.workflow.maxjobs.items())
         )
     if epoch_minutes is not None:
+        hours, gpu_hours = plan.training_hours(epoch_minutes)
         console.print(
-            f"training estimate: {plan.gpu_hours(epoch_minutes):.1f} GPU hours at {epoch_minutes:g} min/epoch"
+            f"training estimate at {epoch_minutes:g} min/epoch: {hours:.1f} job hours, {gpu_hours:.1f} GPU hours"
         )
     console.print(
         "would write: "

@@ -25,6 +25,7 @@ Nodes, VARS (quoted, ``"`` and ``\\`` escaped), RETRY, CATEGORY, edges and FINAL
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,9 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
     )
     with_stats = inference.pop("with_stats", False)  # an ensemble statistic: the collect step's
     job = InferJob(**inference)
-    model = str(first / CHECKPOINT_FOLDER / "model.pth")
+    model = os.path.relpath(
+        os.path.abspath(first / CHECKPOINT_FOLDER / "model.pth")
+    )  # -> ckpt/model.pth
     infer = infer_description([model], spec.data["test"], job, infer_resources, infer_container,
                               infer_profile, first, initialdir="$(member_dir)")  # fmt: skip
 

@@ -1,0 +1,366 @@
+"""Sweeps: spec validation, deterministic members, the DAG, run folders, the collect step."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import htcondor2
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from condorml.cli import app
+from condorml.collect import collect
+from condorml.errors import CondormlError
+from condorml.htcondor.quoting import split_condor_arguments
+from condorml.sweep import expand, load_spec, member_id
+from condorml.workflow import plan_sweep, submit_to_condor, write_sweep
+
+GOLDEN = Path(__file__).parent / "golden"
+BASE = """
+[data]
+train = "train.zip"
+test = "test.zip"
+"""
+
+
+def _spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(BASE + body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[grids]\nlr = [0.1]\n", "section.grids: unknown key; valid keys: data, train, grid"),
+        (
+            "[grid]\nlearning_rate = [0.1]\n",
+            "grid.learning_rate: unknown key; valid keys: epochs, model",
+        ),
+        (
+            "[random]\nsamples = 2\nlearning_rate = [0.1]\n",
+            "random.learning_rate: unknown hyperparameter",
+        ),
+        ("[grid]\nlr = []\n", "grid.lr: an empty grid"),
+        ("[random]\nsamples = 2\nlr = { uniform = [0.1, 0.01] }\n", "impossible range [0.1, 0.01]"),
+        (
+            "[random]\nsamples = 2\nlr = { log_uniform = [0, 0.01] }\n",
+            "log_uniform needs positive bounds",
+        ),
+        (
+            "[random]\nsamples = 2\nbatch_size = { uniform = [8, 64] }\n",
+            "batch_size takes whole numbers",
+        ),
+        ("[grid]\nlr = [-0.1]\n", "--lr -0.1: must be a positive number"),
+        ("[grid]\nmodel = ['cnn', 'vgg']\n", "--model vgg: choose one of cnn, resnet18"),
+        ("[grid]\nlr = [0.1, 0.1]\n", "lists a value twice"),
+        ("[train]\nlr = 0.1\n[grid]\nlr = [0.2]\n", "train.lr: is also swept"),
+        ("[ensemble]\nmembers = 0\n", "ensemble.members: a positive integer"),
+        ("[ensemble]\nseeds = [1, 1]\n", "lists a seed twice"),
+        ("[random]\nsamples = 5\noptimizer = ['adam', 'sgd']\n", "would be identical"),
+        ("[resources]\ngpu = 1\n", "resources.gpu: unknown key; valid keys: cpus"),
+        ("[train]\ndata_dir = 'x'\n", "train.data_dir: unknown key"),
+    ],
+)
+def test_bad_specs_are_clear_errors_naming_the_key(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(CondormlError, match=re.escape(message)):
+        expand(load_spec(_spec(tmp_path, body)))
+
+
+def test_missing_data_and_bad_toml_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text("[data]\ntrain = 'x.zip'\n")
+    with pytest.raises(CondormlError, match=r"data\.test: required"):
+        load_spec(tmp_path / "a.toml")
+    (tmp_path / "b.toml").write_text("[data\n")
+    with pytest.raises(CondormlError, match="not valid TOML"):
+        load_spec(tmp_path / "b.toml")
+    with pytest.raises(CondormlError, match="no such sweep specification"):
+        load_spec(tmp_path / "nope.toml")
+
+
+def test_members_follow_the_documented_order_and_are_stable(tmp_path: Path) -> None:
+    spec = load_spec(
+        _spec(
+            tmp_path, "[grid]\nlr = [0.1, 0.2]\nbatch_size = [8, 16]\n[ensemble]\nseeds = [5, 6]\n"
+        )
+    )
+    members = expand(spec)
+    assert [m.member for m in members] == [f"m{i:03d}" for i in range(8)]
+    assert [(m.hyperparameters["lr"], m.hyperparameters["batch_size"], m.seed) for m in members[:4]] == [
+        (0.1, 8, 5), (0.1, 8, 6), (0.1, 16, 5), (0.1, 16, 6),
+    ]  # fmt: skip
+    assert expand(load_spec(spec.path)) == members  # re-expansion: same ids, same values
+
+
+def test_random_samples_are_seeded_rounded_and_in_range(tmp_path: Path) -> None:
+    body = "[random]\nsamples = 6\nseed = 11\nlr = { log_uniform = [1e-5, 1e-2] }\nepochs = { int_uniform = [2, 4] }\n"
+    first = expand(load_spec(_spec(tmp_path, body)))
+    again = expand(load_spec(_spec(tmp_path, body, "again.toml")))
+    assert [m.hyperparameters for m in first] == [m.hyperparameters for m in again]
+    assert all(
+        1e-5 <= m.hyperparameters["lr"] <= 1e-2 and m.hyperparameters["epochs"] in (2, 3, 4)
+        for m in first
+    )
+    assert all(float(f"{m.hyperparameters['lr']:.4g}") == m.hyperparameters["lr"] for m in first)
+    other = expand(load_spec(_spec(tmp_path, body.replace("seed = 11", "seed = 12"), "other.toml")))
+    assert [m.hyperparameters for m in other] != [m.hyperparameters for m in first]
+
+
+def test_member_ids_widen_past_999() -> None:
+    assert (member_id(0, 1000), member_id(999, 1000), member_id(5, 10_001)) == (
+        "m000",
+        "m999",
+        "m00005",
+    )
+
+
+def _golden_outputs(tmp_path: Path) -> dict[str, str]:
+    for name in ("small.toml",):
+        shutil.copy(GOLDEN / name, tmp_path / name)
+    plan = plan_sweep(tmp_path / "small.toml", tmp_path / "run")
+    write_sweep(plan)
+    return {
+        name: (tmp_path / "run" / name).read_text()
+        for name in ("sweep.dag", "train.sub", "infer.sub", "collect.sub")
+    }
+
+
+def test_dag_golden(tmp_path: Path) -> None:
+    """The DAG and submit files of tests/golden/small.toml, line by line.
+
+    After an intended change, regenerate: python -m tests.test_sweep
+    """
+    for name, text in _golden_outputs(tmp_path).items():
+        expected = (GOLDEN / name).read_text()
+        assert text == expected, (
+            f"{name} differs from tests/golden/{name}; if intended, regenerate with: python -m tests.test_sweep"
+        )
+
+
+def test_dag_structure(tmp_path: Path) -> None:
+    dag = _golden_outputs(tmp_path)["sweep.dag"]
+    lines = dag.splitlines()
+    assert sum(line.startswith("JOB train_") for line in lines) == 8  # 2 lr x 2 samples x 2 seeds
+    assert "PARENT train_m000 CHILD infer_m000" in lines
+    assert "RETRY train_m000 1 UNLESS-EXIT 2" in lines
+    assert "CATEGORY train_m000 train" in lines and "MAXJOBS train 3" in lines
+    assert not [
+        line for line in lines if re.fullmatch(r"CATEGORY \w+ \d+", line)
+    ]  # htcondor2.dags' throttle bug
+    assert lines[-2:] != [] and "FINAL collect collect.sub" in lines
+    vars_m001 = next(line for line in lines if line.startswith("VARS train_m001 "))
+    assert 'member="m001" member_dir="members/m001" seed="1" lr="0.001"' in vars_m001
+    assert all(
+        "." not in line.split()[1] and "+" not in line.split()[1]
+        for line in lines
+        if line.startswith("JOB ")
+    )
+
+
+def test_train_node_arguments_expand_per_member(tmp_path: Path) -> None:
+    outputs = _golden_outputs(tmp_path)
+    description = htcondor2.Submit(outputs["train.sub"])
+    vars_line = next(
+        line for line in outputs["sweep.dag"].splitlines() if line.startswith("VARS train_m005 ")
+    )
+    for key, value in re.findall(r'(\w+)="([^"]*)"', vars_line):
+        description[key] = value  # what DAGMan's VARS do
+    args = split_condor_arguments(description.expand("arguments"))
+    member = expand(load_spec(tmp_path / "small.toml"))[5]
+    assert args[args.index("--member") + 1] == "m005" and args[args.index("--seed") + 1] == str(
+        member.seed
+    )
+    assert float(args[args.index("--weight-decay") + 1]) == member.hyperparameters["weight_decay"]
+    assert description.expand("initialdir") == "members/m005"
+    assert description.expand("transfer_input_files") == "../../../train.zip, ckpt"  # resume input
+    assert (tmp_path / "run" / "members" / "m005" / "ckpt").is_dir()
+
+
+def test_hostile_values_in_vars_are_refused_or_escaped(tmp_path: Path) -> None:
+    import htcondor2.dags as dags
+
+    from condorml.htcondor.dag import _train_vars
+    from condorml.sweep import Member
+
+    with pytest.raises(CondormlError, match="newline"):
+        _train_vars(Member("m000", 0, {"scheduler": "cosine\nJOB evil evil.sub"}), ("scheduler",))
+    with pytest.raises(CondormlError, match=r"'\$'"):
+        _train_vars(Member("m000", 0, {"scheduler": "$(HOME)"}), ("scheduler",))
+    dag = dags.DAG()
+    dag.layer(
+        name="x", submit_description=htcondor2.Submit({"executable": "a"}), vars=[{"v": 'a"b\\c'}]
+    )
+    lines = list(dags.writer.DAGWriter(dag).yield_dag_file_lines())
+    assert 'VARS x:0 v="a\\"b\\\\c"' in lines  # quotes and backslashes escaped, as DAGMan requires
+    bad_data = _spec(tmp_path, "").read_text().replace('"train.zip"', '"a,b.zip"')
+    (tmp_path / "bad.toml").write_text(bad_data)
+    with pytest.raises(CondormlError, match="commas"):
+        plan_sweep(tmp_path / "bad.toml", tmp_path / "run")
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(_spec(tmp_path, "[grid]\nlr = [0.1, 0.2]\n")),
+            "--out",
+            str(tmp_path / "run"),
+            "--dry-run",
+            "--epoch-minutes",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "2 member(s)" in result.output
+        and "would write" in result.output
+        and "job hours" in result.output
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_same_spec_continues_changed_spec_is_refused_unless_forced(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "[grid]\nlr = [0.1, 0.2]\n")
+    run = tmp_path / "run"
+    write_sweep(plan_sweep(spec, run))
+    (run / "members" / "m000" / "ckpt" / "model.pth").write_text("a checkpoint")
+    write_sweep(plan_sweep(spec, run))  # same spec: continues
+    assert (run / "members" / "m000" / "ckpt" / "model.pth").read_text() == "a checkpoint"
+    changed = _spec(tmp_path, "[grid]\nlr = [0.1, 0.3]\n", "changed.toml")
+    with pytest.raises(CondormlError, match="holds a run of another spec"):
+        write_sweep(plan_sweep(changed, run))
+    write_sweep(plan_sweep(changed, run), force=True)
+    assert (run / "previous-1" / "members" / "m000" / "ckpt" / "model.pth").exists()  # nothing lost
+    assert "0.3" in (run / "members.csv").read_text()
+
+
+def test_members_csv_lists_every_member(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_sweep(
+        plan_sweep(
+            _spec(
+                tmp_path, "[grid]\nlr = [0.1, 0.2]\n[train]\nepochs = 3\n[ensemble]\nmembers = 2\n"
+            ),
+            run,
+        )
+    )
+    members = pd.read_csv(run / "members.csv")
+    assert list(members["member"]) == ["m000", "m001", "m002", "m003"]
+    assert list(members["lr"]) == [0.1, 0.1, 0.2, 0.2] and list(members["seed"]) == [0, 1, 0, 1]
+    assert set(members["epochs"]) == {3}
+
+
+def test_submitting_to_condor_uses_from_dag_and_a_schedd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plan_sweep(_spec(tmp_path, ""), tmp_path / "run")
+    write_sweep(plan)
+    seen = {}
+
+    def from_dag(filename, options):
+        seen["dag"], seen["cwd"] = filename, Path.cwd()
+        return htcondor2.Submit({"executable": "/usr/bin/condor_dagman"})
+
+    class Schedd:
+        def submit(self, description):
+            seen["submitted"] = description
+
+            class Result:
+                def cluster(self):
+                    return 77
+
+            return Result()
+
+    monkeypatch.setattr(htcondor2.Submit, "from_dag", staticmethod(from_dag))
+    outcome = submit_to_condor(plan, Schedd())
+    assert outcome.cluster == 77 and "condor_watch_q -clusters 77" in outcome.message
+    assert seen["dag"] == "sweep.dag" and seen["cwd"] == (tmp_path / "run").resolve()
+
+
+def test_without_dagman_submitting_says_how_to_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plan_sweep(_spec(tmp_path, ""), tmp_path / "run")
+    write_sweep(plan)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(
+        CondormlError, match=r"condor_submit_dag sweep\.dag; or run it here: condorml run"
+    ):
+        submit_to_condor(plan)
+
+
+# --- collect --------------------------------------------------------------------------------------
+
+
+def _fake_member(run: Path, member: str, probs: list[float] | None, val_loss: float) -> None:
+    folder = run / "members" / member
+    (folder / "ckpt").mkdir(parents=True, exist_ok=True)
+    (folder / "ckpt" / "state.json").write_text(
+        json.dumps(
+            {
+                "epoch": 4,
+                "batch": 0,
+                "finished": True,
+                "checkpoints": 2,
+                "runs": 3,
+                "wall_seconds": 12.5,
+            }
+        )
+    )
+    pd.DataFrame(
+        [{"epoch": 4, "train_loss": 0.3, "train_acc": 0.9, "val_loss": val_loss, "val_acc": 0.8}]
+    ).to_csv(folder / "ckpt" / "metrics.csv", index=False)
+    if probs is not None:
+        (folder / "out").mkdir(exist_ok=True)
+        rows = "".join(f"{i},{p!r}\n" for i, p in enumerate(probs, start=1))
+        (folder / "out" / "dog_probs.csv").write_text("fileid,prob\n" + rows)
+
+
+def test_collect_averages_present_members_and_lists_failed_ones(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_sweep(plan_sweep(_spec(tmp_path, "[ensemble]\nmembers = 3\n"), run))
+    _fake_member(run, "m000", [0.2, 0.9, 0.6], val_loss=0.5)
+    _fake_member(run, "m001", [0.4, 0.7, 0.2], val_loss=0.3)
+    _fake_member(run, "m002", None, val_loss=0.9)  # trained, inference failed
+    (tmp_path / "labels.csv").write_text("fileid,is_dog\n1,0\n2,1\n3,1\n")
+    result = collect(run, min_members=2, labels=tmp_path / "labels.csv", with_stats=True)
+    assert result.joined == ["m000", "m001"] and list(result.failed) == ["m002"]
+    assert result.succeeded(2) and not result.succeeded(3)
+    ensemble = pd.read_csv(run / "dog_probs.csv")
+    assert list(ensemble.columns) == ["fileid", "prob", "prob_std", "n_models"]
+    assert ensemble["prob"].tolist() == pytest.approx([0.3, 0.8, 0.4])
+    assert ensemble["prob_std"].tolist() == pytest.approx([0.1, 0.1, 0.2])
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert list(board["member"]) == [
+        "m001",
+        "m000",
+        "m002",
+    ]  # best validation loss first, failed last
+    assert board.loc[2, "status"].startswith("failed: no predictions")
+    assert {"checkpoints", "wall_seconds", "test_accuracy", "lr"} <= set(board.columns)
+    assert json.loads((run / "metrics.json").read_text())["n"] == 3
+    sidecar = json.loads((run / "dog_probs.csv.json").read_text())
+    assert sidecar["members"] == ["m000", "m001"] and "m002" in sidecar["failed_members"]
+
+
+def test_collect_cli_fails_below_min_members(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_sweep(plan_sweep(_spec(tmp_path, "[ensemble]\nmembers = 2\n"), run))
+    _fake_member(run, "m000", [0.5], val_loss=0.5)
+    result = CliRunner().invoke(app, ["collect", str(run), "--min-members", "2"])
+    assert result.exit_code == 1 and "only 1 member(s) produced predictions" in result.output
+    assert CliRunner().invoke(app, ["collect", str(run)]).exit_code == 0
+
+
+if __name__ == "__main__":  # regenerate the golden files: python -m tests.test_sweep
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in _golden_outputs(Path(tmp)).items():
+            (GOLDEN / name).write_text(text)
+            print(f"wrote tests/golden/{name}")
