@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from condorml.cli import data, demo, evaluate, infer, merge, submit, sweep, train
+from condorml.cli import data, demo, evaluate, infer, merge, run, submit, sweep, train
 
 app = typer.Typer(
     name="condorml",
@@ -26,6 +26,7 @@ app.command("merge")(merge.merge_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("sweep")(sweep.sweep_command)
 app.command("collect")(sweep.collect_command)
+app.command("run")(run.run_command)
 app.command("demo")(demo.demo_command)
 
 

@@ -108,8 +108,11 @@ def training_options(
     ),
     freeze_backbone: bool = typer.Option(
         False,
-        "--freeze-backbone",
+        "--freeze-backbone/--no-freeze-backbone",
         help="Train only the new 2-class head (fixed-feature extraction).",
+    ),
+    member: str | None = typer.Option(
+        None, "--member", help="Ensemble member id (a sweep sets it); recorded with the model."
     ),
 ) -> None:
     """Template: the options of a training run (TrainConfig's fields)."""

@@ -71,7 +71,7 @@ def _submit(plan, backend: str | None) -> None:
         submitted = call(submit_to_condor, plan)
         typer.echo(submitted.message)
         return
-    from condorml.cli.run import run_dag_here
+    from condorml.cli.run import run_dag_here  # exits with the DAG's result
 
     run_dag_here(plan.dag_file)
 

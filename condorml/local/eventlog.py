@@ -1,0 +1,146 @@
+"""Job event logs in HTCondor's own text format, so the same tools read local and pool runs.
+
+Modelled on what a real HTCondor 25.0 pool wrote (``tests/fixtures/htcondor/``): a header line
+``NNN (CLUSTER.PROC.SUBPROC) YYYY-MM-DD HH:MM:SS text``, tab-indented body lines, and ``...`` to
+end each event. A self-checkpoint is a pair of 040 "transferring output files" events while the
+job keeps running (there is no checkpoint event); an eviction is 004, then 040 input transfer
+and a new 001. ``htcondor2.JobEventLog`` and ``condor_watch_q -files`` read these files.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_HOST = "<127.0.0.1:0?alias={host}&condorml-local>"
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+SUBMIT, EXECUTE, EVICTED, TERMINATED, ABORTED, HELD = 0, 1, 4, 5, 9, 12
+POST_SCRIPT_TERMINATED, FILE_TRANSFER = 16, 40
+
+
+def _lock(path: Path) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(path, threading.Lock())
+
+
+@dataclass(frozen=True)
+class JobId:
+    """A job's (cluster, proc) id."""
+
+    cluster: int
+    proc: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.cluster}.{self.proc}"
+
+
+class EventLog:
+    """Append events of one job to its log files (its own ``log`` and the DAG's nodes log).
+
+    Parameters
+    ----------
+    paths : list of Path
+        Files to append each event to (created if missing).
+    job : JobId
+        The job the events are about.
+    node : str, optional
+        The DAG node, written into submit and POST-script events as DAGMan does.
+    """
+
+    def __init__(self, paths: list[Path], job: JobId, node: str | None = None) -> None:
+        self.paths = [Path(p).absolute() for p in dict.fromkeys(paths)]
+        self.job, self.node = job, node
+        self.host = _HOST.format(host=socket.gethostname())
+
+    def _write(self, code: int, text: str, body: list[str] = ()) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        header = f"{code:03d} ({self.job.cluster:03d}.{self.job.proc:03d}.000) {stamp} {text}"
+        event = "\n".join([header, *body, "..."]) + "\n"
+        for path in self.paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _lock(path), open(path, "a") as handle:  # one event at a time per file
+                handle.write(event)
+                handle.flush()
+
+    def _node_line(self) -> list[str]:
+        return [f"    DAG Node: {self.node}"] if self.node else []
+
+    def submitted(self) -> None:
+        self._write(SUBMIT, f"Job submitted from host: {self.host}", self._node_line())
+
+    def executing(self, scratch: Path, cpus: int, memory_mb: int) -> None:
+        self._write(
+            EXECUTE,
+            f"Job executing on host: {self.host}",
+            [
+                f"\tSlotName: slot1@{socket.gethostname()}",
+                f'\tCondorScratchDir = "{scratch}"',
+                f"\tCpus = {cpus}",
+                "\tGPUs = 0",
+                f"\tMemory = {memory_mb}",
+            ],
+        )
+
+    def transfer(self, direction: str, finished: bool) -> None:
+        """040: ``direction`` is ``input`` or ``output``."""
+        what = "Finished" if finished else "Started"
+        body = (
+            [f"\tTransferring to host: {self.host}"]
+            if direction == "input" and not finished
+            else []
+        )
+        self._write(FILE_TRANSFER, f"{what} transferring {direction} files", body)
+
+    def evicted(self, reason: str) -> None:
+        self._write(
+            EVICTED,
+            "Job was evicted.",
+            [
+                "\t(0) CPU times",
+                "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Remote Usage",
+                "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Local Usage",
+                f"\tReason: {reason}",
+            ],
+        )
+
+    def terminated(self, return_value: int | None, signal: int | None = None) -> None:
+        if signal is None:
+            status = [f"\t(1) Normal termination (return value {return_value})"]
+        else:
+            status = [f"\t(0) Abnormal termination (signal {signal})", "\t(0) No core file"]
+        usage = ("Run Remote", "Run Local", "Total Remote", "Total Local")
+        body = [f"\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  {kind} Usage" for kind in usage]
+        self._write(TERMINATED, "Job terminated.", status + body)
+
+    def held(self, reason: str, code: int, subcode: int) -> None:
+        self._write(HELD, "Job was held.", [f"\t{reason}", f"\tCode {code} Subcode {subcode}"])
+
+    def aborted(self, reason: str) -> None:
+        self._write(ABORTED, "Job was aborted.", [f"\t{reason}"])
+
+    def post_script_terminated(self, return_value: int) -> None:
+        self._write(
+            POST_SCRIPT_TERMINATED,
+            "POST Script terminated.",
+            [f"\t(1) Normal termination (return value {return_value})", *self._node_line()],
+        )
+
+
+def next_cluster_id(counter: Path) -> int:
+    """A cluster id that grows across runs of the same DAG (kept in a small counter file)."""
+    with _lock(counter):
+        try:
+            last = int(counter.read_text().strip() or 0)
+        except (OSError, ValueError):
+            last = 0
+        counter.parent.mkdir(parents=True, exist_ok=True)
+        tmp = counter.with_name(counter.name + f".{os.getpid()}")
+        tmp.write_text(f"{last + 1}\n")
+        os.replace(tmp, counter)
+        return last + 1

@@ -1,0 +1,345 @@
+"""Running one job the way an HTCondor execute point does, on this machine.
+
+* Each execution gets a fresh scratch folder (the sandbox): the executable and the inputs are
+  copied in (``file://`` URLs too; another URL scheme holds the job), plus the spooled
+  checkpoint when the job ran before.
+* The executable runs there with its arguments and a job-like environment:
+  ``_CONDOR_SCRATCH_DIR``, ``OMP_NUM_THREADS`` = ``request_cpus``, CPU affinity to that many
+  cores.
+* Exit with ``checkpoint_exit_code``: ``transfer_checkpoint_files`` (and stdout/stderr) go to
+  the job's spool folder and the executable starts again in the *same* sandbox, as HTCondor's
+  starter does; the event log shows a pair of 040 output-transfer events.
+* An eviction (injected at random, if asked): SIGTERM, SIGKILL after a grace period, event 004,
+  then a *fresh* sandbox with the inputs plus the spooled checkpoint and a new 001, exactly
+  what a move to another execute point looks like.
+* Any other exit: outputs go back to ``initialdir`` (``preserve_relative_paths`` and
+  ``transfer_output_remaps`` honoured); a listed output that does not exist holds the job
+  (event 012), which fails the DAG node with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from condorml.local.eventlog import EventLog
+from condorml.local.jobs import JobSpec
+
+STDOUT, STDERR = "_condor_stdout", "_condor_stderr"
+_POLL_S = 0.05
+
+
+@dataclass
+class Evictions:
+    """Injected evictions: each start of the executable is evicted with ``probability``,
+    after a delay drawn uniformly from ``window`` seconds; SIGKILL follows SIGTERM after ``grace``."""
+
+    probability: float = 0.0
+    window: tuple[float, float] = (1.0, 20.0)
+    grace: float = 5.0
+    seed: int = 0
+
+    def rng(self, job: JobSpec) -> random.Random:
+        """A generator per job, so that what happens to a job does not depend on the others."""
+        return random.Random(f"{self.seed}:{job.cluster}:{job.proc}")
+
+
+@dataclass
+class JobOutcome:
+    """How a job ended."""
+
+    status: str  # "exited", "held", "removed"
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""
+    starts: int = 0
+    checkpoints: int = 0
+    evictions: int = 0
+
+    @property
+    def return_value(self) -> int:
+        """DAGMan's view: the exit code, or -signal, or 1 for a held or removed job."""
+        if self.status != "exited":
+            return 1
+        return self.exit_code if self.signal is None else -self.signal
+
+
+class _Held(Exception):
+    def __init__(self, reason: str, code: int, subcode: int) -> None:
+        super().__init__(reason)
+        self.code, self.subcode = code, subcode
+
+
+class JobRunner:
+    """Run one job to its end: transfers, restarts after checkpoints, evictions, outputs.
+
+    Parameters
+    ----------
+    job : JobSpec
+        The job.
+    events : EventLog
+        Where its events go.
+    scratch_root, spool : Path
+        Parent of the sandboxes; the job's checkpoint spool folder.
+    cores : list of int
+        CPU cores the job may use (its affinity).
+    evictions : Evictions
+        Injected evictions (probability 0: none).
+    cancel : threading.Event
+        Set to remove the job (Ctrl-C, DAG abort).
+    """
+
+    def __init__(self, job: JobSpec, events: EventLog, scratch_root: Path, spool: Path,
+                 cores: list[int], evictions: Evictions, cancel: threading.Event) -> None:  # fmt: skip
+        self.job, self.events, self.scratch_root, self.spool = job, events, scratch_root, spool
+        self.cores, self.evictions, self.cancel = cores, evictions, cancel
+        self.rng = evictions.rng(job)
+        self.outcome = JobOutcome("exited")
+
+    def run(self) -> JobOutcome:
+        """Run the job (blocking) and return how it ended."""
+        self.events.submitted()
+        try:
+            if self.job.universe == "local":
+                return self._run_local()
+            while True:
+                sandbox = self._new_sandbox()
+                try:
+                    result = self._execute(sandbox)
+                finally:
+                    shutil.rmtree(sandbox, ignore_errors=True)
+                if result is not None:
+                    return result
+        except _Held as held:
+            self.events.held(str(held), held.code, held.subcode)
+            self.outcome.status, self.outcome.reason = "held", str(held)
+            return self.outcome
+
+    # --- the local universe: no sandbox, no transfer -------------------------------------------
+
+    def _run_local(self) -> JobOutcome:
+        job = self.job
+        self.events.executing(job.iwd, job.cpus, job.memory_mb)
+        stdout = open(job.iwd / job.stdout, "ab") if job.stdout else subprocess.DEVNULL  # noqa: SIM115
+        stderr = open(job.iwd / job.stderr, "ab") if job.stderr else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            process = self._start([str(job.executable), *job.arguments], job.iwd, stdout, stderr)
+            code = self._wait(process, deadline=None)
+        finally:
+            for handle in (stdout, stderr):
+                if handle is not subprocess.DEVNULL:
+                    handle.close()
+        return self._finish_without_transfer(code)
+
+    def _finish_without_transfer(self, code: int | None) -> JobOutcome:
+        if code is None:
+            return self._removed()
+        self._record_exit(code)
+        return self.outcome
+
+    # --- vanilla / container / docker ----------------------------------------------------------
+
+    def _new_sandbox(self) -> Path:
+        job = self.job
+        self.events.transfer("input", finished=False)
+        sandbox = (
+            self.scratch_root / f"dir_{job.cluster}_{job.proc}_{self.outcome.starts}_{os.getpid()}"
+        )
+        shutil.rmtree(sandbox, ignore_errors=True)
+        sandbox.mkdir(parents=True)
+        if job.transfer_executable:
+            if not job.executable.exists():
+                raise _Held(
+                    f"Failed to transfer the executable {job.executable}: (errno 2) No such file or directory",
+                    13,
+                    2,
+                )
+            shutil.copy2(job.executable, sandbox / job.executable.name)
+        for entry in job.inputs:
+            self._transfer_in(entry, sandbox)
+        if self.spool.exists():  # the checkpoint comes back after an eviction
+            _copy_contents(self.spool, sandbox)
+        self.events.transfer("input", finished=True)
+        return sandbox
+
+    def _transfer_in(self, entry: str, sandbox: Path) -> None:
+        source = entry
+        if "://" in entry:
+            scheme, _, rest = entry.partition("://")
+            if scheme != "file":
+                raise _Held(
+                    f"Transfer input files failure: no {scheme}:// plugin in the local backend ({entry})",
+                    13,
+                    0,
+                )
+            source = rest
+        path = Path(source) if Path(source).is_absolute() else self.job.iwd / source
+        trailing = source.endswith("/")
+        if not path.exists():
+            raise _Held(
+                f"Transfer input files failure: reading from file {path}: (errno 2) No such file or directory",
+                13,
+                2,
+            )
+        if path.is_dir() and trailing:
+            _copy_contents(path, sandbox)
+            return
+        target = sandbox / (
+            source.rstrip("/")
+            if self.job.preserve_relative_paths and not Path(source).is_absolute()
+            else path.name
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy(path, target)
+
+    def _execute(self, sandbox: Path) -> JobOutcome | None:
+        """Run in ``sandbox`` until the job ends (an outcome) or is evicted (None)."""
+        job = self.job
+        self.events.executing(sandbox, job.cpus, job.memory_mb)
+        executable = sandbox / job.executable.name if job.transfer_executable else job.executable
+        while True:
+            deadline = None
+            if self.evictions.probability and self.rng.random() < self.evictions.probability:
+                deadline = time.monotonic() + self.rng.uniform(*self.evictions.window)
+            with open(sandbox / STDOUT, "ab") as out, open(sandbox / STDERR, "ab") as err:
+                process = self._start([str(executable), *job.arguments], sandbox, out, err)
+                code = self._wait(process, deadline)
+            if code is None:
+                if self.cancel.is_set():
+                    return self._removed()
+                self.outcome.evictions += 1
+                self.events.evicted(
+                    "condorml local backend: injected eviction (as if the machine were reclaimed)"
+                )
+                return None
+            if job.checkpoint_exit_code is not None and code == job.checkpoint_exit_code:
+                self._checkpoint(sandbox)
+                continue  # HTCondor restarts the executable in the same sandbox
+            self._transfer_out(sandbox)
+            self._record_exit(code)
+            return self.outcome
+
+    def _start(self, argv: list[str], cwd: Path, stdout, stderr) -> subprocess.Popen:
+        job = self.job
+        env = {**os.environ, **job.environment}
+        env.update({
+            "_CONDOR_SCRATCH_DIR": str(cwd), "OMP_NUM_THREADS": str(job.cpus),
+            "_CONDOR_JOB_IWD": str(job.iwd), "BATCH_SYSTEM": "HTCondor",
+            # condorml's wrappers find condorml on the PATH: the one running this backend.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        })  # fmt: skip
+        try:
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        except OSError as err:
+            raise _Held(
+                f"Failed to execute '{argv[0]}': {err.strerror or err}", 6, err.errno or 0
+            ) from None
+        if self.cores and hasattr(os, "sched_setaffinity"):
+            with contextlib.suppress(OSError):  # the process may already be gone
+                os.sched_setaffinity(process.pid, self.cores)
+        self.outcome.starts += 1
+        return process
+
+    def _wait(self, process: subprocess.Popen, deadline: float | None) -> int | None:
+        """The exit code, or None when the job was evicted or removed (it is then stopped)."""
+        while True:
+            try:
+                return process.wait(timeout=_POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.cancel.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                self._stop(process)
+                return None
+
+    def _stop(self, process: subprocess.Popen) -> None:
+        """SIGTERM, then SIGKILL to the whole process group after the grace period."""
+        try:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=self.evictions.grace)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def _checkpoint(self, sandbox: Path) -> None:
+        job = self.job
+        self.events.transfer("output", finished=False)
+        entries = job.checkpoint_files if job.checkpoint_files is not None else (job.outputs or [])
+        staged = self.spool.with_name(self.spool.name + ".new")
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        for entry in [*entries, STDOUT, STDERR]:  # stdout/err are part of a checkpoint (9.0.6+)
+            source = sandbox / entry
+            if source.exists():
+                name = entry if job.preserve_relative_paths else Path(entry).name
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                _copy(source, staged / name)
+        old = self.spool.with_name(self.spool.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.spool.exists():
+            self.spool.rename(old)
+        staged.rename(self.spool)  # the new checkpoint replaces the old one whole
+        shutil.rmtree(old, ignore_errors=True)
+        self.outcome.checkpoints += 1
+        self.events.transfer("output", finished=True)
+
+    def _transfer_out(self, sandbox: Path) -> None:
+        job = self.job
+        self.events.transfer("output", finished=False)
+        if job.outputs is None:
+            skip = {job.executable.name, STDOUT, STDERR}
+            entries = [p.name for p in sandbox.iterdir() if p.is_file() and p.name not in skip]
+        else:
+            entries = job.outputs
+        for entry in entries:
+            source = sandbox / entry.rstrip("/")
+            if not source.exists():
+                raise _Held(
+                    "Transfer output files failure at execution point while sending files to access point. "
+                    f"Details: reading from file {source}: (errno 2) No such file or directory", 12, 2,
+                )  # fmt: skip
+            name = entry.rstrip("/") if job.preserve_relative_paths else source.name
+            target = job.iwd / job.output_remaps.get(name, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy(source, target)
+        for stream, path in ((STDOUT, job.stdout), (STDERR, job.stderr)):
+            if path and (sandbox / stream).exists():
+                (job.iwd / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(sandbox / stream, job.iwd / path)
+        self.events.transfer("output", finished=True)
+
+    def _record_exit(self, code: int) -> None:
+        if code < 0:
+            self.outcome.signal = -code
+            self.events.terminated(None, -code)
+        else:
+            self.outcome.exit_code = code
+            self.events.terminated(code)
+
+    def _removed(self) -> JobOutcome:
+        self.events.aborted("via condorml run (DAG interrupted or aborted)")
+        self.outcome.status, self.outcome.reason = "removed", "removed"
+        return self.outcome
+
+
+def _copy(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
+
+
+def _copy_contents(folder: Path, target: Path) -> None:
+    for item in folder.iterdir():
+        _copy(item, target / item.name)
