@@ -88,14 +88,28 @@ def test_data_synth_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_restarts_the_job_after_each_checkpoint_then_infers(tmp_path: Path) -> None:
-    from condorml.demo import run_demo
+def test_demo_runs_an_ensemble_sweep_with_checkpoint_exits_on_the_local_backend(
+    tmp_path: Path,
+) -> None:
+    import json
 
-    result = run_demo(tmp_path, n_train=64, epochs=3, checkpoint_every=1, image_size=48)
-    assert [(a.job, a.exit_code) for a in result.attempts] == [
-        ("train", 85), ("train", 85), ("train", 0), ("infer", 0),
-    ]  # fmt: skip
-    assert len(result.metrics_csv.read_text().splitlines()) == 1 + 3
-    assert result.predictions.read_text().startswith("fileid,prob\n1,")
-    assert result.scores is not None and result.scores.n == 10
-    assert (tmp_path / "metrics.json").exists()
+    import pandas as pd
+
+    from condorml.demo import run_demo
+    from condorml.watch import Watch
+
+    result = run_demo(tmp_path, n_train=64, n_test=10, epochs=2, image_size=48)
+    assert result.exit_code == 0
+    ensemble = pd.read_csv(result.predictions)
+    assert list(ensemble.columns) == ["fileid", "prob", "prob_std", "n_models"]
+    assert len(ensemble) == 10 and (ensemble["n_models"] == 4).all()
+    board = pd.read_csv(result.leaderboard)
+    assert sorted(board["member"]) == ["m000", "m001", "m002", "m003"]
+    assert sorted(board["lr"].unique()) == [0.001, 0.002]
+    assert (board["status"] == "ok").all()
+    # each training job exited 85 once (after epoch 1) and was restarted from its checkpoint
+    assert (board["runs"] == 2).all() and (board["epochs_done"] == 2).all()
+    snapshot = Watch([result.run_dir]).snapshot()
+    assert snapshot.dag_exit == 0 and snapshot.counts()["done"] == 9
+    assert [m.train.total("checkpoints") for m in snapshot.members] == [1, 1, 1, 1]
+    assert json.loads((result.run_dir / "metrics.json").read_text())["n"] == 10

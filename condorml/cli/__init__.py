@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from condorml.cli import data, demo, evaluate, infer, merge, run, submit, sweep, train
+from condorml.cli import data, demo, evaluate, infer, merge, run, submit, sweep, train, watch
 
 app = typer.Typer(
     name="condorml",
@@ -27,6 +27,7 @@ app.command("evaluate")(evaluate.evaluate_command)
 app.command("sweep")(sweep.sweep_command)
 app.command("collect")(sweep.collect_command)
 app.command("run")(run.run_command)
+app.command("watch")(watch.watch_command)
 app.command("demo")(demo.demo_command)
 
 

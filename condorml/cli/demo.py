@@ -10,50 +10,83 @@ from condorml.cli._common import call, setup_logging
 
 
 def demo_command(
-    out: Path = typer.Option(Path("demo-run"), "--out", help="Run folder."),
-    epochs: int = typer.Option(20, "--epochs", help="Epochs to train."),
-    checkpoint_every: int = typer.Option(
-        5, "--checkpoint-every", help="Checkpoint and exit 85 every N epochs."
+    out: Path = typer.Option(Path("demo-run"), "--out", help="Demo folder."),
+    epochs: int = typer.Option(
+        6, "--epochs", help="Epochs per member (a checkpoint exit after each)."
+    ),
+    inject_evictions: float = typer.Option(
+        0.0,
+        "--inject-evictions",
+        help="Evict each job start with this probability; results stay the same (exact resume).",
     ),
 ) -> None:
-    """Make synthetic cat/dog data, train the CHTC CNN on it with checkpoint exits (code 85),
-    restarting the job after each one as HTCondor does, then write dog_probs.csv and score it."""
-    from rich.console import Console
-    from rich.table import Table
+    """Make synthetic cat/dog data and run a small ensemble sweep (2 learning rates x 2 members)
+    through the local backend with HTCondor's semantics: training jobs exit 85 after every epoch
+    and resume from their checkpoints, inference per member, then the collect step writes the
+    ensemble dog_probs.csv and a leaderboard."""
+    import time
 
-    from condorml.demo import run_demo
+    from rich.console import Console
+
+    from condorml.demo import RUN_NAME, run_demo
+    from condorml.watch import Watch, render, summary_line
 
     setup_logging()
     console = Console()
+    run_dir = out / RUN_NAME
+    state: dict[str, object] = {"last": ""}
 
-    def show(attempt) -> None:
-        meaning = {0: "finished", 85: "checkpointed: restarting it, as HTCondor would"}
-        console.print(
-            f"[bold]{attempt.job} run {attempt.number}[/] exited {attempt.exit_code} after "
-            f"{attempt.seconds:.1f} s: {meaning.get(attempt.exit_code, 'failed')}"
-        )
+    def show(_runner) -> None:  # one line per change of the DAG's state
+        if "watch" not in state:
+            state["watch"] = Watch([run_dir])
+        line = summary_line(state["watch"].snapshot())  # type: ignore[attr-defined]
+        if line != state["last"]:
+            typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
+            state["last"] = line
 
-    result = call(run_demo, out, epochs=epochs, checkpoint_every=checkpoint_every, on_attempt=show)
+    console.print(
+        f"demo in {out}: follow it from another terminal with  condorml watch {run_dir}",
+        highlight=False,
+    )
+    started = time.monotonic()
+    result = call(run_demo, out, epochs=epochs, evictions=inject_evictions, on_change=show)
+    console.print(
+        render(Watch([run_dir]).snapshot(), f"{run_dir}  ({time.monotonic() - started:.0f} s)")
+    )
     if result.exit_code != 0:
-        job = result.attempts[-1].job if result.attempts else "training"
         typer.echo(
-            f"condorml: error: the {job} job failed with exit code {result.exit_code}", err=True
+            f"condorml: error: the demo's DAG failed (exit {result.exit_code}); see "
+            f"{run_dir / 'sweep.dag.dagman.out'}"
+            + (
+                f"; run the demo again to continue from {result.rescue.name}"
+                if result.rescue
+                else ""
+            ),
+            err=True,
         )
         raise typer.Exit(1)
     import pandas as pd
 
-    columns = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s"]
-    metrics = pd.read_csv(result.metrics_csv)[columns]
-    runs = sum(1 for a in result.attempts if a.job == "train")
-    table = Table(title=f"{result.metrics_csv}  ({runs} runs)")
-    for column in metrics.columns:
-        table.add_column(column, justify="right")
-    for row in metrics.itertuples(index=False):
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
-    scores = result.scores
-    console.print(f"final model: {result.out / 'checkpoints' / 'model.pth'}")
+    board = pd.read_csv(result.leaderboard)
+    columns = [
+        c
+        for c in ("member", "lr", "seed", "val_acc", "test_accuracy", "test_log_loss")
+        if c in board
+    ]
     console.print(
-        f"predictions: {result.predictions} ({scores.n} test images): accuracy "
-        f"{scores.accuracy:.3f}, log loss {scores.log_loss:.3f}, ROC AUC {scores.roc_auc:.3f}"
+        board[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"), highlight=False
     )
+    scores = result.scores()
+    if scores:
+        console.print(
+            f"ensemble of {len(board)}: accuracy {scores['accuracy']:.3f}, log loss "
+            f"{scores['log_loss']:.3f}, ROC AUC {scores['roc_auc']:.3f} on {scores['n']} test images",
+            highlight=False,
+        )
+    typer.echo(f"predictions: {result.predictions}")
+    typer.echo(f"leaderboard: {result.leaderboard}")
+    typer.echo(
+        f"logs:        {run_dir / 'sweep.dag.nodes.log'} (HTCondor job event log), "
+        f"{run_dir / 'sweep.dag.dagman.out'}"
+    )
+    typer.echo(f"look again:  condorml watch --once {run_dir}")

@@ -15,7 +15,7 @@ Backend = Literal["local", "condor"]
 def sweep_command(
     spec: Path = typer.Argument(..., help="Sweep specification (TOML; see dags/example.toml)."),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Run folder: sweep.dag, submit files, members/<id>/."
+        ..., "--out", "-o", help="Run folder: sweep.dag, submit files, members/ID/."
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan and the files it would write; write nothing."
@@ -38,6 +38,14 @@ def sweep_command(
         "--epoch-minutes",
         help="Minutes per training epoch, to estimate GPU hours in --dry-run.",
     ),
+    max_jobs: int | None = typer.Option(
+        None, "--max-jobs", help="Local backend: at most N jobs at once [default: as CPUs allow]."
+    ),
+    inject_evictions: float = typer.Option(
+        0.0,
+        "--inject-evictions",
+        help="Local backend: evict each job start with this probability (see condorml run).",
+    ),
 ) -> None:
     """Expand a sweep specification into ensemble members and write a DAGMan workflow: a training
     node per member, an inference node per member, and a FINAL collect node that averages the
@@ -56,10 +64,10 @@ def sweep_command(
             f"run it: cd {out} && condor_submit_dag sweep.dag    or here: condorml run {plan.dag_file}"
         )
         return
-    _submit(plan, backend)
+    _submit(plan, backend, max_jobs, inject_evictions)
 
 
-def _submit(plan, backend: str | None) -> None:
+def _submit(plan, backend: str | None, max_jobs: int | None, evictions: float) -> None:
     from condorml.workflow import schedd_available, submit_to_condor
 
     if backend is None:
@@ -73,7 +81,7 @@ def _submit(plan, backend: str | None) -> None:
         return
     from condorml.cli.run import run_dag_here  # exits with the DAG's result
 
-    run_dag_here(plan.dag_file)
+    run_dag_here(plan.dag_file, max_jobs=max_jobs, evictions=evictions)
 
 
 def _print_plan(plan, epoch_minutes: float | None) -> None:

@@ -1,0 +1,81 @@
+"""``condorml watch``: follow a run's job event logs (local backend or a real pool)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from condorml.cli._common import call
+
+
+def watch_command(
+    sources: list[Path] = typer.Argument(
+        None,
+        help="A run folder (with its *.dag) or job event log files [default: this folder].",
+        show_default=False,
+    ),
+    once: bool = typer.Option(False, "--once", help="Print one snapshot and exit (for scripts)."),
+    exit_when: str | None = typer.Option(
+        None,
+        "--exit",
+        metavar="GROUPER,CONDITION[,STATUS]",
+        help="Stop when the condition holds, as condor_watch_q -exit: GROUPER all|any|none, "
+        "CONDITION done|idle|running|held|failed|active; e.g. all,done. Exit status: STATUS if "
+        "given, else 1 when the DAG failed or a node failed or was held, else 0.",
+    ),
+    interval: float = typer.Option(
+        2.0, "--interval", help="Seconds between two reads of the logs."
+    ),
+) -> None:
+    """Show per member (or job) its state, runs, checkpoints, evictions, epoch and validation
+    accuracy, read from HTCondor job event logs with htcondor2. Works on logs from a pool and from
+    the local backend, with or without a terminal (then it prints one line per change)."""
+    from rich.console import Console
+
+    from condorml.watch import Watch, parse_exit, render, summary_line
+
+    rule = call(parse_exit, exit_when)
+    watch = call(Watch, list(sources or []))
+    console = Console()
+    title = str(watch.run_dir or ", ".join(str(p) for p in watch.follower.paths))
+
+    def stop_status(snapshot) -> int | None:
+        if rule is None or not snapshot.condition(rule[0], rule[1]):
+            return None
+        if rule[2] is not None:
+            return rule[2]
+        return 1 if snapshot.failed() else 0
+
+    if once:
+        snapshot = call(watch.snapshot)
+        console.print(render(snapshot, title))
+        raise typer.Exit(0)
+    if not console.is_terminal:  # no live display: a line whenever something changed
+        last = ""
+        while True:
+            snapshot = call(watch.snapshot)
+            line = summary_line(snapshot)
+            if line != last:
+                typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
+                sys.stdout.flush()
+                last = line
+            status = stop_status(snapshot)
+            if status is not None:
+                console.print(render(snapshot, title))
+                raise typer.Exit(status)
+            time.sleep(interval)
+    from rich.live import Live
+
+    snapshot = call(watch.snapshot)
+    with Live(render(snapshot, title), console=console, auto_refresh=False) as live:
+        try:
+            while (status := stop_status(snapshot)) is None:
+                time.sleep(interval)
+                snapshot = call(watch.snapshot)
+                live.update(render(snapshot, title), refresh=True)
+        except KeyboardInterrupt:
+            status = 0
+    raise typer.Exit(status)

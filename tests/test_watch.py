@@ -1,0 +1,98 @@
+"""condorml watch: real HTCondor 25 event logs (tests/fixtures/htcondor) read as a user expects."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from condorml.errors import CondormlError
+from condorml.watch import EventFollower, Watch, parse_exit
+from tests.helpers import condorml_cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
+
+
+def test_checkpoints_evictions_and_runs_of_a_real_self_checkpointing_job() -> None:
+    follower = EventFollower([FIXTURES / "checkpoint" / "ckpt.log"])
+    follower.poll()
+    (job,) = follower.jobs.values()
+    # two 040 output pairs while running are checkpoints; the pair before 005 is the final output
+    assert (job.state, job.runs, job.checkpoints, job.evictions) == ("done", 2, 2, 1)
+    assert job.return_value == 0
+
+
+def test_a_held_job_is_held_with_its_reason_and_no_eviction_is_counted(tmp_path: Path) -> None:
+    text = (FIXTURES / "held" / "held.log").read_text()
+    events = text.split("...\n")
+    held_at = next(i for i, e in enumerate(events) if e.startswith("012"))
+    log = tmp_path / "held.log"
+    follower = EventFollower([log])
+    assert follower.poll() == 0  # not there yet: nothing read, no error
+    log.write_text("...\n".join(events[: held_at + 1]) + "...\n")
+    follower.poll()
+    (job,) = follower.jobs.values()
+    assert job.state == "held" and "missing.csv" in job.reason
+    assert job.evictions == 0  # the 004 before 012 announced the hold
+    with open(log, "a") as handle:  # the log grows: only the new events are read
+        handle.write("...\n".join(events[held_at + 1 :]))
+    assert follower.poll() == 1
+    assert job.state == "removed"
+
+
+def test_a_real_dag_folder_shows_nodes_attempts_and_the_dag_result() -> None:
+    snapshot = Watch([FIXTURES / "dag"]).snapshot()
+    nodes = {node.name: node for node in snapshot.nodes}
+    assert {n: (v.state, v.attempts) for n, v in nodes.items()} == {
+        "prep": ("done", 1), "train0": ("done", 1), "train1": ("failed", 2),
+    }  # fmt: skip
+    assert snapshot.dag_nodes == 4 and snapshot.dag_exit == 1
+    assert snapshot.counts()["not run"] == 1  # collect never ran
+    assert snapshot.finished() and snapshot.condition("all", "done") and snapshot.failed()
+    assert snapshot.condition("any", "failed") and not snapshot.condition("any", "running")
+
+
+def test_a_running_dag_is_not_done_until_dagman_exits(tmp_path: Path) -> None:
+    run = tmp_path / "dag"
+    shutil.copytree(FIXTURES / "dag", run)
+    out = run / "sweep.dag.dagman.out"
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(line for line in lines if "EXITING WITH STATUS" not in line))
+    snapshot = Watch([run]).snapshot()
+    assert snapshot.dag_exit is None and not snapshot.condition("all", "done")
+    assert snapshot.counts()["waiting"] == 1
+
+
+def test_parse_exit_accepts_condor_watch_q_forms_and_refuses_others() -> None:
+    assert parse_exit("all,done") == ("all", "done", None)
+    assert parse_exit("any, held, 3") == ("any", "held", 3)
+    for bad in ("all", "every,done", "all,finished", "all,done,x"):
+        with pytest.raises(CondormlError, match="--exit"):
+            parse_exit(bad)
+
+
+def test_watch_cli_without_a_terminal(tmp_path: Path) -> None:
+    once = condorml_cli("watch", "--once", str(FIXTURES / "dag"))
+    assert once.returncode == 0
+    assert "train1" in once.stdout and "failed" in once.stdout
+    assert "DAG exited with status 1" in once.stdout.replace("\n", " ").replace("  ", " ")
+    # --exit on a finished run returns at once; a failed DAG gives status 1, a good job 0
+    failed = condorml_cli("watch", str(FIXTURES / "dag"), "--exit", "all,done", timeout=30)
+    assert failed.returncode == 1
+    done = condorml_cli(
+        "watch", str(FIXTURES / "checkpoint" / "ckpt.log"), "--exit", "all,done", timeout=30
+    )
+    assert done.returncode == 0 and "1 done" in done.stdout
+    custom = condorml_cli(
+        "watch", str(FIXTURES / "checkpoint" / "ckpt.log"), "--exit", "all,done,7", timeout=30
+    )
+    assert custom.returncode == 7
+    for args, message in (
+        (["--exit", "sometimes"], "--exit 'sometimes'"),
+        ([str(tmp_path / "nope.log")], "no such file or folder"),
+        ([str(tmp_path)], "no *.dag file here"),
+    ):
+        bad = condorml_cli("watch", "--once", *args)
+        assert bad.returncode == 2 and message in bad.stderr
+        assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
