@@ -105,6 +105,9 @@ class EventLog:
                 "\t(0) CPU times",
                 "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Remote Usage",
                 "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Local Usage",
+                # HTCondor's reader only finds the Reason after these two lines
+                "\t0  -  Run Bytes Sent By Job",
+                "\t0  -  Run Bytes Received By Job",
                 f"\tReason: {reason}",
             ],
         )

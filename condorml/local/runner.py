@@ -5,7 +5,12 @@ A node runs PRE script -> job(s) -> POST script; its result is that of the last 
 count unless it exited with its UNLESS-EXIT value; ABORT-DAG-ON stops everything. Ready nodes
 run in parallel as far as this machine's CPU cores and memory, ``--max-jobs`` and the DAG's
 CATEGORY/MAXJOBS throttles allow, higher PRIORITY first. When nothing more can run, the FINAL
-node runs (with ``$(DAG_STATUS)`` and ``$(FAILED_COUNT)``) and decides the result.
+node runs (with ``$(DAG_STATUS)`` and ``$(FAILED_COUNT)``) and decides the result; as in DAGMan,
+it also runs after ABORT-DAG-ON and after an interrupt (the local ``condor_rm``).
+
+An interrupt removes the running jobs as ``condor_rm`` does: their spooled checkpoints are
+discarded with them, so a re-run resumes from what the jobs last transferred back (for a sweep
+member: the ``ckpt/`` of its last job that ended), exactly as on a pool.
 
 If the DAG fails or is interrupted (Ctrl-C, SIGTERM), a rescue DAG is written in DAGMan's
 format; running the DAG again applies the newest rescue file, so no node that succeeded runs
@@ -172,16 +177,6 @@ class DagRunner:
         self._out(
             f"Number of pre-completed nodes: {sum(s.status == 'done' for s in self.states.values())}"
         )
-        interrupted = self._run_nodes()
-        self._update_readiness()  # children of the last failures become futile
-        self._changed()
-        status = self._dag_status(interrupted)
-        final_ok = None
-        if self.dag.final and not interrupted:
-            final_ok = self._run_final(status)
-        return self._finish(status, final_ok, interrupted)
-
-    def _run_nodes(self) -> bool:
         previous = (
             {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
             if _main_thread()
@@ -197,17 +192,33 @@ class DagRunner:
         for sig in previous:
             signal.signal(sig, stop)
         try:
-            while True:
-                self._update_readiness()
-                if not self.cancel.is_set() and self.abort is None:
-                    self._start_ready()
-                if not self.running:
-                    break
-                self._collect(block=True)
-                self._changed()
+            interrupted = self._run_nodes()
+            self._update_readiness()  # children of the last failures become futile
+            self._changed()
+            status = self._dag_status(interrupted)
+            final_ok = None
+            if self.dag.final:
+                if interrupted:
+                    self._out(
+                        "Running the FINAL node after the removal (interrupt again to skip it)"
+                    )
+                if self.cancel.is_set():  # DAGMan runs FINAL after condor_rm and ABORT-DAG-ON too
+                    self.cancel = threading.Event()
+                final_ok = self._run_final(status)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        return self._finish(status, final_ok, interrupted)
+
+    def _run_nodes(self) -> bool:
+        while True:
+            self._update_readiness()
+            if not self.cancel.is_set() and self.abort is None:
+                self._start_ready()
+            if not self.running:
+                break
+            self._collect(block=True)
+            self._changed()
         return self.cancel.is_set() and self.abort is None
 
     def _update_readiness(self) -> None:

@@ -1,0 +1,1053 @@
+"""The local backend (``condorml run``): DAGMan's rules and an execute point's behaviour, here.
+
+Most tests run tiny shell jobs written into ``tmp_path``; their event logs are read back with
+``htcondor2.JobEventLog`` and compared with what a real HTCondor 25.0 pool wrote
+(``tests/fixtures/htcondor/``). The ``slow`` tests run a real sweep of tiny models.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import htcondor2
+import pytest
+
+from condorml.local.executor import Evictions
+from condorml.local.runner import DAG_STATUS_ABORT, DagResult, DagRunner, RunOptions
+from tests.helpers import IMAGE_SIZE, condorml_cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"  # real HTCondor 25.0 output
+HEADER = re.compile(r"^\d{3} \(\d{3}\.\d{3}\.\d{3}\) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")
+SUBMIT, EVICTED, TERMINATED, ABORTED, HELD, POST_SCRIPT, TRANSFER = 0, 4, 5, 9, 12, 16, 40
+IMAGE_SIZE_EVENT = 6  # a real pool's 006 events; the local backend writes none
+TRANSFER_NAMES = {2: "in-start", 3: "in-done", 5: "out-start", 6: "out-done"}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _script(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    path.chmod(0o755)
+    return path
+
+
+def _submit(path: Path, executable: str, **commands: str) -> Path:
+    """A submit file with file transfer on; ``commands`` add to or override the defaults."""
+    values = {
+        "executable": executable,
+        "should_transfer_files": "YES",
+        "when_to_transfer_output": "ON_EXIT",
+        "log": "job.log",
+        **commands,
+    }
+    path.write_text("".join(f"{k} = {v}\n" for k, v in values.items() if v is not None) + "queue\n")
+    return path
+
+
+def _dag(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def _run(dag: Path, **options) -> DagResult:
+    return DagRunner(dag, RunOptions(**options)).run()
+
+
+def _events(log: Path) -> list:
+    """Every event of an event log, as htcondor2 reads it."""
+    return list(htcondor2.JobEventLog(str(log)).events(0))
+
+
+def _shape(events: list, cluster: int | None = None) -> list[str]:
+    """Event codes in order (040 with its direction), a real pool's 006 events left out."""
+    shape = []
+    for event in events:
+        if cluster is not None and event.cluster != cluster:
+            continue
+        code = int(event.type)
+        if code == IMAGE_SIZE_EVENT:
+            continue
+        shape.append(f"040 {TRANSFER_NAMES[event['Type']]}" if code == TRANSFER else f"{code:03d}")
+    return shape
+
+
+def _headers_match_htcondor(log: Path) -> None:
+    """Every line is an event header, a tab-indented body line, or the ``...`` terminator."""
+    lines = log.read_text().splitlines()
+    assert lines and lines[-1] == "..."
+    for line in lines:
+        assert (
+            HEADER.match(line) or line.startswith("\t") or line.startswith("    ") or line == "..."
+        ), line
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _intervals(record: Path) -> dict[str, tuple[float, float]]:
+    spans = {}
+    for line in _lines(record):
+        name, start, end = line.split()
+        spans[name] = (float(start), float(end))
+    return spans
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# A job that appends "NAME" to RECORD (outside its sandbox), then exits with the code given for
+# this attempt (the last code repeats): `counted.sh RECORD NAME 3 0` fails once, then succeeds.
+COUNTED_JOB = """\
+    #!/bin/sh
+    record=$1; name=$2; shift 2
+    echo "$name" >> "$record"
+    attempt=$(grep -cx "$name" "$record")
+    while [ "$attempt" -gt 1 ] && [ $# -gt 1 ]; do shift; attempt=$((attempt - 1)); done
+    exit "${1:-0}"
+"""
+
+
+def _counted_dag(tmp_path: Path, dag_text: str, codes: dict[str, str] | None = None) -> Path:
+    """A DAG whose nodes run COUNTED_JOB with ``$(codes)`` from VARS (default: succeed)."""
+    _script(tmp_path / "counted.sh", COUNTED_JOB)
+    _submit(
+        tmp_path / "counted.sub",
+        "counted.sh",
+        arguments=f"{tmp_path / 'runs.txt'} $(JOB) $(codes)",
+        log="counted.log",
+    )
+    extra = "".join(f'VARS {n} codes="{c}"\n' for n, c in (codes or {}).items())
+    return _dag(tmp_path / "test.dag", textwrap.dedent(dag_text).lstrip() + extra)
+
+
+def _runs(tmp_path: Path) -> list[str]:
+    return _lines(tmp_path / "runs.txt")
+
+
+# --- one job: checkpoints, evictions, transfers, holds ----------------------------------------
+
+CHECKPOINTING_JOB = """\
+    #!/bin/sh
+    # $1: a record outside the sandbox. runs.txt lives in the sandbox only (no transfer at all).
+    runs=$(( $(cat runs.txt 2>/dev/null || echo 0) + 1 )); echo "$runs" > runs.txt
+    mkdir -p ckpt
+    step=$(( $(cat ckpt/step.txt 2>/dev/null || echo 0) + 1 )); echo "$step" > ckpt/step.txt
+    echo "run $runs step $step in $(pwd)" >> "$1"
+    echo "run $runs step $step"
+    [ "$(wc -l < "$1")" -gt 5 ] && exit 1   # never loop for ever
+    [ "$runs" -lt 3 ] && exit 85
+    echo "runs=$runs step=$step" > final.txt
+"""
+
+
+def test_exit_85_restarts_in_the_same_sandbox_with_checkpoint_transfer_events(
+    tmp_path: Path,
+) -> None:
+    _script(tmp_path / "ckpt.sh", CHECKPOINTING_JOB)
+    _submit(
+        tmp_path / "ckpt.sub",
+        "ckpt.sh",
+        arguments=str(tmp_path / "record.txt"),
+        checkpoint_exit_code="85",
+        transfer_checkpoint_files="ckpt/step.txt",
+        preserve_relative_paths="true",
+        transfer_output_files="final.txt",
+        output="ckpt.out",
+        error="ckpt.err",
+        log="ckpt.log",
+    )
+    dag = _dag(tmp_path / "ckpt.dag", "JOB a ckpt.sub\n")
+
+    result = _run(dag)
+
+    assert (result.exit_code, result.done, result.failed) == (0, ["a"], {})
+    # runs.txt survived the restarts: the same sandbox, as HTCondor's starter does
+    assert (tmp_path / "final.txt").read_text() == "runs=3 step=3\n"
+    record = _lines(tmp_path / "record.txt")
+    assert [line.split(" in ")[0] for line in record] == [f"run {i} step {i}" for i in (1, 2, 3)]
+    assert len({line.split(" in ")[1] for line in record}) == 1
+    # stdout is part of every checkpoint, so it holds all three runs
+    assert _lines(tmp_path / "ckpt.out") == [f"run {i} step {i}" for i in (1, 2, 3)]
+    assert not (tmp_path / "runs.txt").exists() and not (tmp_path / "ckpt").exists()
+
+    checkpoint_pair = ["040 out-start", "040 out-done"]
+    expected = ["000", "040 in-start", "040 in-done", "001", *checkpoint_pair * 3, "005"]
+    for log in (tmp_path / "ckpt.log", tmp_path / "ckpt.dag.nodes.log"):
+        events = _events(log)
+        assert _shape(events) == expected, log
+        (terminated,) = [e for e in events if int(e.type) == TERMINATED]
+        assert terminated["TerminatedNormally"] and terminated["ReturnValue"] == 0
+        _headers_match_htcondor(log)
+    # the nodes log names the node in the submit event, as DAGMan's does
+    submit = _events(tmp_path / "ckpt.dag.nodes.log")[0]
+    assert submit["LogNotes"] == "DAG Node: a"
+
+
+EVICTABLE_JOB = """\
+    #!/bin/sh
+    # $1: a record outside the sandbox; $2: how long the second start takes.
+    touch "$1"
+    start=$(( $(wc -l < "$1") + 1 ))
+    mkdir -p ckpt
+    step=$(cat ckpt/step.txt 2>/dev/null || echo 0)
+    echo "start=$start step=$step sandbox=$(pwd) files=$(find . -type f | sort | tr '\\n' ' ')" >> "$1"
+    [ "$start" -gt 8 ] && exit 1   # never loop for ever
+    [ "$start" -eq 2 ] && sleep "$2"
+    step=$((step + 1)); echo "$step" > ckpt/step.txt
+    [ "$step" -lt 3 ] && exit 85
+    cat input.txt ckpt/step.txt > result.txt
+"""
+
+
+def _eviction_job(folder: Path, slow_seconds: float) -> Path:
+    folder.mkdir()
+    _script(folder / "job.sh", EVICTABLE_JOB)
+    (folder / "input.txt").write_text("the input\n")
+    _submit(
+        folder / "job.sub",
+        "job.sh",
+        arguments=f"{folder / 'record.txt'} {slow_seconds}",
+        transfer_input_files="input.txt",
+        checkpoint_exit_code="85",
+        transfer_checkpoint_files="ckpt/step.txt",
+        preserve_relative_paths="true",
+        transfer_output_files="result.txt",
+        output="job.out",
+        log="job.log",
+    )
+    return _dag(folder / "job.dag", "JOB a job.sub\n")
+
+
+def test_injected_eviction_resumes_in_a_fresh_sandbox_from_the_spooled_checkpoint(
+    tmp_path: Path,
+) -> None:
+    # Every start is evicted 0.4-0.8 s after it begins; only the slow second start lasts that long.
+    evicted = _eviction_job(tmp_path / "evicted", slow_seconds=3)
+    result = _run(evicted, evictions=Evictions(1.0, (0.4, 0.8), grace=1.0, seed=1))
+    assert (result.exit_code, result.done) == (0, ["a"])
+
+    starts = [
+        dict(kv.split("=", 1) for kv in line.split(" files=")[0].split())
+        for line in _lines(tmp_path / "evicted" / "record.txt")
+    ]
+    files = [
+        line.split(" files=")[1].split() for line in _lines(tmp_path / "evicted" / "record.txt")
+    ]
+    # the evicted start's work is lost: the fresh sandbox resumes from checkpoint 1 again
+    assert [s["step"] for s in starts] == ["0", "1", "1", "2"]
+    assert starts[0]["sandbox"] == starts[1]["sandbox"] != starts[2]["sandbox"]
+    # the fresh sandbox got the executable, the inputs and the spooled checkpoint
+    assert {"./job.sh", "./input.txt", "./ckpt/step.txt"} <= set(files[2])
+    assert {"./job.sh", "./input.txt"} <= set(files[0]) and "./ckpt/step.txt" not in files[0]
+
+    # the same sequence of events as the real pool's evicted checkpointing job
+    real = _shape(_events(FIXTURES / "checkpoint" / "ckpt.log"))
+    assert "004" in real
+    for log in (tmp_path / "evicted" / "job.log", tmp_path / "evicted" / "job.dag.nodes.log"):
+        assert _shape(_events(log)) == real
+    eviction = next(e for e in _events(evicted.parent / "job.log") if int(e.type) == EVICTED)
+    assert "eviction" in eviction["Reason"]
+
+    # the same result as a run that was never evicted
+    plain = _eviction_job(tmp_path / "plain", slow_seconds=0.5)
+    assert _run(plain).exit_code == 0
+    assert "004" not in _shape(_events(tmp_path / "plain" / "job.log"))
+    result_text = (tmp_path / "evicted" / "result.txt").read_text()
+    assert result_text == (tmp_path / "plain" / "result.txt").read_text() == "the input\n3\n"
+
+
+@pytest.mark.parametrize(
+    ("preserve", "input_at", "output_at"),
+    [("true", "./data/in.txt", "sub/dir/file.txt"), ("false", "./in.txt", "file.txt")],
+)
+def test_outputs_come_back_to_initialdir_with_relative_paths_and_remaps(
+    tmp_path: Path, preserve: str, input_at: str, output_at: str
+) -> None:
+    _script(
+        tmp_path / "job.sh",
+        """\
+        #!/bin/sh
+        mkdir -p sub/dir
+        find . -name in.txt > sub/dir/file.txt
+        echo top > top.txt
+        echo scratch > not_listed.txt
+        echo "to stdout"; echo "to stderr" >&2
+        """,
+    )
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "in.txt").write_text("input\n")
+    _submit(
+        tmp_path / "job.sub",
+        "job.sh",  # relative to the submitting folder; everything else to initialdir
+        initialdir="out",
+        transfer_input_files="data/in.txt",
+        transfer_output_files="sub/dir/file.txt, top.txt",
+        transfer_output_remaps='"top.txt=renamed/top.txt"',
+        preserve_relative_paths=preserve,
+        output="logs/job.out",
+        error="logs/job.err",
+    )
+    result = _run(_dag(tmp_path / "job.dag", "JOB a job.sub\n"))
+
+    assert result.exit_code == 0, result.failed
+    assert (out / output_at).read_text() == f"{input_at}\n"
+    assert (out / "renamed" / "top.txt").read_text() == "top\n"
+    assert not (out / "top.txt").exists() and not (out / "not_listed.txt").exists()
+    assert (out / "logs" / "job.out").read_text() == "to stdout\n"
+    assert (out / "logs" / "job.err").read_text() == "to stderr\n"
+    assert _shape(_events(out / "job.log"))[-1] == "005"
+
+
+def test_a_missing_output_holds_the_job_and_fails_the_node_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    _script(tmp_path / "job.sh", "#!/bin/sh\necho made > made.csv\n")
+    _submit(
+        tmp_path / "held.sub",
+        "job.sh",
+        transfer_output_files="made.csv, missing.csv",
+        log="held.log",
+    )
+    _counted_dag(tmp_path, "JOB a held.sub\nJOB b counted.sub\nPARENT a CHILD b\n")
+
+    result = _run(tmp_path / "test.dag")
+
+    assert result.exit_code == 1 and result.done == []
+    assert "held" in result.failed["a"] and "missing.csv" in result.failed["a"]
+    assert _runs(tmp_path) == []  # the child never ran
+    events = _events(tmp_path / "held.log")
+    assert _shape(events)[-1] == "012" and "005" not in _shape(events)
+    held = events[-1]
+    # as the real pool holds a job whose output is missing
+    (real,) = [e for e in _events(FIXTURES / "held" / "held.log") if int(e.type) == HELD]
+    assert (held["HoldReasonCode"], held["HoldReasonSubCode"]) == (
+        real["HoldReasonCode"],
+        real["HoldReasonSubCode"],
+    )
+    assert held["HoldReason"].startswith("Transfer output files failure at execution point")
+    assert "missing.csv" in held["HoldReason"]
+    assert "DONE a" not in result.rescue.read_text()
+
+
+def test_retry_runs_a_failed_node_again(tmp_path: Path) -> None:
+    dag = _counted_dag(tmp_path, "JOB a counted.sub\nRETRY a 2\n", {"a": "3 0"})
+    result = _run(dag)
+    assert (result.exit_code, result.done) == (0, ["a"])
+    assert _runs(tmp_path) == ["a", "a"]
+    # two jobs (clusters) for the node, the first returned 3
+    events = _events(tmp_path / "test.dag.nodes.log")
+    submits = [e for e in events if int(e.type) == SUBMIT]
+    assert [e["LogNotes"] for e in submits] == ["DAG Node: a"] * 2
+    assert [e["ReturnValue"] for e in events if int(e.type) == TERMINATED] == [3, 0]
+
+
+def test_retry_gives_up_after_its_count(tmp_path: Path) -> None:
+    dag = _counted_dag(tmp_path, "JOB a counted.sub\nRETRY a 2\n", {"a": "3"})
+    result = _run(dag)
+    assert result.exit_code == 1 and "failed with status 3" in result.failed["a"]
+    assert _runs(tmp_path) == ["a"] * 3
+
+
+def test_retry_unless_exit_does_not_retry_that_exit_code(tmp_path: Path) -> None:
+    dag = _counted_dag(
+        tmp_path,
+        "JOB a counted.sub\nRETRY a 2 UNLESS-EXIT 3\nJOB b counted.sub\nRETRY b 2 UNLESS-EXIT 3\n",
+        {"a": "3 0", "b": "4 0"},
+    )
+    result = _run(dag)
+    assert result.done == ["b"] and set(result.failed) == {"a"}
+    assert sorted(_runs(tmp_path)) == ["a", "b", "b"]  # a exited 3: not retried; b was
+
+
+# --- PRE and POST scripts ----------------------------------------------------------------------
+
+SCRIPT = """\
+    #!/bin/sh
+    # $1: PRE or POST, $2: exit code, then the macros
+    kind=$1; code=$2; shift 2
+    echo "$kind $*" >> scripts.log
+    exit "$code"
+"""
+
+
+def test_pre_and_post_scripts_get_dagman_macros(tmp_path: Path) -> None:
+    _script(tmp_path / "script.sh", SCRIPT)
+    # the POST script exits with $RETURN: it passes the job's failure on, so the node is retried
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB a counted.sub
+        RETRY a 1
+        SCRIPT PRE a script.sh PRE 0 $NODE $JOB $RETRY $MAX_RETRIES
+        SCRIPT POST a script.sh POST $RETURN $NODE $RETURN $RETRY $MAX_RETRIES $DAG_STATUS $FAILED_COUNT
+        """,
+        {"a": "3 0"},
+    )
+
+    result = _run(dag)
+
+    assert (result.exit_code, result.done) == (0, ["a"])
+    # $RETRY counts from 0 and $RETURN is the job's exit code, as fixtures/htcondor/dag/post.log
+    assert _lines(tmp_path / "scripts.log") == [
+        "PRE a a 0 1",
+        "POST a 3 0 1 0 0",
+        "PRE a a 1 1",
+        "POST a 0 1 1 0 0",
+    ]
+    posts = [e for e in _events(tmp_path / "test.dag.nodes.log") if int(e.type) == POST_SCRIPT]
+    assert [e["ReturnValue"] for e in posts] == [3, 0]
+    assert all(e["DAGNodeName"] == "a" for e in posts)
+
+
+def test_post_script_decides_the_node_result(tmp_path: Path) -> None:
+    _script(tmp_path / "script.sh", SCRIPT)
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB rescued counted.sub
+        SCRIPT POST rescued script.sh POST 0 $JOB $RETURN
+        JOB spoiled counted.sub
+        SCRIPT POST spoiled script.sh POST 4 $JOB $RETURN
+        """,
+        {"rescued": "7", "spoiled": "0"},
+    )
+    result = _run(dag)
+    assert result.done == ["rescued"] and set(result.failed) == {"spoiled"}
+    assert "POST script failed with status 4" in result.failed["spoiled"]
+    assert sorted(_lines(tmp_path / "scripts.log")) == ["POST rescued 7", "POST spoiled 0"]
+
+
+def test_pre_skip_skips_the_job_and_a_failed_pre_script_fails_the_node(tmp_path: Path) -> None:
+    _script(tmp_path / "script.sh", SCRIPT)
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB skipped counted.sub
+        SCRIPT PRE skipped script.sh PRE 5 $JOB
+        SCRIPT POST skipped script.sh POST 0 $JOB
+        PRE_SKIP skipped 5
+        JOB after counted.sub
+        PARENT skipped CHILD after
+        JOB broken counted.sub
+        SCRIPT PRE broken script.sh PRE 1 $JOB
+        PRE_SKIP broken 5
+        """,
+    )
+    result = _run(dag)
+    assert sorted(result.done) == ["after", "skipped"] and set(result.failed) == {"broken"}
+    assert "PRE script failed with status 1" in result.failed["broken"]
+    assert _runs(tmp_path) == ["after"]  # neither skipped's nor broken's job ran
+    assert sorted(_lines(tmp_path / "scripts.log")) == ["PRE broken", "PRE skipped"]  # no POST
+
+
+# --- throttles and order -----------------------------------------------------------------------
+
+TIMED_JOB = """\
+    #!/usr/bin/env python3
+    import sys, time
+    start = time.time()
+    time.sleep(0.4)
+    with open(sys.argv[1], "a") as record:
+        record.write(f"{sys.argv[2]} {start} {time.time()}\\n")
+"""
+
+
+def _timed_dag(tmp_path: Path, extra: str = "") -> Path:
+    _script(tmp_path / "timed.py", TIMED_JOB)
+    _submit(tmp_path / "timed.sub", "timed.py", arguments=f"{tmp_path / 'times.txt'} $(JOB)")
+    return _dag(
+        tmp_path / "timed.dag", "JOB a timed.sub\nJOB b timed.sub\nJOB c timed.sub\n" + extra
+    )
+
+
+def test_category_maxjobs_keeps_its_nodes_apart(tmp_path: Path) -> None:
+    dag = _timed_dag(tmp_path, "CATEGORY a slow\nCATEGORY b slow\nMAXJOBS slow 1\n")
+    assert _run(dag).exit_code == 0
+    spans = _intervals(tmp_path / "times.txt")
+    assert set(spans) == {"a", "b", "c"}
+    assert not _overlap(spans["a"], spans["b"])
+    if _cores() >= 2:  # the node outside the category did run beside them
+        assert _overlap(spans["a"], spans["c"]) or _overlap(spans["b"], spans["c"])
+
+
+def test_max_jobs_option_runs_one_node_at_a_time(tmp_path: Path) -> None:
+    dag = _timed_dag(tmp_path)
+    run = condorml_cli("run", str(dag), "--max-jobs", "1")
+    assert run.returncode == 0, run.stderr
+    assert "DAG finished: 3 node(s) done, 0 failed" in run.stdout
+    spans = list(_intervals(tmp_path / "times.txt").values())
+    assert len(spans) == 3
+    assert not any(_overlap(x, y) for i, x in enumerate(spans) for y in spans[i + 1 :])
+
+
+def test_priority_orders_ready_nodes(tmp_path: Path) -> None:
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB low counted.sub
+        JOB mid counted.sub
+        JOB high counted.sub
+        JOB default counted.sub
+        PRIORITY low -5
+        PRIORITY mid 5
+        PRIORITY high 10
+        """,
+    )
+    assert _run(dag, max_jobs=1).exit_code == 0
+    assert _runs(tmp_path) == ["high", "mid", "default", "low"]
+
+
+# --- rescue DAGs -------------------------------------------------------------------------------
+
+
+def test_a_failed_dag_writes_a_rescue_dag_and_a_rerun_continues_from_it(tmp_path: Path) -> None:
+    dag = _counted_dag(
+        tmp_path,
+        "JOB A counted.sub\nJOB B counted.sub\nPARENT A CHILD B\nRETRY B 1\n",
+        {"B": "1 1 0"},
+    )
+
+    first = _run(dag)
+
+    assert (first.exit_code, first.done, list(first.failed)) == (1, ["A"], ["B"])
+    assert first.rescue == tmp_path / "test.dag.rescue001"
+    # DAGMan's format (fixtures/htcondor/dag/sweep.dag.rescue001): comments, DONE, the RETRY left
+    real = (FIXTURES / "dag" / "sweep.dag.rescue001").read_text().splitlines()
+    ours = first.rescue.read_text().splitlines()
+    assert [line for line in ours if not line.startswith("#")] == ["", "DONE A", "RETRY B 1"]
+    assert ours[:2] == [real[0], "#   the test.dag DAG file"]
+    assert "#   B,<ENDLIST>" in ours and "# Nodes that failed: 1" in ours
+
+    # B "fixed" (its third run succeeds): A does not run again
+    second = _run(dag)
+    assert (second.exit_code, sorted(second.done)) == (0, ["A", "B"])
+    assert second.rescue is None
+    assert _runs(tmp_path) == ["A", "B", "B", "B"]
+
+    # --restart ignores the rescue file (set aside as .old) and runs everything again
+    third = _run(dag, restart=True)
+    assert third.exit_code == 0
+    assert _runs(tmp_path) == ["A", "B", "B", "B", "A", "B"]
+    assert (tmp_path / "test.dag.rescue001.old").exists()
+    assert not (tmp_path / "test.dag.rescue001").exists()
+
+
+def test_the_newest_rescue_file_wins(tmp_path: Path) -> None:
+    dag = _counted_dag(
+        tmp_path,
+        "JOB A counted.sub\nJOB B counted.sub\nJOB C counted.sub\n",
+        {"B": "1", "C": "1 0"},
+    )
+    assert _run(dag, max_jobs=1).rescue.name == "test.dag.rescue001"  # DONE A
+    assert _run(dag, max_jobs=1).rescue.name == "test.dag.rescue002"  # DONE A, DONE C
+    assert _run(dag, max_jobs=1).rescue.name == "test.dag.rescue003"
+    assert _runs(tmp_path) == ["A", "B", "C", "B", "C", "B"]
+
+
+SLOW_ONCE = """\
+    #!/bin/sh
+    # $1: record; sleeps on its first run, so that it can be interrupted
+    echo "start" >> "$1"
+    if [ "$(wc -l < "$1")" -eq 1 ]; then sleep 30; fi
+    echo done > out.txt
+"""
+
+
+def test_an_interrupted_run_writes_a_rescue_dag_and_a_rerun_finishes(tmp_path: Path) -> None:
+    _script(tmp_path / "slow.sh", SLOW_ONCE)
+    _submit(tmp_path / "slow.sub", "slow.sh", arguments=str(tmp_path / "slow.txt"), log="slow.log")
+    dag = _counted_dag(tmp_path, "JOB A counted.sub\nJOB B slow.sub\nPARENT A CHILD B\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "condorml", "run", str(dag)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _lines(tmp_path / "slow.txt") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _lines(tmp_path / "slow.txt") == ["start"], "B never started"
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert time.monotonic() - started < 10  # B's job was stopped, not waited for
+    assert process.returncode != 0
+    assert "interrupted" in stdout and "Traceback" not in stderr
+    rescue = tmp_path / "test.dag.rescue001"
+    assert "DONE A" in _lines(rescue) and "DONE B" not in _lines(rescue)
+    removed = _events(tmp_path / "slow.log")[-1]
+    assert int(removed.type) == ABORTED and "condorml run" in removed["Reason"]
+    assert not (tmp_path / "out.txt").exists()
+
+    again = condorml_cli("run", str(dag))
+    assert again.returncode == 0, again.stderr
+    assert _runs(tmp_path) == ["A"]  # not run again
+    assert _lines(tmp_path / "slow.txt") == ["start", "start"]
+    assert (tmp_path / "out.txt").read_text() == "done\n"
+
+
+RESUMABLE_JOB = """\
+    #!/bin/sh
+    # $1: record. Like condorml's training job: ckpt/ is input, checkpoint and output, and it
+    # changes only when a checkpoint is taken. Its second start hangs ($2 = hang) or crashes.
+    n=$(cat ckpt/state.txt 2>/dev/null || echo 0)
+    echo "restored $n" >> "$1"
+    if [ "$(wc -l < "$1")" -eq 2 ]; then
+        [ "$2" = hang ] && sleep 30
+        exit 1
+    fi
+    n=$((n + 1)); echo "$n" > ckpt/state.txt
+    [ "$n" -lt 3 ] && exit 85
+    exit 0
+"""
+
+
+def _resumable_dag(tmp_path: Path, second_start: str) -> tuple[Path, Path]:
+    _script(tmp_path / "job.sh", RESUMABLE_JOB)
+    (tmp_path / "ckpt").mkdir()
+    record = tmp_path / "record.txt"
+    _submit(
+        tmp_path / "job.sub",
+        "job.sh",
+        arguments=f"{record} {second_start}",
+        transfer_input_files="ckpt",
+        checkpoint_exit_code="85",
+        transfer_checkpoint_files="ckpt",
+        transfer_output_files="ckpt",
+    )
+    return _dag(tmp_path / "job.dag", "JOB a job.sub\n"), record
+
+
+def test_a_failed_job_brings_its_checkpoint_back_and_the_rescue_rerun_resumes(
+    tmp_path: Path,
+) -> None:
+    """The sweep's mechanism: ckpt/ is an output, so it comes back when the job ends, also when
+    it fails (a crash, an OOM kill), and it is the input of the node's next attempt."""
+    dag, record = _resumable_dag(tmp_path, "crash")
+    first = _run(dag)
+    assert first.exit_code == 1 and first.failed and first.rescue is not None
+    assert "DONE a" not in first.rescue.read_text()
+    assert (tmp_path / "ckpt" / "state.txt").read_text() == "1\n"  # the checkpoint came back
+
+    second = _run(dag)
+    assert (second.exit_code, second.done) == (0, ["a"])
+    assert _lines(record) == ["restored 0", "restored 1", "restored 1", "restored 2"]
+    assert (tmp_path / "ckpt" / "state.txt").read_text() == "3\n"
+
+
+def test_an_interrupt_discards_the_spool_like_condor_rm(tmp_path: Path) -> None:
+    """HTCondor deletes a removed job's spooled checkpoint; the local backend does too, so a
+    sweep tested here does not promise what a pool will not keep."""
+    dag, record = _resumable_dag(tmp_path, "hang")
+    runner = DagRunner(dag, RunOptions())
+
+    def interrupt() -> None:  # Ctrl-C once the second start hangs
+        deadline = time.monotonic() + 20
+        while len(_lines(record)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        runner.cancel.set()
+
+    watcher = threading.Thread(target=interrupt)
+    watcher.start()
+    first = runner.run()
+    watcher.join()
+    assert first.interrupted and first.exit_code == 1 and first.done == []
+    assert not (tmp_path / "ckpt" / "state.txt").exists()  # nothing came back
+
+    second = _run(dag)
+    assert (second.exit_code, second.done) == (0, ["a"])
+    assert _lines(record) == ["restored 0", "restored 1", "restored 0", "restored 1", "restored 2"]
+
+
+# --- ABORT-DAG-ON, FINAL, DONE, NOOP -----------------------------------------------------------
+
+
+def test_abort_dag_on_stops_the_dag_with_its_return_value(tmp_path: Path) -> None:
+    _script(tmp_path / "slow.sh", SLOW_ONCE)
+    _submit(tmp_path / "slow.sub", "slow.sh", arguments=str(tmp_path / "slow.txt"), log="slow.log")
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB A counted.sub
+        JOB B counted.sub
+        PARENT A CHILD B
+        JOB S slow.sub
+        RETRY A 3
+        ABORT-DAG-ON A 3 RETURN 7
+        """,
+        {"A": "3"},
+    )
+    started = time.monotonic()
+    result = _run(dag)
+    assert time.monotonic() - started < 15  # S was removed, not waited for
+    assert (result.exit_code, result.status) == (7, DAG_STATUS_ABORT)
+    assert _runs(tmp_path) == ["A"]  # no retry, and B never ran
+    assert "A" in result.failed and "B" not in result.done
+    assert [line for line in _lines(result.rescue) if line.startswith("DONE")] == []
+    if _lines(tmp_path / "slow.txt"):  # S had started beside A: it was removed
+        assert _shape(_events(tmp_path / "slow.log"))[-1] == "009"
+    assert not (tmp_path / "out.txt").exists()
+
+
+def _final_dag(tmp_path: Path, codes: dict[str, str]) -> Path:
+    _script(tmp_path / "final.sh", '#!/bin/sh\necho "$@" > "$1.txt"\nexit "$4"\n')
+    _submit(
+        tmp_path / "final.sub",
+        "final.sh",
+        arguments=f"{tmp_path / 'final'} $(DAG_STATUS) $(FAILED_COUNT) $(final_exit)",
+        log="final.log",
+    )
+    return _counted_dag(
+        tmp_path,
+        """\
+        JOB A counted.sub
+        JOB B counted.sub
+        PARENT A CHILD B
+        FINAL F final.sub
+        """,
+        codes,
+    )
+
+
+@pytest.mark.parametrize(
+    ("a_code", "final_exit", "final_args", "dag_exit"),
+    [
+        ("0", "0", "0 0 0", 0),  # all well
+        ("1", "0", "2 1 0", 0),  # A failed, B never ran; the FINAL node decides: success
+        ("0", "9", "0 0 9", 1),  # a failing FINAL node fails the DAG
+    ],
+)
+def test_final_node_runs_last_with_dag_status_and_decides(
+    tmp_path: Path, a_code: str, final_exit: str, final_args: str, dag_exit: int
+) -> None:
+    dag = _final_dag(tmp_path, {"A": a_code})
+    with dag.open("a") as handle:
+        handle.write(f'VARS F final_exit="{final_exit}"\n')
+    result = _run(dag)
+    assert (tmp_path / "final.txt").read_text().split()[1:] == final_args.split()
+    assert result.exit_code == dag_exit
+    assert _runs(tmp_path) == (["A", "B"] if a_code == "0" else ["A"])
+    # F ran after everything else
+    clusters = [
+        e.cluster for e in _events(tmp_path / "test.dag.nodes.log") if int(e.type) == SUBMIT
+    ]
+    assert clusters[-1] == _events(tmp_path / "final.log")[0].cluster
+
+
+def test_final_node_runs_after_abort_dag_on_and_after_an_interrupt(tmp_path: Path) -> None:
+    """DAGMan runs FINAL whatever happened, condor_rm and ABORT-DAG-ON included."""
+    dag = _final_dag(tmp_path / "abort", {"A": "5"})
+    with dag.open("a") as handle:
+        handle.write('ABORT-DAG-ON A 5 RETURN 6\nVARS F final_exit="0"\n')
+    result = _run(dag)
+    assert result.exit_code == 6
+    assert (tmp_path / "abort" / "final.txt").read_text().split()[1:] == ["3", "1", "0"]
+
+    folder = tmp_path / "interrupt"
+    _script(folder / "slow.sh", SLOW_ONCE)
+    _submit(folder / "slow.sub", "slow.sh", arguments=str(folder / "slow.txt"), log="slow.log")
+    _final_dag(folder, {})
+    dag = _dag(folder / "test.dag", 'JOB S slow.sub\nFINAL F final.sub\nVARS F final_exit="0"\n')
+    runner = DagRunner(dag, RunOptions())
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 20
+        while not _lines(folder / "slow.txt") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        runner.cancel.set()
+
+    watcher = threading.Thread(target=interrupt)
+    watcher.start()
+    result = runner.run()
+    watcher.join()
+    assert result.interrupted and result.exit_code == 1
+    assert (folder / "final.txt").read_text().split()[1:] == ["4", "0", "0"]  # DAG_STATUS 4 (rm)
+    assert "DONE S" not in result.rescue.read_text()
+
+
+def test_done_and_noop_nodes_do_not_run_but_count_as_done(tmp_path: Path) -> None:
+    _script(tmp_path / "script.sh", SCRIPT)
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB A counted.sub DONE
+        JOB N no-such-file.sub NOOP
+        SCRIPT POST N script.sh POST 0 $NODE
+        JOB C counted.sub
+        JOB D counted.sub
+        DONE D
+        PARENT A N CHILD C
+        """,
+    )
+    result = _run(dag)
+    assert (result.exit_code, sorted(result.done)) == (0, ["A", "C", "D", "N"])
+    assert _runs(tmp_path) == ["C"]
+    assert _lines(tmp_path / "scripts.log") == ["POST N"]  # a NOOP node still runs its scripts
+
+
+# --- what the local backend refuses ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "SUBDAG EXTERNAL inner inner.dag",
+        "SPLICE inner inner.dag",
+        "SERVICE watcher watcher.sub",
+        "PROVISIONER prov prov.sub",
+        "INCLUDE other.dag",
+        "SCRIPT HOLD A hold.sh",
+    ],
+)
+def test_unsupported_commands_are_one_line_errors_naming_the_line(
+    tmp_path: Path, line: str
+) -> None:
+    dag = _counted_dag(tmp_path, f"JOB A counted.sub\n{line}\n")
+    run = condorml_cli("run", str(dag))
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert run.stderr.count("\n") == 1
+    assert f"{dag}:2:" in run.stderr and line.split()[0] in run.stderr
+    assert _runs(tmp_path) == [] and not (tmp_path / "test.dag.nodes.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("JOB A counted.sub\nPARENT A CHILD Z\n", "test.dag:2: unknown node Z"),
+        ("JOB A counted.sub\nRETRY A many\n", "test.dag:2: malformed RETRY line"),
+        ("JOB A counted.sub\nJOB A counted.sub\n", "test.dag:2: node A is defined twice"),
+        ("JOB A missing.sub\n", "missing.sub: no such submit file"),
+    ],
+)
+def test_mistakes_in_a_dag_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    dag = _counted_dag(tmp_path, text)
+    run = condorml_cli("run", str(dag))
+    assert "Traceback" not in run.stderr
+    assert run.returncode != 0 and message in run.stderr
+
+
+# --- a real sweep on the local backend (slow) --------------------------------------------------
+
+SPEC = """\
+[data]
+train = "{data}/train.zip"
+test = "{data}/test.zip"
+labels = "{data}/test_labels.csv"
+
+[train]
+epochs = 2
+checkpoint_every = 1
+image_size = {image_size}
+batch_size = 16
+
+[ensemble]
+members = 1
+
+[resources]
+cpus = 1
+memory = "1GB"
+
+[throttle]
+retries = 0
+"""
+MEMBER = Path("members") / "m000"
+
+
+@pytest.fixture(scope="module")
+def sweep_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-member sweep of a tiny CNN: 2 epochs, a checkpoint (exit 85) after the first."""
+    from condorml.synth import make_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("local-sweep")
+    make_synthetic_dataset(
+        folder / "data", n_train=40, n_test=10, seed=5, size=(48, 48), make_zips=True
+    )
+    spec = folder / "spec.toml"
+    spec.write_text(SPEC.format(data=folder / "data", image_size=IMAGE_SIZE))
+    return spec
+
+
+@pytest.fixture(scope="module")
+def reference_run(sweep_spec: Path) -> Path:
+    """The sweep run with ``condorml sweep --submit --backend local``, never interrupted."""
+    run_dir = sweep_spec.parent / "reference"
+    done = condorml_cli(
+        "sweep",
+        str(sweep_spec),
+        "--out",
+        str(run_dir),
+        "--submit",
+        "--backend",
+        "local",
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+def _weights(run_dir: Path) -> dict:
+    import torch
+
+    checkpoint = torch.load(
+        run_dir / MEMBER / "ckpt" / "model.pth", map_location="cpu", weights_only=True
+    )
+    return checkpoint["model"]
+
+
+def _assert_same_model(run_dir: Path, reference: Path) -> None:
+    import torch
+
+    ours, theirs = _weights(run_dir), _weights(reference)
+    assert ours.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        assert torch.equal(ours[name], tensor), name
+    # and so the same predictions
+    assert (run_dir / "dog_probs.csv").read_bytes() == (reference / "dog_probs.csv").read_bytes()
+
+
+def _train_clusters(run_dir: Path) -> list[int]:
+    events = _events(run_dir / "sweep.dag.nodes.log")
+    return [
+        e.cluster
+        for e in events
+        if int(e.type) == SUBMIT and e["LogNotes"] == "DAG Node: train_m000"
+    ]
+
+
+def _state(run_dir: Path) -> dict:
+    import json
+
+    state = json.loads((run_dir / MEMBER / "ckpt" / "state.json").read_text())
+    return {k: state[k] for k in ("epoch", "batch", "finished", "checkpoints", "runs")}
+
+
+def _training_process(run_dir: Path) -> int | None:
+    """The pid of the training job running in one of the local backend's sandboxes."""
+    sandboxes = str(run_dir / ".condorml-local" / "execute")
+    for entry in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(entry / "cwd")
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if cwd.startswith(sandboxes) and b"train" in command:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="finds the job through /proc")
+def test_a_member_rerun_from_a_rescue_dag_resumes_from_its_last_checkpoint(
+    sweep_spec: Path, reference_run: Path
+) -> None:
+    """Issue 5: a training job killed after its first checkpoint (as an OOM kill would) fails
+    its node; ckpt/ comes back with the job, and the re-run from the rescue DAG resumes from it."""
+    run_dir = sweep_spec.parent / "killed"
+    nodes_log = run_dir / "sweep.dag.nodes.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "condorml", "sweep", str(sweep_spec), "--out", str(run_dir),
+         "--submit", "--backend", "local"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killed = False
+    try:  # once the job checkpointed (exit 85) after epoch 1, kill its restarted trainer
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not killed:
+            if nodes_log.exists() and "Finished transferring output files" in nodes_log.read_text():
+                pid = _training_process(run_dir)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = True
+            time.sleep(0.02)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert killed, "the restarted training job was not found"
+    assert process.returncode == 1, stdout + stderr
+    assert "DONE train_m000" not in (run_dir / "sweep.dag.rescue001").read_text()
+    # the checkpoint of epoch 1 came back with the killed job, where the re-run takes its input
+    assert _state(run_dir)["epoch"] == 1
+    first_epoch = _lines(run_dir / MEMBER / "ckpt" / "metrics.csv")
+    assert len(first_epoch) == 2  # header, epoch 1
+
+    again = condorml_cli("run", str(run_dir / "sweep.dag"), timeout=300)
+    assert again.returncode == 0, again.stderr
+
+    # the re-run started from epoch 1: one start that trained epoch 2, no checkpoint exit
+    _, rerun = _train_clusters(run_dir)
+    assert _shape(_events(nodes_log), rerun) == [
+        "000", "040 in-start", "040 in-done", "001", "040 out-start", "040 out-done", "005",
+    ]  # fmt: skip
+    assert "1 of 2 epochs done" in (run_dir / MEMBER / f"train.{rerun}.0.err").read_text()
+    metrics = _lines(run_dir / MEMBER / "ckpt" / "metrics.csv")
+    assert metrics[:2] == first_epoch and [row.split(",")[0] for row in metrics[1:]] == ["1", "2"]
+    # as many runs, checkpoints and epochs as the run that was never interrupted, the same model
+    assert _state(run_dir) == _state(reference_run)
+    _assert_same_model(run_dir, reference_run)
+
+
+def _eviction_seed(probability: float, window: tuple[float, float]) -> int:
+    """A seed whose draws evict the training job's second start only, and not the inference job."""
+    from types import SimpleNamespace
+
+    for seed in range(1000):
+        evictions = Evictions(probability, window, seed=seed)
+        train = evictions.rng(SimpleNamespace(cluster=1, proc=0))
+        hits = []
+        for _ in range(3):  # as JobRunner draws: evicted?, then when
+            hits.append(train.random() < probability)
+            if hits[-1]:
+                train.uniform(*window)
+        infer = evictions.rng(SimpleNamespace(cluster=2, proc=0)).random() < probability
+        if hits == [False, True, False] and not infer:
+            return seed
+    raise AssertionError("no seed found")
+
+
+@pytest.mark.slow
+def test_a_sweep_with_injected_evictions_trains_the_same_model(
+    sweep_spec: Path, reference_run: Path
+) -> None:
+    run_dir = sweep_spec.parent / "evicted"
+    written = condorml_cli("sweep", str(sweep_spec), "--out", str(run_dir))
+    assert written.returncode == 0, written.stderr
+    seed = _eviction_seed(0.5, (0.5, 2.0))
+    run = condorml_cli(
+        "run",
+        str(run_dir / "sweep.dag"),
+        "--inject-evictions",
+        "0.5",
+        "--eviction-window",
+        "2",
+        "--seed",
+        str(seed),
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+
+    (train,) = _train_clusters(run_dir)
+    shape = _shape(_events(run_dir / "sweep.dag.nodes.log"), train)
+    assert shape.count("004") == 1 and shape.count("001") == 2  # evicted once, then resumed
+    assert _state(run_dir) == _state(reference_run)
+    _assert_same_model(run_dir, reference_run)
