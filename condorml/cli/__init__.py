@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import typer
 
-from condorml.cli import data, demo, evaluate, infer, merge, run, submit, sweep, train, watch
+from condorml.cli import (
+    data,
+    demo,
+    evaluate,
+    infer,
+    merge,
+    report,
+    run,
+    submit,
+    sweep,
+    train,
+    watch,
+)
 
 app = typer.Typer(
     name="condorml",
@@ -28,6 +40,7 @@ app.command("sweep")(sweep.sweep_command)
 app.command("collect")(sweep.collect_command)
 app.command("run")(run.run_command)
 app.command("watch")(watch.watch_command)
+app.command("report")(report.report_command)
 app.command("demo")(demo.demo_command)
 
 

@@ -1,0 +1,1093 @@
+"""``condorml report``: what a sweep produced, as tables, plots and one self-contained HTML page.
+
+Two layers. :func:`gather` reads a run folder (finished or not) into a :class:`ReportData` of plain
+pandas frames: the leaderboard, every member's per-epoch metrics, the HTCondor accounting of the
+training jobs from their event logs, and, when labels are known, the members' and the ensemble's
+test scores, the ensemble-size curve and the calibration table. Whatever cannot be produced is
+named in ``ReportData.missing`` instead of failing. The ``plot_*`` functions each draw one
+matplotlib figure from those frames, and :func:`write_report` renders the plots and tables into
+the output folder and ``report.html``, every plot embedded as a base64 PNG, so the page needs
+no network access.
+
+Time accounting (:func:`job_time`) follows the job's events, with HTCondor's meaning of a
+checkpoint (an 040 output transfer while the job runs, see :mod:`condorml.watch`): execution
+time up to a checkpoint or to the job's termination is *committed*; execution time since the
+last commit that ends in an eviction (004), a hold (012) or a removal (009) is *lost*.
+
+matplotlib, pandas and numpy are imported inside the functions, so that importing this module
+(and ``condorml --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+import tempfile
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from condorml import __version__
+from condorml.errors import CondormlError
+from condorml.fileio import atomic_write, atomic_write_text
+from condorml.watch import EventFollower, JobView, NodeView
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+
+REPORT_FOLDER = "report"
+HTML_NAME = "report.html"
+SAMPLE_IMAGES = 16
+CALIBRATION_BINS = 10
+THRESHOLD = 0.5  # a probability above it predicts "dog", as condorml evaluate does
+_EPS = 1e-15  # probabilities are clipped for the log loss, as condorml evaluate does
+# The image types `condorml infer` reads (condorml.infer imports torch, so not imported from it)
+_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+# HTCondor event numbers (htcondor2.JobEventType) and the 040 "finished transferring output" type
+_EXECUTE, _EVICTED, _TERMINATED, _ABORTED, _HELD, _FILE_TRANSFER = 1, 4, 5, 9, 12, 40
+_OUT_FINISHED = 6
+# Every plot the report can draw, in page order: file stem -> title
+PLOTS = {
+    "learning_curves": "Learning curves",
+    "hyperparameters": "Final validation accuracy against each swept hyperparameter",
+    "ensemble_vs_members": "Ensemble against its members (test set)",
+    "ensemble_size": "Ensemble size: members added best first",
+    "calibration": "Calibration of the ensemble probabilities",
+    "sample_images": "Sample test images with the ensemble's probability of dog",
+    "goodput": "HTCondor: committed and lost execution time of the training jobs",
+}
+
+
+# --- HTCondor time accounting ------------------------------------------------------------------
+
+
+@dataclass
+class JobTime:
+    """Execution time of one job, in seconds, split by what became of it."""
+
+    committed: float = 0.0  # ended in a checkpoint or in the job's termination
+    lost: float = 0.0  # since the last commit, then evicted, held or removed
+    uncommitted: float = 0.0  # since the last commit of a job still running
+
+    @property
+    def execution(self) -> float:
+        """All the time the job spent executing."""
+        return self.committed + self.lost + self.uncommitted
+
+
+def job_time(events: Iterable[tuple[int, float, Any]], now: float | None = None) -> JobTime:
+    """Split one job's execution time into committed and lost time from its events.
+
+    Parameters
+    ----------
+    events : iterable of (event number, timestamp, transfer type)
+        The job's events in log order; the transfer type is the 040 event's ``Type`` (else None).
+    now : float, optional
+        For a job still running at the end of its log: the time up to which its work since the
+        last commit counts as ``uncommitted`` (default: the current time).
+
+    Example
+    -------
+    >>> t = job_time([(1, 0, None), (40, 60, 6), (4, 90, None), (1, 100, None), (5, 130, None)])
+    >>> (t.committed, t.lost)
+    (90.0, 30.0)
+    """
+    result = JobTime()
+    since: float | None = None  # last commit (or execute start) while running; None when not
+    for kind, timestamp, transfer in events:
+        if kind == _EXECUTE:
+            since = timestamp
+        elif since is None:
+            continue
+        elif kind == _FILE_TRANSFER and transfer == _OUT_FINISHED:
+            result.committed += timestamp - since  # a checkpoint (or the final output) came back
+            since = timestamp
+        elif kind == _TERMINATED:
+            result.committed += timestamp - since
+            since = None
+        elif kind in (_EVICTED, _HELD, _ABORTED):
+            result.lost += timestamp - since
+            since = None
+    if since is not None:
+        result.uncommitted = max((time.time() if now is None else now) - since, 0.0)
+    result.committed, result.lost = float(result.committed), float(result.lost)
+    return result
+
+
+class _RecordingFollower(EventFollower):
+    """An :class:`EventFollower` that also keeps each job's (type, timestamp, transfer type)."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        super().__init__(paths)
+        self.events: dict[tuple[int, int], list[tuple[int, float, Any]]] = {}
+
+    def _apply(self, key: tuple[int, int], event: Any) -> None:
+        transfer = event.get("Type") if int(event.type) == _FILE_TRANSFER else None
+        self.events.setdefault(key, []).append((int(event.type), float(event.timestamp), transfer))
+        super()._apply(key, event)
+
+
+def read_job_times(
+    logs: list[Path], now: float | None = None
+) -> tuple[list[JobView], dict[str, JobTime]]:
+    """Read job event logs: every job's view (runs, checkpoints, ...) and its time, by job id.
+
+    Raises
+    ------
+    CondormlError
+        If a log is not a readable HTCondor job event log.
+    """
+    follower = _RecordingFollower(logs)
+    follower.poll()
+    jobs = sorted(follower.jobs.values(), key=lambda j: (j.cluster, j.proc))
+    return jobs, {job.id: job_time(follower.events[(job.cluster, job.proc)], now) for job in jobs}
+
+
+def condor_accounting(
+    run_dir: Path, members: list[str], now: float | None = None
+) -> tuple[pd.DataFrame | None, list[str]]:
+    """Per member, its training jobs' runs, checkpoints, evictions and committed/lost time.
+
+    Reads the DAG's ``*.dag.nodes.log`` (every node's jobs) or, when there is none, the members'
+    own ``train.log``. Returns the table (None without any log) and notes on what is missing.
+    """
+    import pandas as pd
+
+    notes: list[str] = []
+    logs = [p for p in sorted(run_dir.glob("*.dag.nodes.log")) if p.is_file()]
+    if not logs:
+        logs = [p for m in members if (p := run_dir / "members" / m / "train.log").is_file()]
+        if not logs:
+            return None, ["no job event logs (no *.dag.nodes.log, no members/<id>/train.log): HTCondor accounting skipped"]  # fmt: skip
+        notes.append("no *.dag.nodes.log: HTCondor accounting read from the members' train.log")
+    try:
+        jobs, times = read_job_times(logs, now)
+    except CondormlError as err:
+        return None, [f"HTCondor accounting skipped: {err}"]
+    rows = []
+    for member in members:
+        node = NodeView(f"train_{member}", [j for j in jobs if j.node == f"train_{member}"])
+        spent = [times[job.id] for job in node.jobs]
+        committed = sum(t.committed for t in spent)
+        lost = sum(t.lost for t in spent)
+        rows.append({
+            "member": member,
+            "state": node.state if node.jobs else "not submitted",
+            "attempts": node.attempts,
+            "runs": node.total("runs"),
+            "checkpoints": node.total("checkpoints"),
+            "evictions": node.total("evictions"),
+            "execution_seconds": sum(t.execution for t in spent),
+            "committed_seconds": committed,
+            "lost_seconds": lost,
+            "uncommitted_seconds": sum(t.uncommitted for t in spent),
+            "goodput": committed / (committed + lost) if committed + lost > 0 else math.nan,
+        })  # fmt: skip
+        if not node.jobs:
+            notes.append(f"no training job of {member} in the event logs (not submitted yet)")
+    return pd.DataFrame(rows), notes
+
+
+# --- gathering ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, as plain pandas frames (None where it could not be produced)."""
+
+    run_dir: Path
+    members: pd.DataFrame  # the leaderboard: one row per member
+    epochs: pd.DataFrame  # one row per member and epoch (members without metrics: one empty row)
+    swept: list[str]  # the swept hyperparameters (columns of ``members``)
+    condor: pd.DataFrame | None = None  # per member: training jobs' runs, evictions, time
+    probs: pd.DataFrame | None = None  # probability of dog per image (index) and member (columns)
+    labels: pd.Series | None = None  # is_dog per image id
+    scores: pd.DataFrame | None = None  # test accuracy/log loss per member and "ensemble"
+    ensemble_curve: pd.DataFrame | None = None  # k, member added, accuracy, log loss
+    calibration: pd.DataFrame | None = None  # per probability bin: mean prob, fraction of dogs
+    images: Path | None = None  # test images for the sample grid
+    leaderboard_source: str = ""  # where the leaderboard came from
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ensemble(self) -> pd.Series | None:
+        """The ensemble's probability per image: the mean over the members that predicted it."""
+        return None if self.probs is None else self.probs.mean(axis=1)
+
+    def ranked(self) -> list[str]:
+        """Members with predictions, best final validation accuracy first (then lowest loss)."""
+        if self.probs is None:
+            return []
+        table = self.members.set_index("member")
+        key = {
+            m: (
+                -_number(table.at[m, "val_acc"]) if "val_acc" in table else math.inf,
+                _number(table.at[m, "val_loss"]) if "val_loss" in table else math.inf,
+                m,
+            )
+            for m in self.probs.columns
+        }
+        return sorted(self.probs.columns, key=lambda m: key[m])
+
+
+def _number(value: Any) -> float:
+    """A float for sorting; missing values sort last."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.inf
+    return math.inf if math.isnan(number) else number
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a sweep's run folder (``condorml sweep`` writes ``members.csv``)."""
+    return (path / "members.csv").is_file()
+
+
+def default_inputs(
+    run_dir: Path, member: str | None = None
+) -> tuple[Path | None, Path | None, list[str]]:
+    """The labels and test images the run itself uses, and notes on what could not be found.
+
+    The run folder's ``spec.toml`` is a copy whose relative paths were relative to the original
+    spec, so they are read from the generated submit files instead: ``collect.sub``'s
+    ``--labels`` (relative to the run folder) and ``infer.sub``'s transferred images (relative to
+    a member's folder, its ``initialdir``: ``members/<member>``, the first member by default).
+    """
+    from condorml.htcondor.quoting import split_condor_arguments
+
+    notes: list[str] = []
+    labels = images = None
+    collect = _submit_values(run_dir / "collect.sub")
+    if collect is not None:
+        args = _split(split_condor_arguments, collect.get("arguments", ""))
+        if "--labels" in args[:-1]:
+            labels = _local(args[args.index("--labels") + 1], run_dir)
+            if labels is None:
+                notes.append("the run's labels are not a local file: give --labels")
+    infer = _submit_values(run_dir / "infer.sub")
+    if member is None and is_run_dir(run_dir):
+        with open(run_dir / "members.csv", newline="") as handle:
+            member = next((row.get("member") for row in csv.DictReader(handle)), None)
+    if infer is not None and member:
+        args = _split(split_condor_arguments, infer.get("arguments", ""))
+        name = args[args.index("--images") + 1] if "--images" in args[:-1] else None
+        entries = [e.strip() for e in infer.get("transfer_input_files", "").split(",")]
+        entry = next((e for e in entries if name and PurePosixPath(e).name == name), None)
+        if entry is not None:
+            images = _local(entry, run_dir / "members" / member)
+            if images is None:
+                notes.append(f"the test images are at {entry}: give --images to show samples")
+    return labels, images, notes
+
+
+def _submit_values(path: Path) -> dict[str, str] | None:
+    """A submit file's commands (HTCondor's own parser), or None if absent or unreadable."""
+    if not path.is_file():
+        return None
+    import htcondor2
+
+    try:
+        description = htcondor2.Submit(path.read_text())
+        return {key: str(description[key]) for key in description}
+    except Exception:  # htcondor2 raises plain exceptions for bad text; defaults are optional
+        return None
+
+
+def _split(splitter: Any, text: str) -> list[str]:
+    try:
+        return splitter(text) if text else []
+    except ValueError:
+        return []
+
+
+def _local(entry: str, folder: Path) -> Path | None:
+    """A submit file's path as a path from here (None for URLs)."""
+    if "://" in entry:
+        return None if not entry.startswith("file://") else Path(entry[len("file://") :])
+    # resolve(): `..` after a symlink means what the OS (and HTCondor's transfer) make of it
+    return (Path(folder) / entry).resolve()
+
+
+def gather(
+    run_dir: Path,
+    labels: Path | None = None,
+    images: Path | None = None,
+    *,
+    use_defaults: bool = True,
+    now: float | None = None,
+) -> ReportData:
+    """Read a sweep's run folder, finished or not, into a :class:`ReportData`.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run folder (``members.csv``, ``members/<id>/``).
+    labels : Path, optional
+        ``fileid,is_dog`` CSV to score the members and the ensemble.
+    images : Path, optional
+        Test images (zip or folder) for the sample grid.
+    use_defaults : bool
+        Take labels and images the run itself uses (see :func:`default_inputs`) when not given.
+    now : float, optional
+        The time up to which a running job's work counts as uncommitted (default: now).
+
+    Raises
+    ------
+    CondormlError
+        If ``run_dir`` is not a run folder, or given labels or images cannot be read.
+    """
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CondormlError(f"{run_dir}: no such folder; give a sweep's run folder")
+    if not is_run_dir(run_dir):
+        raise CondormlError(
+            f"{run_dir}: no members.csv; not a sweep run folder (condorml sweep writes one)"
+        )
+    try:
+        table = pd.read_csv(run_dir / "members.csv", dtype={"member": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise CondormlError(f"{run_dir / 'members.csv'}: not a CSV file ({err})") from None
+    if "member" not in table.columns:
+        raise CondormlError(f"{run_dir / 'members.csv'}: no member column")
+    missing: list[str] = []
+    explicit_labels = labels is not None
+    if images is not None and not Path(images).exists():
+        raise CondormlError(f"--images {images}: no such file or folder")
+    if use_defaults and (labels is None or images is None):
+        default_labels, default_images, notes = default_inputs(
+            run_dir, table["member"].iloc[0] if len(table) else None
+        )
+        labels = labels if labels is not None else default_labels
+        images = images if images is not None else default_images
+        missing += notes
+    members = table["member"].tolist()
+
+    epochs, leaderboard_rows, predictions = [], [], {}
+    for record in table.to_dict("records"):
+        member, folder = record["member"], run_dir / "members" / record["member"]
+        if not folder.is_dir():  # one note says it all
+            reason = "no member folder (nothing came back yet)"
+            missing.append(f"{member}: {reason}")
+            leaderboard_rows.append({"member": member, "status": f"missing: {reason}", **record})
+            continue
+        state, note = _state(folder)
+        metrics, metrics_note = _metrics(folder)
+        probs, reason = _member_probs(folder)
+        missing += [f"{member}: {n}" for n in (note, metrics_note, reason) if n]
+        if metrics is not None:
+            epochs.append(metrics.assign(member=member))
+        if probs is not None:
+            predictions[member] = probs
+        status = "ok" if probs is not None else f"missing: {reason}"
+        leaderboard_rows.append({"member": member, "status": status, **record, **state})
+
+    leaderboard, source = _leaderboard(run_dir, leaderboard_rows)
+    data = ReportData(run_dir, leaderboard, _epoch_table(table, epochs), _swept(run_dir, table),
+                      leaderboard_source=source, missing=missing)  # fmt: skip
+    if not data.swept:
+        missing.append("no swept hyperparameter (the members differ by seed only)")
+    data.condor, notes = condor_accounting(run_dir, members, now)
+    missing += notes
+    if predictions:
+        data.probs = pd.DataFrame(predictions)
+        data.probs = data.probs.loc[_sorted_index(data.probs.index)]
+    else:
+        missing.append("no member has predictions: ensemble, calibration and scores skipped")
+    _labels_and_scores(data, labels, explicit_labels)
+    if images is None:
+        missing.append("no test images known: sample grid skipped (give --images)")
+    elif not Path(images).exists():
+        missing.append(
+            f"the run's test images {images}: no such file or folder; sample grid skipped (give --images)"
+        )
+    else:
+        data.images = Path(images)
+    return data
+
+
+def _state(folder: Path) -> tuple[dict[str, Any], str]:
+    """The member's training counters and final metrics (as the collect step reads them)."""
+    from condorml.collect import _training_state
+
+    try:
+        return _training_state(folder), ""
+    except (OSError, ValueError, KeyError) as err:
+        return {}, f"unreadable {folder / 'ckpt'} files ({err})"
+
+
+def _metrics(folder: Path) -> tuple[pd.DataFrame | None, str]:
+    import pandas as pd
+
+    path = folder / "ckpt" / "metrics.csv"
+    if not path.exists():
+        return None, "no training metrics (ckpt/metrics.csv: no epoch finished yet)"
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        return None, f"unreadable {path} ({err})"
+    if "epoch" not in frame.columns or frame.empty:
+        return None, f"{path}: no epoch recorded yet"
+    return frame, ""
+
+
+def _member_probs(folder: Path) -> tuple[pd.Series | None, str]:
+    """The member's probability of dog per image id, merging shard parts in memory."""
+    from condorml.merge import merge_predictions
+    from condorml.predictions import read_predictions
+
+    out = folder / "out"
+    csv = out / "dog_probs.csv"
+    try:
+        if not csv.exists():
+            parts = sorted(out.glob("dog_probs.part*.csv")) if out.is_dir() else []
+            if not parts:
+                return None, "no predictions (inference did not finish)"
+            # merged into a temporary folder: a report never writes into the run's folders
+            with tempfile.TemporaryDirectory() as tmp:
+                merge_predictions(Path(tmp) / "dog_probs.csv", parts)
+                frame = read_predictions(Path(tmp) / "dog_probs.csv")
+        else:
+            frame = read_predictions(csv)
+    except CondormlError as err:
+        return None, f"unusable predictions ({err})"
+    return frame.set_index("fileid")["prob"], ""
+
+
+def _sorted_index(ids: Iterable[str]) -> list[str]:
+    from condorml.predictions import sort_ids
+
+    return sort_ids(ids)
+
+
+def _epoch_table(members: pd.DataFrame, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every member's hyperparameters joined with its per-epoch metrics (one row per epoch)."""
+    import pandas as pd
+
+    if not frames:
+        return members.assign(epoch=pd.NA)
+    metrics = pd.concat(frames, ignore_index=True)
+    # metrics.csv's lr is the epoch's (scheduled) learning rate, not the member's setting
+    clash = {c: f"{c}_epoch" for c in metrics.columns if c in members.columns and c != "member"}
+    metrics = metrics.rename(columns=clash)
+    table = members.merge(metrics, on="member", how="left")
+    return table.sort_values(["member", "epoch"], kind="stable", ignore_index=True)
+
+
+def _swept(run_dir: Path, members: pd.DataFrame) -> list[str]:
+    """The spec's swept hyperparameters; without a readable spec, the columns that vary."""
+    from condorml.sweep import load_spec
+
+    try:
+        swept = list(load_spec(run_dir / "spec.toml").swept)
+    except CondormlError:
+        fixed = {"member", "seed"}
+        swept = [c for c in members.columns if c not in fixed and members[c].nunique() > 1]
+    return [name for name in swept if name in members.columns]
+
+
+def _leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, str]:
+    """The collect step's leaderboard when it wrote one, else the same table from the files."""
+    import pandas as pd
+
+    path = run_dir / "leaderboard.csv"
+    if path.exists():
+        try:
+            frame = pd.read_csv(path, dtype={"member": str})
+            if {"member", "status"} <= set(frame.columns):
+                known = set(frame["member"])  # members the collect step did not see yet
+                extra = [row for row in rows if row["member"] not in known]
+                frame = pd.concat([frame, pd.DataFrame(extra)], ignore_index=True)
+                return frame, f"{path} (written by the collect step)"
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            pass
+    frame = pd.DataFrame(rows)
+    if "val_loss" in frame:  # as the collect step orders it: finished members by loss first
+        ok = frame["status"] == "ok"
+        frame = pd.concat([frame[ok].sort_values("val_loss", kind="stable"), frame[~ok]])
+    return frame.reset_index(drop=True), "the members' files (the collect step has not run)"
+
+
+def _read_labels(path: Path, what: str = "--labels") -> pd.Series:
+    import pandas as pd
+
+    try:
+        truth = pd.read_csv(path, dtype={"fileid": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise CondormlError(f"{what} {path}: no such file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise CondormlError(f"{what} {path}: not a CSV file ({err})") from None
+    if not {"fileid", "is_dog"} <= set(truth.columns):
+        raise CondormlError(f"{what} {path}: expected the columns fileid,is_dog")
+    if not truth["is_dog"].isin([0, 1]).all():
+        raise CondormlError(f"{what} {path}: is_dog must be 0 or 1")
+    return truth.set_index("fileid")["is_dog"].astype(int)
+
+
+def _labels_and_scores(data: ReportData, labels: Path | None, explicit: bool) -> None:
+    """Scores of the members and the ensemble, the ensemble-size curve and the calibration."""
+    if labels is None:
+        data.missing.append("no labels: ensemble scores, ensemble-size curve and calibration skipped (give --labels)")  # fmt: skip
+        return
+    try:
+        data.labels = _read_labels(Path(labels), "--labels" if explicit else "the run's labels")
+    except CondormlError as err:
+        if explicit:
+            raise
+        data.missing.append(f"{err}: scores skipped (give --labels)")
+        return
+    if data.probs is None:
+        return
+    common = data.probs.dropna().index.intersection(data.labels.index)
+    unlabelled = len(data.probs.index.difference(data.labels.index))
+    if unlabelled:
+        data.missing.append(f"{unlabelled} predicted image(s) have no label: scored without them")
+    if len(common) == 0:
+        data.missing.append("no image has a label and every member's prediction: scores skipped")
+        return
+    y = data.labels.loc[common].to_numpy()
+    probs = data.probs.loc[common]
+    data.scores = score_table(probs, y)
+    data.ensemble_curve = ensemble_curve(probs, y, data.ranked())
+    data.calibration = calibration_table(probs.mean(axis=1).to_numpy(), y)
+
+
+def score_probs(y: Any, p: Any) -> tuple[float, float]:
+    """(accuracy at 0.5, log loss) of probabilities ``p`` of dog for labels ``y``, as evaluate."""
+    import numpy as np
+
+    y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
+    accuracy = float(np.mean((p > THRESHOLD).astype(int) == y))
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return accuracy, float(-np.mean(np.where(y == 1, np.log(q), np.log(1 - q))))
+
+
+def score_table(probs: pd.DataFrame, y: Any) -> pd.DataFrame:
+    """Accuracy, log loss and ROC AUC of every member (column of ``probs``) and of their mean."""
+    import pandas as pd
+
+    from condorml.evaluate import roc_auc
+
+    rows = []
+    for name, p in [*probs.items(), ("ensemble", probs.mean(axis=1))]:
+        accuracy, loss = score_probs(y, p)
+        auc = roc_auc([int(v) for v in y], [float(v) for v in p])
+        rows.append({"member": name, "accuracy": accuracy, "log_loss": loss, "roc_auc": auc,
+                     "images": len(p)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def ensemble_curve(probs: pd.DataFrame, y: Any, order: list[str]) -> pd.DataFrame:
+    """Scores of the mean of the first k members of ``order`` (best first), for k = 1..n."""
+    import pandas as pd
+
+    rows = []
+    for k in range(1, len(order) + 1):
+        accuracy, loss = score_probs(y, probs[order[:k]].mean(axis=1))
+        rows.append({"k": k, "added": order[k - 1], "accuracy": accuracy, "log_loss": loss})
+    return pd.DataFrame(rows)
+
+
+def calibration_table(p: Any, y: Any, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
+    """Per equal-width probability bin (non-empty ones): images, mean probability, dog fraction."""
+    import numpy as np
+    import pandas as pd
+
+    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=int)
+    index = np.minimum((p * bins).astype(int), bins - 1)  # p = 1.0 goes to the last bin
+    rows = []
+    for b in range(bins):
+        chosen = index == b
+        if chosen.any():
+            rows.append({
+                "bin_low": b / bins, "bin_high": (b + 1) / bins, "images": int(chosen.sum()),
+                "mean_prob": float(p[chosen].mean()), "fraction_dogs": float(y[chosen].mean()),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def sample_images(
+    source: Path, ids: Collection[str] | None = None, limit: int = SAMPLE_IMAGES, size: int = 128
+) -> tuple[list[tuple[str, Any]], list[str]]:
+    """Up to ``limit`` test images as (id, RGB PIL image), the first ids in id order.
+
+    Parameters
+    ----------
+    source : Path
+        A zip or folder of test images.
+    ids : list of str, optional
+        Show only these image ids (those with a prediction).
+
+    Returns the images and notes on files that could not be read.
+    """
+    from PIL import Image
+
+    from condorml.data import ImageSource
+    from condorml.predictions import sort_ids
+
+    images = ImageSource(source)  # DataError (a CondormlError) if unreadable
+    try:
+        by_id = {
+            PurePosixPath(f.name).stem: f.name
+            for f in images.files()
+            if PurePosixPath(f.name).suffix.lower() in _IMAGE_SUFFIXES
+        }
+        wanted = [i for i in sort_ids(by_id) if ids is None or i in ids][:limit]
+        result, notes = [], []
+        for fileid in wanted:
+            try:
+                with Image.open(io.BytesIO(images.read(by_id[fileid]))) as opened:
+                    image = opened.convert("RGB")
+                image.thumbnail((size, size))
+                result.append((fileid, image))
+            except (OSError, ValueError, SyntaxError) as err:
+                notes.append(f"test image {images.display(by_id[fileid])}: unreadable ({err})")
+        return result, notes
+    finally:
+        images.close()
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Figure:
+    # A bare Figure renders with the Agg canvas; pyplot (and its global state) is never used.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "viridis"]
+    return [cmap(i if n <= 10 else i / max(n - 1, 1)) for i in range(n)]
+
+
+def plot_learning_curves(epochs: pd.DataFrame) -> Figure:
+    """Loss and accuracy per epoch of every member: train dashed, validation solid."""
+    frame = epochs.dropna(subset=["epoch"])
+    members = list(dict.fromkeys(frame["member"]))
+    fig = _figure(11, 4)
+    loss, acc = fig.subplots(1, 2)
+    for member, color in zip(members, _colors(len(members)), strict=True):
+        rows = frame[frame["member"] == member]
+        for axis, metric in ((loss, "loss"), (acc, "acc")):
+            axis.plot(rows["epoch"], rows[f"train_{metric}"], "--", color=color, alpha=0.7)
+            axis.plot(rows["epoch"], rows[f"val_{metric}"], "-o", color=color, ms=3, label=member)
+    for axis, name in ((loss, "loss"), (acc, "accuracy")):
+        axis.set(xlabel="epoch", ylabel=name, title=f"{name} (train dashed, validation solid)")
+        axis.grid(alpha=0.3)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    if len(members) <= 12:  # beyond that a legend hides the curves
+        acc.legend(fontsize="small", ncols=2 if len(members) > 6 else 1)
+    return fig
+
+
+def plot_hyperparameters(members: pd.DataFrame, swept: list[str]) -> Figure:
+    """Final validation accuracy of every member against each swept hyperparameter."""
+    import numpy as np
+    import pandas as pd
+
+    columns = min(len(swept), 3)
+    rows_of_plots = math.ceil(len(swept) / columns)
+    fig = _figure(max(4.0 * columns, 5.0), 3.6 * rows_of_plots)
+    axes = np.atleast_1d(fig.subplots(rows_of_plots, columns, squeeze=False).ravel())
+    for axis in axes[len(swept) :]:
+        axis.set_axis_off()
+    rows = members.dropna(subset=["val_acc"])
+    for axis, name in zip(axes, swept, strict=False):
+        values = pd.to_numeric(rows[name], errors="coerce")
+        numeric = values.notna().all() and rows[name].dtype != bool
+        if numeric:
+            axis.scatter(values, rows["val_acc"], alpha=0.8)
+            positive = values[values > 0]
+            if len(positive) == len(values) and len(values) and values.max() / values.min() >= 20:
+                axis.set_xscale("log")  # learning rates and weight decays span decades
+        else:
+            labels = sorted({str(v) for v in rows[name]})
+            axis.scatter([labels.index(str(v)) for v in rows[name]], rows["val_acc"], alpha=0.8)
+            axis.set_xticks(range(len(labels)), labels)
+            axis.set_xlim(-0.5, len(labels) - 0.5)
+        axis.set(xlabel=name, ylabel="final validation accuracy", title=name)
+        axis.grid(alpha=0.3)
+    return fig
+
+
+def plot_ensemble_vs_members(scores: pd.DataFrame, order: list[str]) -> Figure:
+    """Test accuracy and log loss of every member (best validation first) and of the ensemble."""
+    table = scores.set_index("member").loc[[*order, "ensemble"]]
+    fig = _figure(min(max(6.0, 0.5 * len(table) + 4), 16.0), 3.8)  # 16 in: ~100 bars
+    colors = ["tab:blue"] * len(order) + ["tab:orange"]
+    for axis, metric, label in zip(
+        fig.subplots(1, 2), ("accuracy", "log_loss"), ("accuracy", "log loss"), strict=True
+    ):
+        axis.bar(range(len(table)), table[metric], color=colors)
+        axis.axhline(table.at["ensemble", metric], color="tab:orange", ls="--", lw=1)
+        axis.set_xticks(range(len(table)), table.index, rotation=90 if len(table) > 12 else 0)
+        axis.set(ylabel=label, title=f"test {label} (ensemble in orange)")
+        axis.grid(alpha=0.3, axis="y")
+        if metric == "log_loss":
+            low = table[metric].min()
+            axis.set_ylim(max(0.0, low - 0.2 * (table[metric].max() - low) - 1e-3), None)
+    return fig
+
+
+def plot_ensemble_size(curve: pd.DataFrame) -> Figure:
+    """Ensemble accuracy and log loss against its size, members added best first."""
+    fig = _figure(10, 3.6)
+    best = curve.iloc[0]
+    for axis, metric, label in zip(
+        fig.subplots(1, 2), ("accuracy", "log_loss"), ("accuracy", "log loss"), strict=True
+    ):
+        axis.plot(curve["k"], curve[metric], "-o", color="tab:orange", label="ensemble of k")
+        axis.axhline(best[metric], color="tab:blue", ls="--", lw=1, label=f"best-validation member ({best['added']})")  # fmt: skip
+        axis.set(xlabel="members in the ensemble (best validation accuracy first)", ylabel=label)
+        axis.set_title(f"test {label}")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    return fig
+
+
+def plot_calibration(calibration: pd.DataFrame) -> Figure:
+    """Reliability diagram: fraction of dogs against the mean predicted probability per bin."""
+    fig = _figure(9, 3.8)
+    curve, counts = fig.subplots(1, 2)
+    curve.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    curve.plot(calibration["mean_prob"], calibration["fraction_dogs"], "-o", label="ensemble")
+    curve.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability of dog",
+              ylabel="fraction of dogs", title="calibration")  # fmt: skip
+    curve.grid(alpha=0.3)
+    curve.legend(fontsize="small")
+    width = calibration["bin_high"] - calibration["bin_low"]
+    counts.bar(calibration["bin_low"], calibration["images"], width=width, align="edge",
+               edgecolor="white")  # fmt: skip
+    counts.set(xlim=(0, 1), xlabel="predicted probability of dog", ylabel="images",
+               title="images per probability bin")  # fmt: skip
+    return fig
+
+
+def plot_sample_images(
+    samples: list[tuple[str, Any]], probs: dict[str, float], labels: dict[str, int] | None = None
+) -> Figure:
+    """A grid of test images titled with the probability of dog, green/red when right/wrong."""
+    columns = min(4, len(samples))
+    rows = math.ceil(len(samples) / columns)
+    fig = _figure(2.4 * columns, 2.6 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes:
+        axis.set_axis_off()
+    for axis, (fileid, image) in zip(axes, samples, strict=False):
+        axis.imshow(image)
+        prob = probs.get(fileid)
+        title, color = f"{fileid}: p(dog) {prob:.3f}" if prob is not None else fileid, "black"
+        truth = None if labels is None else labels.get(fileid)
+        if truth is not None:
+            title += f"\ntruth: {'dog' if truth else 'cat'}"
+            if prob is not None:
+                color = "tab:green" if int(prob > THRESHOLD) == truth else "tab:red"
+        axis.set_title(title, color=color, fontsize=11)
+    return fig
+
+
+def plot_goodput(condor: pd.DataFrame) -> Figure:
+    """Per member: committed and lost (and still uncommitted) execution time, evictions noted."""
+    table = condor.iloc[::-1]  # first member on top
+    fig = _figure(9, max(2.5, 0.35 * len(table) + 1.5))
+    axis = fig.subplots()
+    y = range(len(table))
+    axis.barh(y, table["committed_seconds"], color="tab:green", label="committed")
+    axis.barh(y, table["lost_seconds"], left=table["committed_seconds"], color="tab:red",
+              label="lost to evictions")  # fmt: skip
+    if table["uncommitted_seconds"].sum() > 0:
+        axis.barh(y, table["uncommitted_seconds"],
+                  left=table["committed_seconds"] + table["lost_seconds"], color="tab:grey",
+                  label="running, not yet checkpointed")  # fmt: skip
+    axis.set_yticks(list(y), [f"{m} ({e} eviction{'' if e == 1 else 's'})" for m, e in zip(table["member"], table["evictions"], strict=True)])  # fmt: skip
+    axis.set(xlabel="execution time of the training jobs (s)")
+    axis.grid(alpha=0.3, axis="x")
+    axis.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def png(fig: Figure, dpi: int = 100) -> bytes:
+    """A figure as PNG bytes (Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+@dataclass
+class Plot:
+    """One rendered plot of the report."""
+
+    name: str  # file stem and HTML id
+    title: str
+    png: bytes
+    caption: str = ""
+
+
+def make_plots(data: ReportData) -> tuple[list[Plot], list[str]]:
+    """Every plot the data allows, in page order, and notes on the ones it does not."""
+    plots, notes = [], []
+
+    def add(name: str, fig: Figure, caption: str = "", dpi: int = 100) -> None:
+        plots.append(Plot(name, PLOTS[name], png(fig, dpi), caption))
+
+    if data.epochs["epoch"].notna().any():
+        add("learning_curves", plot_learning_curves(data.epochs),
+            "Every member's loss and accuracy per epoch: a validation curve that rises again "
+            "while the training curve falls is overfitting.")  # fmt: skip
+    else:
+        notes.append("no member finished an epoch: learning curves skipped")
+    if data.swept and "val_acc" in data.members and data.members["val_acc"].notna().any():
+        add("hyperparameters", plot_hyperparameters(data.members, data.swept),
+            "One point per member (seeds give the spread).")  # fmt: skip
+    elif data.swept:
+        notes.append("no final validation accuracy yet: hyperparameter plot skipped")
+    if data.scores is not None and data.ensemble_curve is not None:
+        add("ensemble_vs_members", plot_ensemble_vs_members(data.scores, data.ranked()),
+            "Scored on the test images every member predicted.")  # fmt: skip
+        add("ensemble_size", plot_ensemble_size(data.ensemble_curve),
+            "The ensemble of the k members with the best validation accuracy.")  # fmt: skip
+    if data.calibration is not None and not data.calibration.empty:
+        add("calibration", plot_calibration(data.calibration),
+            f"The ensemble's probabilities in {CALIBRATION_BINS} equal bins: points on the "
+            "diagonal mean that a probability of 0.8 is right 80% of the time.")  # fmt: skip
+    if data.images is not None:
+        ensemble = data.ensemble
+        ids = None if ensemble is None else set(ensemble.index)
+        try:
+            samples, unreadable = sample_images(data.images, ids)
+        except CondormlError as err:
+            samples, unreadable = [], [f"sample grid skipped: {err}"]
+        notes += unreadable
+        if samples:
+            probs = {} if ensemble is None else ensemble.to_dict()
+            labels = None if data.labels is None else data.labels.to_dict()
+            add("sample_images", plot_sample_images(samples, probs, labels),
+                f"The first {len(samples)} test images by id, from {data.images}.", dpi=72)  # fmt: skip
+        elif not unreadable:
+            notes.append(f"no test image with a prediction in {data.images}: sample grid skipped")
+    if data.condor is not None and data.condor["execution_seconds"].sum() > 0:
+        add("goodput", plot_goodput(data.condor),
+            "From the job event logs: time up to a checkpoint or the job's end is committed; "
+            "time since the last checkpoint before an eviction is lost.")  # fmt: skip
+    return plots, notes
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportResult:
+    """What :func:`write_report` wrote."""
+
+    html: Path
+    files: list[Path]
+    plots: list[str]
+    missing: list[str]
+
+
+def make_report(
+    run_dir: Path,
+    output: Path | None = None,
+    labels: Path | None = None,
+    images: Path | None = None,
+) -> ReportResult:
+    """Gather a run folder and write its report (see :func:`gather` and :func:`write_report`)."""
+    data = gather(run_dir, labels, images)
+    return write_report(data, Path(output) if output is not None else run_dir / REPORT_FOLDER)
+
+
+def write_report(data: ReportData, output: Path) -> ReportResult:
+    """Write the tables (CSV), the plots (PNG) and ``report.html`` into ``output``, atomically.
+
+    ``leaderboard.csv`` (the table the page shows), ``members.csv`` (every member's
+    hyperparameters and per-epoch metrics, one row per epoch), ``htcondor.csv``, ``scores.csv``,
+    ``ensemble_size.csv`` and ``calibration.csv`` when they exist, one PNG per plot.
+
+    Raises
+    ------
+    CondormlError
+        If the output folder cannot be written.
+    """
+    plots, notes = make_plots(data)
+    missing = [*data.missing, *notes]
+    files: list[Path] = []
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        tables = {
+            "leaderboard.csv": data.members,
+            "members.csv": data.epochs,
+            "htcondor.csv": data.condor,
+            "scores.csv": data.scores,
+            "ensemble_size.csv": data.ensemble_curve,
+            "calibration.csv": data.calibration,
+        }
+        for name, frame in tables.items():
+            if frame is not None:
+                with atomic_write(output / name, "w") as handle:
+                    frame.to_csv(handle, index=False)
+                files.append(output / name)
+        for plot in plots:
+            with atomic_write(output / f"{plot.name}.png", "wb") as handle:
+                handle.write(plot.png)
+            files.append(output / f"{plot.name}.png")
+        for stale in set(PLOTS) - {plot.name for plot in plots}:  # from an earlier report
+            (output / f"{stale}.png").unlink(missing_ok=True)
+        html_path = output / HTML_NAME
+        atomic_write_text(html_path, render_html(data, plots, missing, [f.name for f in files]))
+    except OSError as err:
+        raise CondormlError(f"{output}: cannot write the report ({err.strerror or err})") from err
+    return ReportResult(html_path, [*files, html_path], [p.name for p in plots], missing)
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 90em; padding: 0 1em;
+       color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+tr.failed td { color: #a00; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+.meta { color: #666; font-size: 0.9em; } .missing li { color: #8a4b00; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def _table_html(frame: pd.DataFrame, table_id: str) -> str:
+    text = frame.to_html(
+        index=False, escape=True, na_rep="", table_id=table_id, border=0,
+        float_format=lambda v: f"{v:.4g}",
+    )  # fmt: skip
+    return f'<div class="scroll">{text}</div>'
+
+
+# Leaderboard columns the page shows (after member, status, seed and the swept hyperparameters);
+# leaderboard.csv beside it keeps every column.
+_SHOWN = ("epochs_done", "val_acc", "val_loss", "test_accuracy", "test_log_loss", "test_roc_auc",
+          "runs", "checkpoints", "wall_seconds")  # fmt: skip
+_CONDOR_SHOWN = ("evictions", "lost_seconds", "goodput")
+
+
+def _leaderboard_view(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The leaderboard's informative columns (with the HTCondor view's evictions and goodput),
+    and the settings every member shares."""
+    frame = data.members
+    first = ["member", "status", "seed", *data.swept]
+    shown = [c for c in first if c in frame] + [c for c in _SHOWN if c in frame]
+    view = frame[shown]
+    if data.condor is not None:
+        view = view.merge(data.condor[["member", *_CONDOR_SHOWN]], on="member", how="left")
+    settings = [c for c in data.epochs.columns if c in frame and c not in first]
+    fixed = {c: frame[c].iloc[0] for c in settings if frame[c].nunique(dropna=False) == 1}
+    return view, fixed
+
+
+def _summary(data: ReportData) -> list[str]:
+    members = data.members
+    lines = [f"{len(members)} member(s); {0 if data.probs is None else data.probs.shape[1]} with predictions."]  # fmt: skip
+    if "val_acc" in members and members["val_acc"].notna().any():
+        best = members.loc[members["val_acc"].astype(float).idxmax()]
+        lines.append(f"Best final validation accuracy: {best['member']} ({float(best['val_acc']):.4f}).")  # fmt: skip
+    if data.scores is not None:
+        table = data.scores.set_index("member")
+        ensemble = table.loc["ensemble"]
+        single = table.drop(index="ensemble")
+        best = single["accuracy"].idxmax()
+        verdict = "better than" if ensemble["accuracy"] > single.at[best, "accuracy"] else (
+            "as good as" if ensemble["accuracy"] == single.at[best, "accuracy"] else "worse than")  # fmt: skip
+        lines.append(
+            f"Ensemble of {len(single)}: test accuracy {ensemble['accuracy']:.4f}, log loss "
+            f"{ensemble['log_loss']:.4f}; by accuracy {verdict} its best member {best} "
+            f"(accuracy {single.at[best, 'accuracy']:.4f}, log loss {single.at[best, 'log_loss']:.4f}) "
+            f"on {int(ensemble['images'])} labelled test images."
+        )
+    if data.condor is not None:
+        c = data.condor
+        lost, executed = c["lost_seconds"].sum(), c["execution_seconds"].sum()
+        share = f" ({100 * lost / executed:.1f}%)" if executed else ""
+        lines.append(
+            f"Training jobs: {int(c['runs'].sum())} run(s), {int(c['checkpoints'].sum())} "
+            f"checkpoint(s), {int(c['evictions'].sum())} eviction(s); {executed:.0f} s executed, "
+            f"{lost:.0f} s{share} lost to evictions."
+        )
+    return lines
+
+
+def render_html(data: ReportData, plots: list[Plot], missing: list[str], files: list[str]) -> str:
+    """The report as one self-contained HTML page: plots inline, no external resources."""
+    esc = html.escape
+    view, fixed = _leaderboard_view(data)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        # Nothing may be fetched: the page must open the same offline, from a job's sandbox.
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "img-src data:; style-src 'unsafe-inline'\">",
+        '<link rel="icon" href="data:,">',
+        f"<title>condorml report: {esc(data.run_dir.name or str(data.run_dir))}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>Sweep report: {esc(str(data.run_dir))}</h1>",
+        f'<p class="meta">condorml {esc(__version__)}, {esc(time.strftime("%Y-%m-%d %H:%M:%S"))}; '
+        f"leaderboard from {esc(data.leaderboard_source)}</p>",
+        '<section id="summary"><h2>Summary</h2><ul>',
+        *(f"<li>{esc(line)}</li>" for line in _summary(data)),
+        "</ul></section>",
+        '<section id="leaderboard"><h2>Leaderboard</h2>',
+        _table_html(view, "leaderboard-table"),
+    ]
+    if fixed:
+        shared = ", ".join(f"{k} = {v}" for k, v in fixed.items())
+        parts.append(f'<p class="meta">Shared by every member: {esc(shared)}</p>')
+    parts.append("</section>")
+    parts.append('<section id="missing" class="missing"><h2>Missing</h2>')
+    if missing:
+        parts += ["<ul>", *(f"<li>{esc(note)}</li>" for note in missing), "</ul>"]
+    else:
+        parts.append("<p>Nothing: every member finished and every plot was drawn.</p>")
+    parts.append('</section><section id="plots"><h2>Plots</h2>')
+    for plot in plots:
+        data_url = "data:image/png;base64," + base64.b64encode(plot.png).decode("ascii")
+        parts.append(
+            f'<figure id="plot-{plot.name}"><h3>{esc(plot.title)}</h3>'
+            f'<img src="{data_url}" alt="{esc(plot.title)}">'
+            f"<figcaption>{esc(plot.caption)}</figcaption></figure>"
+        )
+    parts.append("</section>")
+    if data.condor is not None:
+        parts += [
+            '<section id="htcondor"><h2>HTCondor: training jobs</h2>',
+            "<p>Runs are executions on an execute point (a restart after exit 85 in the same "
+            "sandbox is not a new run); goodput = committed / (committed + lost).</p>",
+            _table_html(data.condor, "htcondor-table"),
+            "</section>",
+        ]
+    if data.scores is not None:
+        parts += ['<section id="scores"><h2>Test scores</h2>',
+                  _table_html(data.scores, "scores-table")]  # fmt: skip
+        if data.ensemble_curve is not None:
+            parts.append(_table_html(data.ensemble_curve, "ensemble-size-table"))
+        parts.append("</section>")
+    parts += [
+        '<section id="files"><h2>Files</h2><p>Beside this page: ',
+        esc(", ".join(files)),
+        "</p></section></body></html>",
+    ]
+    return "\n".join(parts) + "\n"

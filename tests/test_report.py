@@ -1,0 +1,326 @@
+"""condorml report: tables, plots and one HTML page a user opens after a sweep, finished or not."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from condorml.cli import app
+from condorml.report import (
+    PLOTS,
+    ReportResult,
+    calibration_table,
+    ensemble_curve,
+    job_time,
+    make_report,
+    read_job_times,
+)
+from tests.helpers import condorml_cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MEMBERS = ["m000", "m001", "m002", "m003"]
+
+
+# --- HTCondor time accounting ------------------------------------------------------------------
+
+
+def test_committed_and_lost_time_of_a_real_checkpointed_and_evicted_job() -> None:
+    jobs, times = read_job_times([FIXTURES / "checkpoint" / "ckpt.log"])
+    (job,) = jobs
+    spent = times[job.id]
+    # 001 16:46:27, checkpoint 16:46:33 (6 s committed), evicted 16:46:37 (4 s lost);
+    # 001 16:46:42, checkpoint 16:46:49 (7 s), final output and 005 at 16:46:55 (6 s)
+    assert (spent.committed, spent.lost, spent.uncommitted) == (19.0, 4.0, 0.0)
+    history = (FIXTURES / "checkpoint" / "history.ad").read_text()
+    wall = float(re.search(r"^RemoteWallClockTime = ([\d.]+)", history, re.M).group(1))
+    assert spent.execution == wall == 23.0  # the pool's own total execution time agrees
+    assert (job.runs, job.checkpoints, job.evictions) == (2, 2, 1)
+
+
+def test_time_since_the_last_checkpoint_is_lost_on_a_hold_or_removal_and_open_while_running() -> (
+    None
+):
+    held = job_time([(1, 0, None), (40, 10, 6), (40, 12, 5), (12, 15, None), (1, 20, None),
+                     (9, 26, None)])  # fmt: skip
+    assert (held.committed, held.lost) == (10.0, 11.0)
+    running = job_time([(1, 100, None), (40, 130, 6), (6, 140, None)], now=150)
+    assert (running.committed, running.lost, running.uncommitted) == (30.0, 0.0, 20.0)
+    # an output transfer while the job is not running (after an eviction) commits nothing
+    assert job_time([(1, 0, None), (4, 5, None), (40, 6, 6)]).committed == 0.0
+
+
+def test_ensemble_size_curve_adds_members_best_first_and_calibration_bins() -> None:
+    import pandas as pd
+
+    probs = pd.DataFrame({"a": [0.95, 0.0, 0.6, 0.4], "b": [0.1, 0.9, 0.8, 0.3]})
+    y = [1, 0, 1, 0]
+    curve = ensemble_curve(probs, y, ["b", "a"])
+    assert curve["added"].tolist() == ["b", "a"]
+    assert curve["accuracy"].tolist() == [0.5, 1.0]  # b alone, then the mean of b and a
+    table = calibration_table([0.05, 0.07, 0.95, 1.0], [0, 1, 1, 1])
+    assert table[["images", "fraction_dogs"]].values.tolist() == [[2, 0.5], [2, 1.0]]
+    assert table["mean_prob"].tolist() == pytest.approx([0.06, 0.975])
+
+
+def test_report_help_is_fast_and_a_folder_that_is_not_a_run_is_one_line_exit_2(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from condorml.cli import app;"
+        "CliRunner().invoke(app, ['report', '--help']);"
+        "print(sorted(m for m in ('matplotlib', 'pandas', 'htcondor2', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    proc = condorml_cli("report", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"condorml: error: {tmp_path}: no members.csv; not a sweep run folder (condorml sweep writes one)"
+    )
+
+
+# --- a real small run ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 4-member demo sweep (2 learning rates x 2 seeds), run on the local backend."""
+    from condorml.demo import run_demo
+
+    result = run_demo(
+        tmp_path_factory.mktemp("demo"), n_train=64, n_test=10, epochs=2, image_size=48
+    )
+    assert result.exit_code == 0
+    return result.run_dir
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path) -> ReportResult:
+    return make_report(run_dir)
+
+
+@pytest.mark.slow
+def test_a_finished_run_gets_every_plot_and_table(run_dir: Path, report: ReportResult) -> None:
+    import pandas as pd
+
+    out = run_dir / "report"
+    assert report.html == out / "report.html"
+    assert report.plots == list(PLOTS)  # every plot, in page order
+    for name in PLOTS:
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # nothing is missing but what the report says (the run has its labels and images)
+    assert report.missing == []
+
+    leaderboard = pd.read_csv(out / "leaderboard.csv", dtype={"member": str})
+    assert sorted(leaderboard["member"]) == MEMBERS
+    members = pd.read_csv(out / "members.csv", dtype={"member": str})
+    assert len(members) == 8 and set(members["epoch"]) == {1, 2}  # 4 members x 2 epochs
+    assert {"lr", "seed", "val_acc", "train_loss", "lr_epoch"} <= set(members.columns)
+
+    # the ensemble's scores are the collect step's (metrics.json), and the curve ends there
+    scores = pd.read_csv(out / "scores.csv").set_index("member")
+    collected = json.loads((run_dir / "metrics.json").read_text())
+    assert scores.at["ensemble", "accuracy"] == pytest.approx(collected["accuracy"])
+    assert scores.at["ensemble", "log_loss"] == pytest.approx(collected["log_loss"])
+    curve = pd.read_csv(out / "ensemble_size.csv", dtype={"added": str})
+    assert curve["k"].tolist() == [1, 2, 3, 4]
+    assert curve["log_loss"].iloc[-1] == pytest.approx(collected["log_loss"])
+    first = leaderboard.sort_values(["val_acc", "val_loss"], ascending=[False, True]).iloc[0]
+    assert curve["added"].iloc[0] == first["member"]  # best validation accuracy first
+
+    condor = pd.read_csv(out / "htcondor.csv", dtype={"member": str})
+    assert condor["member"].tolist() == MEMBERS
+    assert (condor["state"] == "done").all() and (condor["evictions"] == 0).all()
+    assert (condor["committed_seconds"] == condor["execution_seconds"]).all()
+    assert (condor["checkpoints"] == 1).all()  # epoch 1's exit 85; epoch 2 is the final output
+
+    page = report.html.read_text()
+    for member in MEMBERS:
+        assert f"<td>{member}</td>" in page
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+@pytest.mark.slow
+def test_the_command_writes_where_asked_and_says_so(run_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--output", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'r' / 'report.html'} (7 plot(s))" in result.output
+    assert (tmp_path / "r" / "report.html").exists()
+    assert not list((tmp_path / "r").glob(".tmp-*"))  # atomic writes left nothing behind
+    missing = CliRunner().invoke(app, ["report", str(run_dir), "--labels", str(tmp_path / "no.csv")])  # fmt: skip
+    assert missing.exit_code == 2 and "--labels" in missing.output
+
+
+@pytest.mark.slow
+def test_a_partial_run_shows_what_exists_and_says_what_is_missing(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    partial = tmp_path / "run"
+    shutil.copytree(run_dir, partial, ignore=shutil.ignore_patterns(".condorml-local", "report"))
+    shutil.copytree(run_dir.parent / "data", tmp_path / "data")  # where the run's files point
+    (partial / "members" / "m003" / "out" / "dog_probs.csv").unlink()  # inference did not finish
+    (partial / "members" / "m002" / "ckpt" / "metrics.csv").unlink()
+    shutil.rmtree(partial / "members" / "m001")  # nothing came back yet
+    for name in ("leaderboard.csv", "dog_probs.csv", "metrics.json", "sweep.dag.nodes.log"):
+        (partial / name).unlink()  # the collect step has not run; the DAG's log is gone
+
+    report = make_report(partial)
+    missing = "\n".join(report.missing)
+    assert "m003: no predictions (inference did not finish)" in missing
+    assert "m002: no training metrics" in missing
+    assert "m001: no member folder" in missing and missing.count("m001:") == 1  # one note
+    assert "HTCondor accounting read from the members' train.log" in missing
+    assert "no training job of m001 in the event logs" in missing
+
+    out = partial / "report"
+    leaderboard = pd.read_csv(out / "leaderboard.csv", dtype={"member": str}).set_index("member")
+    assert sorted(leaderboard.index) == MEMBERS  # every member, finished or not
+    assert leaderboard.at["m000", "status"] == "ok"
+    assert leaderboard.at["m003", "status"].startswith("missing: no predictions")
+    curve = pd.read_csv(out / "ensemble_size.csv", dtype={"added": str})
+    assert sorted(curve["added"]) == ["m000", "m002"]  # the members with predictions
+    condor = pd.read_csv(out / "htcondor.csv", dtype={"member": str}).set_index("member")
+    assert condor.at["m001", "state"] == "not submitted"
+    assert condor.at["m000", "state"] == "done"
+    page = report.html.read_text()
+    assert "m003: no predictions (inference did not finish)" in page
+    assert 'id="plot-learning_curves"' in page and 'id="plot-ensemble_size"' in page
+
+
+# --- the page in a real browser -----------------------------------------------------------------
+
+_PAGE_FACTS = """(() => ({
+  leaderboard: [...document.querySelectorAll('#leaderboard-table tbody tr')]
+    .map(tr => tr.cells[0].textContent.trim()),
+  images: [...document.images].map(i => ({alt: i.alt, loaded: i.complete && i.naturalWidth > 0})),
+}))()"""
+
+
+def inspect_page(page: Path, timeout: float = 30) -> dict:
+    """Open ``page`` in headless Chromium (DevTools protocol); its errors, leaderboard and images.
+
+    Errors are uncaught exceptions, console errors and browser log errors (a blocked or failed
+    resource), collected from before the navigation until after the load event.
+    """
+    import websocket  # websocket-client, in the test extra
+
+    with tempfile.TemporaryDirectory() as profile:
+        browser = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--remote-debugging-port=0", "--remote-allow-origins=*",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            port_file, deadline = Path(profile) / "DevToolsActivePort", time.monotonic() + timeout
+            while len(lines := _lines(port_file)) < 2:
+                assert browser.poll() is None, f"chromium exited with {browser.returncode}"
+                assert time.monotonic() < deadline, "chromium opened no DevTools port"
+                time.sleep(0.05)
+            with urllib.request.urlopen(f"http://127.0.0.1:{lines[0]}/json/list") as answer:
+                target = next(t for t in json.load(answer) if t["type"] == "page")
+            ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=timeout)
+            try:
+                return _drive(ws, page.resolve().as_uri(), deadline)
+            finally:
+                ws.close()
+        finally:
+            browser.terminate()
+            try:
+                browser.wait(10)
+            except subprocess.TimeoutExpired:
+                browser.kill()
+                browser.wait()
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _drive(ws, url: str, deadline: float) -> dict:
+    errors: list[str] = []
+    calls = iter(range(1, 1000))
+
+    def note(message: dict) -> None:
+        method, params = message.get("method"), message.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            errors.append(params["exceptionDetails"].get("text", "exception"))
+        elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+            errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params["args"]))  # fmt: skip
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            errors.append(params["entry"]["text"])
+
+    def call(method: str, **params) -> dict:
+        ident = next(calls)
+        ws.send(json.dumps({"id": ident, "method": method, "params": params}))
+        while time.monotonic() < deadline:
+            message = json.loads(ws.recv())
+            if message.get("id") == ident:
+                assert "error" not in message, message
+                return message["result"]
+            note(message)
+        raise AssertionError(f"no answer to {method}")
+
+    for domain in ("Runtime", "Log", "Page"):
+        call(f"{domain}.enable")
+    call("Page.navigate", url=url)
+    while time.monotonic() < deadline:  # until the page and its images loaded
+        message = json.loads(ws.recv())
+        note(message)
+        if message.get("method") == "Page.loadEventFired":
+            break
+    facts = call("Runtime.evaluate", expression=_PAGE_FACTS, returnByValue=True)
+    return {**facts["result"]["value"], "errors": errors}
+
+
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (CI installs Debian's chromium package)"
+)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_page_opens_in_a_browser_without_errors_showing_the_leaderboard_and_every_plot(
+    report: ReportResult,
+) -> None:
+    facts = inspect_page(report.html)
+    assert facts["errors"] == []
+    assert sorted(facts["leaderboard"]) == MEMBERS
+    assert [image["alt"] for image in facts["images"]] == list(PLOTS.values())
+    assert all(image["loaded"] for image in facts["images"]), facts["images"]
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_browser_check_catches_a_broken_plot_and_a_resource_from_the_network(
+    report: ReportResult, tmp_path: Path
+) -> None:
+    page = report.html.read_text()
+    broken = tmp_path / "broken.html"
+    payload = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page).group(1)
+    garbage = base64.b64encode(b"not a png").decode()
+    broken.write_text(page.replace(payload, garbage, 1))
+    facts = inspect_page(broken)
+    assert [image["loaded"] for image in facts["images"]].count(False) == 1
+
+    online = tmp_path / "online.html"
+    online.write_text(page.replace("</body>", '<img src="https://example.invalid/x.png"></body>'))
+    facts = inspect_page(online)  # the page's policy refuses it: nothing is fetched, an error shows
+    assert facts["errors"] and "example.invalid" in " ".join(facts["errors"])
