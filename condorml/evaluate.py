@@ -11,10 +11,14 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write_text
 from condorml.predictions import read_predictions
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 THRESHOLD = 0.5
 _EPS = 1e-15  # probabilities are clipped to [eps, 1 - eps] for the log loss, as scikit-learn does
@@ -82,6 +86,30 @@ def score(labels: list[int], probs: list[float], threshold: float = THRESHOLD) -
     )
 
 
+def read_labels(path: Path, what: str = "--labels") -> pd.Series:
+    """A ``fileid,is_dog`` CSV as a Series of 0/1 indexed by file id.
+
+    Raises
+    ------
+    CondormlError
+        For a missing or unreadable file, missing columns, or labels other than 0/1; the message
+        starts with ``what`` (the option or file role) and the path.
+    """
+    import pandas as pd
+
+    try:
+        truth = pd.read_csv(path, dtype={"fileid": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise CondormlError(f"{what} {path}: no such file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise CondormlError(f"{what} {path}: not a CSV file ({err})") from None
+    if not {"fileid", "is_dog"} <= set(truth.columns):
+        raise CondormlError(f"{what} {path}: expected the columns fileid,is_dog")
+    if not truth["is_dog"].isin([0, 1]).all():
+        raise CondormlError(f"{what} {path}: is_dog must be 0 or 1")
+    return truth.set_index("fileid")["is_dog"].astype(int)
+
+
 def evaluate_file(predictions: Path, labels: Path, output: Path | None = None) -> Scores:
     """Score a predictions CSV against a labels CSV, optionally writing ``metrics.json``.
 
@@ -90,18 +118,9 @@ def evaluate_file(predictions: Path, labels: Path, output: Path | None = None) -
     CondormlError
         For unreadable files, labels other than 0/1, or predictions of unlabelled images.
     """
-    import pandas as pd
-
     preds = read_predictions(predictions)
-    try:
-        truth = pd.read_csv(labels, dtype={"fileid": str}, keep_default_na=False)
-    except FileNotFoundError:
-        raise CondormlError(f"--labels {labels}: no such file") from None
-    if not {"fileid", "is_dog"} <= set(truth.columns):
-        raise CondormlError(f"--labels {labels}: expected the columns fileid,is_dog")
-    if not truth["is_dog"].isin([0, 1]).all():
-        raise CondormlError(f"--labels {labels}: is_dog must be 0 or 1")
-    merged = preds.merge(truth[["fileid", "is_dog"]], on="fileid", how="left")
+    truth = read_labels(labels).reset_index()
+    merged = preds.merge(truth, on="fileid", how="left")
     unlabelled = merged[merged["is_dog"].isna()]["fileid"].tolist()
     if unlabelled:
         raise CondormlError(

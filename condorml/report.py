@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 from condorml import __version__
 from condorml.errors import CondormlError
+from condorml.evaluate import THRESHOLD, Scores, read_labels, score
 from condorml.fileio import atomic_write, atomic_write_text
-from condorml.watch import EventFollower, JobView, NodeView
+from condorml.local.eventlog import ABORTED, EVICTED, EXECUTE, FILE_TRANSFER, HELD, TERMINATED
+from condorml.watch import OUT_FINISHED, EventFollower, JobView, NodeView
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,13 +48,8 @@ REPORT_FOLDER = "report"
 HTML_NAME = "report.html"
 SAMPLE_IMAGES = 16
 CALIBRATION_BINS = 10
-THRESHOLD = 0.5  # a probability above it predicts "dog", as condorml evaluate does
-_EPS = 1e-15  # probabilities are clipped for the log loss, as condorml evaluate does
 # The image types `condorml infer` reads (condorml.infer imports torch, so not imported from it)
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-# HTCondor event numbers (htcondor2.JobEventType) and the 040 "finished transferring output" type
-_EXECUTE, _EVICTED, _TERMINATED, _ABORTED, _HELD, _FILE_TRANSFER = 1, 4, 5, 9, 12, 40
-_OUT_FINISHED = 6
 # Every plot the report can draw, in page order: file stem -> title
 PLOTS = {
     "learning_curves": "Learning curves",
@@ -102,17 +99,17 @@ def job_time(events: Iterable[tuple[int, float, Any]], now: float | None = None)
     result = JobTime()
     since: float | None = None  # last commit (or execute start) while running; None when not
     for kind, timestamp, transfer in events:
-        if kind == _EXECUTE:
+        if kind == EXECUTE:
             since = timestamp
         elif since is None:
             continue
-        elif kind == _FILE_TRANSFER and transfer == _OUT_FINISHED:
+        elif kind == FILE_TRANSFER and transfer == OUT_FINISHED:
             result.committed += timestamp - since  # a checkpoint (or the final output) came back
             since = timestamp
-        elif kind == _TERMINATED:
+        elif kind == TERMINATED:
             result.committed += timestamp - since
             since = None
-        elif kind in (_EVICTED, _HELD, _ABORTED):
+        elif kind in (EVICTED, HELD, ABORTED):
             result.lost += timestamp - since
             since = None
     if since is not None:
@@ -129,7 +126,7 @@ class _RecordingFollower(EventFollower):
         self.events: dict[tuple[int, int], list[tuple[int, float, Any]]] = {}
 
     def _apply(self, key: tuple[int, int], event: Any) -> None:
-        transfer = event.get("Type") if int(event.type) == _FILE_TRANSFER else None
+        transfer = event.get("Type") if int(event.type) == FILE_TRANSFER else None
         self.events.setdefault(key, []).append((int(event.type), float(event.timestamp), transfer))
         super()._apply(key, event)
 
@@ -517,29 +514,13 @@ def _leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> tuple[pd.DataFram
     return frame.reset_index(drop=True), "the members' files (the collect step has not run)"
 
 
-def _read_labels(path: Path, what: str = "--labels") -> pd.Series:
-    import pandas as pd
-
-    try:
-        truth = pd.read_csv(path, dtype={"fileid": str}, keep_default_na=False)
-    except FileNotFoundError:
-        raise CondormlError(f"{what} {path}: no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise CondormlError(f"{what} {path}: not a CSV file ({err})") from None
-    if not {"fileid", "is_dog"} <= set(truth.columns):
-        raise CondormlError(f"{what} {path}: expected the columns fileid,is_dog")
-    if not truth["is_dog"].isin([0, 1]).all():
-        raise CondormlError(f"{what} {path}: is_dog must be 0 or 1")
-    return truth.set_index("fileid")["is_dog"].astype(int)
-
-
 def _labels_and_scores(data: ReportData, labels: Path | None, explicit: bool) -> None:
     """Scores of the members and the ensemble, the ensemble-size curve and the calibration."""
     if labels is None:
         data.missing.append("no labels: ensemble scores, ensemble-size curve and calibration skipped (give --labels)")  # fmt: skip
         return
     try:
-        data.labels = _read_labels(Path(labels), "--labels" if explicit else "the run's labels")
+        data.labels = read_labels(Path(labels), "--labels" if explicit else "the run's labels")
     except CondormlError as err:
         if explicit:
             raise
@@ -561,29 +542,21 @@ def _labels_and_scores(data: ReportData, labels: Path | None, explicit: bool) ->
     data.calibration = calibration_table(probs.mean(axis=1).to_numpy(), y)
 
 
-def score_probs(y: Any, p: Any) -> tuple[float, float]:
-    """(accuracy at 0.5, log loss) of probabilities ``p`` of dog for labels ``y``, as evaluate."""
-    import numpy as np
-
-    y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
-    accuracy = float(np.mean((p > THRESHOLD).astype(int) == y))
-    q = np.clip(p, _EPS, 1 - _EPS)
-    return accuracy, float(-np.mean(np.where(y == 1, np.log(q), np.log(1 - q))))
-
-
 def score_table(probs: pd.DataFrame, y: Any) -> pd.DataFrame:
     """Accuracy, log loss and ROC AUC of every member (column of ``probs``) and of their mean."""
     import pandas as pd
 
-    from condorml.evaluate import roc_auc
-
     rows = []
     for name, p in [*probs.items(), ("ensemble", probs.mean(axis=1))]:
-        accuracy, loss = score_probs(y, p)
-        auc = roc_auc([int(v) for v in y], [float(v) for v in p])
-        rows.append({"member": name, "accuracy": accuracy, "log_loss": loss, "roc_auc": auc,
-                     "images": len(p)})  # fmt: skip
+        scores = _score(y, p)
+        rows.append({"member": name, "accuracy": scores.accuracy, "log_loss": scores.log_loss,
+                     "roc_auc": scores.roc_auc, "images": len(p)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _score(y: Any, p: Any) -> Scores:
+    """``condorml evaluate``'s scores of probabilities ``p`` of dog for labels ``y``."""
+    return score([int(v) for v in y], [float(v) for v in p])
 
 
 def ensemble_curve(probs: pd.DataFrame, y: Any, order: list[str]) -> pd.DataFrame:
@@ -592,8 +565,9 @@ def ensemble_curve(probs: pd.DataFrame, y: Any, order: list[str]) -> pd.DataFram
 
     rows = []
     for k in range(1, len(order) + 1):
-        accuracy, loss = score_probs(y, probs[order[:k]].mean(axis=1))
-        rows.append({"k": k, "added": order[k - 1], "accuracy": accuracy, "log_loss": loss})
+        scores = _score(y, probs[order[:k]].mean(axis=1))
+        rows.append({"k": k, "added": order[k - 1], "accuracy": scores.accuracy,
+                     "log_loss": scores.log_loss})  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import time
 from collections.abc import Iterable
@@ -31,8 +32,8 @@ from typing import Any
 
 from condorml.errors import CondormlError
 
-# FileTransferEvent "Type" values (HTCondor's FileTransferEventType)
-_OUT_FINISHED = 6
+# FileTransferEvent "Type" of "finished transferring output files" (FileTransferEventType)
+OUT_FINISHED = 6
 # What a job's state counts as, for --exit conditions
 TERMINAL = frozenset({"done", "failed", "removed"})
 STATES = ("idle", "running", "held", "done", "failed", "removed")
@@ -154,9 +155,9 @@ class EventFollower:
             job.runs += 1
             job.state, job.started = "running", event.timestamp
         elif kind == T.FILE_TRANSFER:
-            if event.get("Type") == _OUT_FINISHED and job.state == "running":
+            if event.get("Type") == OUT_FINISHED and job.state == "running":
                 job.checkpoints += 1  # taken back below if the job terminates next
-                job._last = _OUT_FINISHED
+                job._last = OUT_FINISHED
                 return
         elif kind == T.JOB_EVICTED:
             job.evictions += 1
@@ -164,7 +165,7 @@ class EventFollower:
             job._last = int(T.JOB_EVICTED)
             return
         elif kind == T.JOB_TERMINATED:
-            if job._last == _OUT_FINISHED:
+            if job._last == OUT_FINISHED:
                 job.checkpoints -= 1  # that transfer was the job's final output
             job.ended = event.timestamp
             if event.get("TerminatedNormally", False):
@@ -234,15 +235,17 @@ class Snapshot:
 
     def counts(self) -> dict[str, int]:
         """Nodes (or jobs, for plain logs) per state, ``waiting`` for nodes not yet submitted."""
-        items = (
-            [node.state for node in self.nodes] if self.dag_nodes else [j.state for j in self.jobs]
-        )
+        items = self._states()
         counts = {state: items.count(state) for state in ("waiting", *STATES)}
         if self.dag_nodes:
             counts["waiting"] += max(self.dag_nodes - len(self.nodes), 0)
             if self.finished():  # DAGMan exited: what still waits will not run
                 counts["not run"] = counts.pop("waiting")
         return counts
+
+    def _states(self) -> list[str]:
+        """The state of every node (a DAG) or job (plain logs) seen in the logs."""
+        return [n.state for n in self.nodes] if self.dag_nodes else [j.state for j in self.jobs]
 
     @property
     def total(self) -> int:
@@ -263,7 +266,7 @@ class Snapshot:
         """
         if self.dag_nodes and condition == "done" and grouper == "all":
             return self.finished()
-        states = [n.state for n in self.nodes] if self.dag_nodes else [j.state for j in self.jobs]
+        states = self._states()
         if self.dag_nodes and not self.finished():
             states += ["idle"] * max(self.dag_nodes - len(self.nodes), 0)
         states = ["idle" if s == "waiting" else s for s in states]
@@ -276,8 +279,7 @@ class Snapshot:
         """Whether the DAG failed, or any node/job failed, was held or removed."""
         if self.dag_exit:
             return True
-        states = [n.state for n in self.nodes] if self.dag_nodes else [j.state for j in self.jobs]
-        return any(state in ("failed", "held", "removed") for state in states)
+        return any(state in ("failed", "held", "removed") for state in self._states())
 
 
 def _matches(state: str, condition: str) -> bool:
@@ -341,6 +343,7 @@ class Watch:
                 )
             logs = list(sources)
         self.follower = EventFollower(logs)
+        self._dagman_out: dict[Path, tuple[int, int | None]] = {}  # file -> (offset read, exit)
         self.dag_nodes = self._count_dag_nodes()
         self.members = self._read_members()
 
@@ -358,19 +361,29 @@ class Watch:
             return [row["member"] for row in csv.DictReader(handle)]
 
     def _dag_exit(self) -> int | None:
-        """DAGMan's exit status when its latest start has finished (real or local dagman.out)."""
+        """DAGMan's exit status when its latest start has finished (real or local dagman.out).
+
+        Each poll reads only the complete lines written since the last one.
+        """
         status = None
         for dag in self.dags:
             out = dag.with_name(dag.name + ".dagman.out")
-            if not out.exists():
+            offset, exited = self._dagman_out.get(out, (0, None))
+            try:
+                with open(out, "rb") as handle:
+                    if os.fstat(handle.fileno()).st_size < offset:  # rewritten: start again
+                        offset, exited = 0, None
+                    handle.seek(offset)
+                    chunk = handle.read()
+            except FileNotFoundError:
                 return None
-            exited = None
-            with open(out, errors="replace") as handle:
-                for line in handle:
-                    if "STARTING UP" in line:
-                        exited = None
-                    elif match := _EXITING.search(line):
-                        exited = int(match.group(1))
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            for line in complete.decode(errors="replace").splitlines():
+                if "STARTING UP" in line:
+                    exited = None
+                elif match := _EXITING.search(line):
+                    exited = int(match.group(1))
+            self._dagman_out[out] = (offset + len(complete), exited)
             if exited is None:
                 return None
             status = exited if status is None else max(status, exited)
@@ -389,11 +402,15 @@ class Watch:
 
     def _member(self, member: str, nodes: dict[str, NodeView]) -> MemberView:
         view = MemberView(member, nodes.get(f"train_{member}"), nodes.get(f"infer_{member}"))
-        assert self.run_dir is not None
-        state = self._training_state(member, view.train)
-        if state:
+        folders = self._ckpt_folders(member, view.train)
+        for folder in folders:
+            try:
+                state = json.loads((folder / "state.json").read_text())
+            except (OSError, ValueError):
+                continue  # being replaced right now; the next poll reads it
             view.epoch, view.epochs = state.get("epoch"), state.get("epochs")
-        metrics = self._metrics_file(member, view.train)
+            break
+        metrics = next((f / "metrics.csv" for f in folders if (f / "metrics.csv").exists()), None)
         if metrics is not None:
             view.val_acc = _last_val_acc(metrics)
         return view
@@ -414,20 +431,6 @@ class Watch:
             key=lambda f: (f / "state.json").stat().st_mtime,
             reverse=True,
         )
-
-    def _training_state(self, member: str, train: NodeView | None) -> dict[str, Any] | None:
-        for folder in self._ckpt_folders(member, train):
-            try:
-                return json.loads((folder / "state.json").read_text())
-            except (OSError, ValueError):
-                continue  # being replaced right now; the next poll reads it
-        return None
-
-    def _metrics_file(self, member: str, train: NodeView | None) -> Path | None:
-        for folder in self._ckpt_folders(member, train):
-            if (folder / "metrics.csv").exists():
-                return folder / "metrics.csv"
-        return None
 
 
 def _last_val_acc(path: Path) -> float | None:

@@ -28,28 +28,20 @@ def demo_command(
 
     from rich.console import Console
 
+    from condorml.cli.watch import SummaryLines
     from condorml.demo import RUN_NAME, run_demo
-    from condorml.watch import Watch, render, summary_line
+    from condorml.watch import Watch, render
 
     setup_logging()
     console = Console()
     run_dir = out / RUN_NAME
-    state: dict[str, object] = {"last": ""}
-
-    def show(_runner) -> None:  # one line per change of the DAG's state
-        if "watch" not in state:
-            state["watch"] = Watch([run_dir])
-        line = summary_line(state["watch"].snapshot())  # type: ignore[attr-defined]
-        if line != state["last"]:
-            typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
-            state["last"] = line
-
+    show = SummaryLines(lambda: Watch([run_dir]))  # one line per change of the DAG's state
     console.print(
         f"demo in {out}: follow it from another terminal with  condorml watch {run_dir}",
         highlight=False,
     )
     started = time.monotonic()
-    result = call(run_demo, out, epochs=epochs, evictions=inject_evictions, on_change=show)
+    result = call(run_demo, out, epochs=epochs, evictions=inject_evictions, on_change=show.update)
     console.print(
         render(Watch([run_dir]).snapshot(), f"{run_dir}  ({time.monotonic() - started:.0f} s)")
     )

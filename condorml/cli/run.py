@@ -8,17 +8,21 @@ import typer
 
 from condorml.cli._common import call, setup_logging
 
+# The local backend's options that `condorml sweep --submit --backend local` passes on too
+MAX_JOBS_OPTION = typer.Option(
+    None, "--max-jobs", help="At most N node jobs at once [default: as CPUs and memory allow]."
+)
+INJECT_EVICTIONS_OPTION = typer.Option(
+    0.0,
+    "--inject-evictions",
+    help="Evict each start of a job with this probability, at a random moment (SIGTERM, SIGKILL after a grace period; a fresh sandbox follows).",
+)
+
 
 def run_command(
     dag_file: Path = typer.Argument(..., help="The DAG file (e.g. RUN_DIR/sweep.dag)."),
-    max_jobs: int | None = typer.Option(
-        None, "--max-jobs", help="At most N node jobs at once [default: as CPUs and memory allow]."
-    ),
-    inject_evictions: float = typer.Option(
-        0.0,
-        "--inject-evictions",
-        help="Evict each start of a job with this probability, at a random moment (SIGTERM, SIGKILL after a grace period; a fresh sandbox follows).",
-    ),
+    max_jobs: int | None = MAX_JOBS_OPTION,
+    inject_evictions: float = INJECT_EVICTIONS_OPTION,
     eviction_window: float = typer.Option(
         20.0,
         "--eviction-window",

@@ -8,6 +8,7 @@ from typing import Literal
 import typer
 
 from condorml.cli._common import call, setup_logging
+from condorml.cli.run import INJECT_EVICTIONS_OPTION, MAX_JOBS_OPTION
 
 Backend = Literal["local", "condor"]
 
@@ -38,14 +39,8 @@ def sweep_command(
         "--epoch-minutes",
         help="Minutes per training epoch, to estimate GPU hours in --dry-run.",
     ),
-    max_jobs: int | None = typer.Option(
-        None, "--max-jobs", help="Local backend: at most N jobs at once [default: as CPUs allow]."
-    ),
-    inject_evictions: float = typer.Option(
-        0.0,
-        "--inject-evictions",
-        help="Local backend: evict each job start with this probability (see condorml run).",
-    ),
+    max_jobs: int | None = MAX_JOBS_OPTION,  # the local backend's, as condorml run
+    inject_evictions: float = INJECT_EVICTIONS_OPTION,
 ) -> None:
     """Expand a sweep specification into ensemble members and write a DAGMan workflow: a training
     node per member, an inference node per member, and a FINAL collect node that averages the

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from condorml.cli._common import call
+
+if TYPE_CHECKING:
+    from condorml.watch import Snapshot, Watch
 
 
 def watch_command(
@@ -35,7 +40,7 @@ def watch_command(
     the local backend, with or without a terminal (then it prints one line per change)."""
     from rich.console import Console
 
-    from condorml.watch import Watch, parse_exit, render, summary_line
+    from condorml.watch import Watch, parse_exit, render
 
     rule = call(parse_exit, exit_when)
     watch = call(Watch, list(sources or []))
@@ -54,14 +59,9 @@ def watch_command(
         console.print(render(snapshot, title))
         raise typer.Exit(0)
     if not console.is_terminal:  # no live display: a line whenever something changed
-        last = ""
+        lines = SummaryLines(lambda: watch)
         while True:
-            snapshot = call(watch.snapshot)
-            line = summary_line(snapshot)
-            if line != last:
-                typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
-                sys.stdout.flush()
-                last = line
+            snapshot = call(lines.update)
             status = stop_status(snapshot)
             if status is not None:
                 console.print(render(snapshot, title))
@@ -79,3 +79,31 @@ def watch_command(
         except KeyboardInterrupt:
             status = 0
     raise typer.Exit(status)
+
+
+class SummaryLines:
+    """Print the watch's one-line summary whenever it changed (output without a live display).
+
+    Parameters
+    ----------
+    make_watch : callable
+        Returns the :class:`~condorml.watch.Watch` to read, on first use (a run folder's DAG
+        may not be written yet when this is created).
+    """
+
+    def __init__(self, make_watch: Callable[[], Watch]) -> None:
+        self.make_watch, self.watch, self.last = make_watch, None, ""
+
+    def update(self, *_: object) -> Snapshot:
+        """Read the logs, print the summary if it changed; usable as a DAG runner's on_change."""
+        from condorml.watch import summary_line
+
+        if self.watch is None:
+            self.watch = self.make_watch()
+        snapshot = self.watch.snapshot()
+        line = summary_line(snapshot)
+        if line != self.last:
+            typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
+            sys.stdout.flush()
+            self.last = line
+        return snapshot
