@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from condorml import __version__
+from condorml.accounting import LEADERBOARD_COLUMNS, leaderboard_counts, member_accounting
 from condorml.errors import CondormlError
 from condorml.evaluate import evaluate_file
 from condorml.fileio import atomic_write
+from condorml.layout import member_folder
 from condorml.predictions import (
     prediction_writer,
     read_predictions,
@@ -68,8 +70,13 @@ def _member_predictions(folder: Path) -> tuple[Path | None, str]:
     return csv, ""
 
 
-def _training_state(folder: Path) -> dict[str, Any]:
-    """Counters and final metrics of a member's training, from files readable without torch."""
+def training_state(folder: Path) -> dict[str, Any]:
+    """Progress and final metrics of a member's training, from files readable without torch.
+
+    Runs and checkpoints are not taken from the trainer's own counters (which count process
+    starts and saves) but from HTCondor's event logs (:mod:`condorml.accounting`), as
+    everywhere else.
+    """
     import pandas as pd
 
     row: dict[str, Any] = {}
@@ -77,7 +84,6 @@ def _training_state(folder: Path) -> dict[str, Any]:
     if state.exists():
         summary = json.loads(state.read_text())
         row.update(epochs_done=summary["epoch"], finished=summary["finished"],
-                   checkpoints=summary["checkpoints"], runs=summary["runs"],
                    wall_seconds=round(summary["wall_seconds"], 1))  # fmt: skip
     metrics = folder / "ckpt" / "metrics.csv"
     if metrics.exists():
@@ -119,11 +125,14 @@ def collect(
             f"{run_dir}: no {MEMBERS_CSV}; not a sweep run folder (condorml sweep writes one)"
         )
     members = pd.read_csv(members_csv, dtype={"member": str})
+    counts = leaderboard_counts(member_accounting(run_dir, list(members["member"]))[0])
     rows, frames, result = [], [], CollectResult(None, run_dir / LEADERBOARD)
     for record in members.to_dict("records"):
         member = record["member"]
-        folder = run_dir / "members" / member
-        row = {**record, **_training_state(folder)}
+        folder = member_folder(run_dir, member)
+        # HTCondor's counts: empty, not guessed, for a member whose jobs no event log shows
+        unknown = dict.fromkeys(LEADERBOARD_COLUMNS)
+        row = {**record, **training_state(folder), **unknown, **counts.get(member, {})}
         csv, reason = _member_predictions(folder)
         if csv is not None:
             frame = read_predictions(csv)[["fileid", "prob"]]
@@ -184,5 +193,7 @@ def _write_leaderboard(path: Path, rows: list[dict[str, Any]]) -> None:
         frame = pd.concat([frame[ok].sort_values("val_loss", kind="stable"), frame[~ok]])
     first = ["member", "status"]
     frame = frame[first + [c for c in frame.columns if c not in first]]
+    counts = [c for c in LEADERBOARD_COLUMNS if c in frame]
+    frame[counts] = frame[counts].astype("Int64")  # whole numbers, empty where unknown
     with atomic_write(path, "w") as handle:
         frame.to_csv(handle, index=False)

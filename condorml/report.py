@@ -9,10 +9,8 @@ matplotlib figure from those frames, and :func:`write_report` renders the plots 
 the output folder and ``report.html``, every plot embedded as a base64 PNG, so the page needs
 no network access.
 
-Time accounting (:func:`job_time`) follows the job's events, with HTCondor's meaning of a
-checkpoint (an 040 output transfer while the job runs, see :mod:`condorml.watch`): execution
-time up to a checkpoint or to the job's termination is *committed*; execution time since the
-last commit that ends in an eviction (004), a hold (012) or a removal (009) is *lost*.
+The HTCondor view (runs, checkpoints, evictions, committed and lost time per member) is
+:func:`condorml.accounting.member_accounting`, the same that the collect step's leaderboard uses.
 
 matplotlib, pandas and numpy are imported inside the functions, so that importing this module
 (and ``condorml --help``) stays fast.
@@ -33,11 +31,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from condorml import __version__
+from condorml.accounting import leaderboard_counts, member_accounting
 from condorml.errors import CondormlError
 from condorml.evaluate import THRESHOLD, Scores, read_labels, score
 from condorml.fileio import atomic_write, atomic_write_text
-from condorml.local.eventlog import ABORTED, EVICTED, EXECUTE, FILE_TRANSFER, HELD, TERMINATED
-from condorml.watch import OUT_FINISHED, EventFollower, JobView, NodeView
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,136 +57,6 @@ PLOTS = {
     "sample_images": "Sample test images with the ensemble's probability of dog",
     "goodput": "HTCondor: committed and lost execution time of the training jobs",
 }
-
-
-# --- HTCondor time accounting ------------------------------------------------------------------
-
-
-@dataclass
-class JobTime:
-    """Execution time of one job, in seconds, split by what became of it."""
-
-    committed: float = 0.0  # ended in a checkpoint or in the job's termination
-    lost: float = 0.0  # since the last commit, then evicted, held or removed
-    uncommitted: float = 0.0  # since the last commit of a job still running
-
-    @property
-    def execution(self) -> float:
-        """All the time the job spent executing."""
-        return self.committed + self.lost + self.uncommitted
-
-
-def job_time(events: Iterable[tuple[int, float, Any]], now: float | None = None) -> JobTime:
-    """Split one job's execution time into committed and lost time from its events.
-
-    Parameters
-    ----------
-    events : iterable of (event number, timestamp, transfer type)
-        The job's events in log order; the transfer type is the 040 event's ``Type`` (else None).
-    now : float, optional
-        For a job still running at the end of its log: the time up to which its work since the
-        last commit counts as ``uncommitted`` (default: the current time).
-
-    Example
-    -------
-    >>> t = job_time([(1, 0, None), (40, 60, 6), (4, 90, None), (1, 100, None), (5, 130, None)])
-    >>> (t.committed, t.lost)
-    (90.0, 30.0)
-    """
-    result = JobTime()
-    since: float | None = None  # last commit (or execute start) while running; None when not
-    for kind, timestamp, transfer in events:
-        if kind == EXECUTE:
-            since = timestamp
-        elif since is None:
-            continue
-        elif kind == FILE_TRANSFER and transfer == OUT_FINISHED:
-            result.committed += timestamp - since  # a checkpoint (or the final output) came back
-            since = timestamp
-        elif kind == TERMINATED:
-            result.committed += timestamp - since
-            since = None
-        elif kind in (EVICTED, HELD, ABORTED):
-            result.lost += timestamp - since
-            since = None
-    if since is not None:
-        result.uncommitted = max((time.time() if now is None else now) - since, 0.0)
-    result.committed, result.lost = float(result.committed), float(result.lost)
-    return result
-
-
-class _RecordingFollower(EventFollower):
-    """An :class:`EventFollower` that also keeps each job's (type, timestamp, transfer type)."""
-
-    def __init__(self, paths: Iterable[Path]) -> None:
-        super().__init__(paths)
-        self.events: dict[tuple[int, int], list[tuple[int, float, Any]]] = {}
-
-    def _apply(self, key: tuple[int, int], event: Any) -> None:
-        transfer = event.get("Type") if int(event.type) == FILE_TRANSFER else None
-        self.events.setdefault(key, []).append((int(event.type), float(event.timestamp), transfer))
-        super()._apply(key, event)
-
-
-def read_job_times(
-    logs: list[Path], now: float | None = None
-) -> tuple[list[JobView], dict[str, JobTime]]:
-    """Read job event logs: every job's view (runs, checkpoints, ...) and its time, by job id.
-
-    Raises
-    ------
-    CondormlError
-        If a log is not a readable HTCondor job event log.
-    """
-    follower = _RecordingFollower(logs)
-    follower.poll()
-    jobs = sorted(follower.jobs.values(), key=lambda j: (j.cluster, j.proc))
-    return jobs, {job.id: job_time(follower.events[(job.cluster, job.proc)], now) for job in jobs}
-
-
-def condor_accounting(
-    run_dir: Path, members: list[str], now: float | None = None
-) -> tuple[pd.DataFrame | None, list[str]]:
-    """Per member, its training jobs' runs, checkpoints, evictions and committed/lost time.
-
-    Reads the DAG's ``*.dag.nodes.log`` (every node's jobs) or, when there is none, the members'
-    own ``train.log``. Returns the table (None without any log) and notes on what is missing.
-    """
-    import pandas as pd
-
-    notes: list[str] = []
-    logs = [p for p in sorted(run_dir.glob("*.dag.nodes.log")) if p.is_file()]
-    if not logs:
-        logs = [p for m in members if (p := run_dir / "members" / m / "train.log").is_file()]
-        if not logs:
-            return None, ["no job event logs (no *.dag.nodes.log, no members/<id>/train.log): HTCondor accounting skipped"]  # fmt: skip
-        notes.append("no *.dag.nodes.log: HTCondor accounting read from the members' train.log")
-    try:
-        jobs, times = read_job_times(logs, now)
-    except CondormlError as err:
-        return None, [f"HTCondor accounting skipped: {err}"]
-    rows = []
-    for member in members:
-        node = NodeView(f"train_{member}", [j for j in jobs if j.node == f"train_{member}"])
-        spent = [times[job.id] for job in node.jobs]
-        committed = sum(t.committed for t in spent)
-        lost = sum(t.lost for t in spent)
-        rows.append({
-            "member": member,
-            "state": node.state if node.jobs else "not submitted",
-            "attempts": node.attempts,
-            "runs": node.total("runs"),
-            "checkpoints": node.total("checkpoints"),
-            "evictions": node.total("evictions"),
-            "execution_seconds": sum(t.execution for t in spent),
-            "committed_seconds": committed,
-            "lost_seconds": lost,
-            "uncommitted_seconds": sum(t.uncommitted for t in spent),
-            "goodput": committed / (committed + lost) if committed + lost > 0 else math.nan,
-        })  # fmt: skip
-        if not node.jobs:
-            notes.append(f"no training job of {member} in the event logs (not submitted yet)")
-    return pd.DataFrame(rows), notes
 
 
 # --- gathering ---------------------------------------------------------------------------------
@@ -368,6 +235,8 @@ def gather(
         images = images if images is not None else default_images
         missing += notes
     members = table["member"].tolist()
+    condor, condor_notes = member_accounting(run_dir, members, now)
+    counts = leaderboard_counts(condor)
 
     epochs, leaderboard_rows, predictions = [], [], {}
     for record in table.to_dict("records"):
@@ -386,15 +255,17 @@ def gather(
         if probs is not None:
             predictions[member] = probs
         status = "ok" if probs is not None else f"missing: {reason}"
-        leaderboard_rows.append({"member": member, "status": status, **record, **state})
+        leaderboard_rows.append(
+            {"member": member, "status": status, **record, **state, **counts.get(member, {})}
+        )
 
     leaderboard, source = _leaderboard(run_dir, leaderboard_rows)
     data = ReportData(run_dir, leaderboard, _epoch_table(table, epochs), _swept(run_dir, table),
                       leaderboard_source=source, missing=missing)  # fmt: skip
     if not data.swept:
         missing.append("no swept hyperparameter (the members differ by seed only)")
-    data.condor, notes = condor_accounting(run_dir, members, now)
-    missing += notes
+    data.condor = condor
+    missing += condor_notes
     if predictions:
         data.probs = pd.DataFrame(predictions)
         data.probs = data.probs.loc[_sorted_index(data.probs.index)]
@@ -414,10 +285,10 @@ def gather(
 
 def _state(folder: Path) -> tuple[dict[str, Any], str]:
     """The member's training counters and final metrics (as the collect step reads them)."""
-    from condorml.collect import _training_state
+    from condorml.collect import training_state
 
     try:
-        return _training_state(folder), ""
+        return training_state(folder), ""
     except (OSError, ValueError, KeyError) as err:
         return {}, f"unreadable {folder / 'ckpt'} files ({err})"
 
@@ -968,7 +839,8 @@ def _leaderboard_view(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
     shown = [c for c in first if c in frame] + [c for c in _SHOWN if c in frame]
     view = frame[shown]
     if data.condor is not None:
-        view = view.merge(data.condor[["member", *_CONDOR_SHOWN]], on="member", how="left")
+        extra = [c for c in _CONDOR_SHOWN if c not in view]
+        view = view.merge(data.condor[["member", *extra]], on="member", how="left")
     settings = [c for c in data.epochs.columns if c in frame and c not in first]
     fixed = {c: frame[c].iloc[0] for c in settings if frame[c].nunique(dropna=False) == 1}
     return view, fixed

@@ -24,6 +24,7 @@ import numpy as np
 
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
+from condorml.htcondor.passthrough import extra_commands
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,14 +44,16 @@ FIXED_ONLY = (
     "device",
     "pretrained_weights",
 )
-SECTIONS = ("data", "train", "grid", "random", "ensemble", "resources", "inference", "throttle")
+SECTIONS = ("data", "train", "grid", "random", "ensemble", "resources", "submit", "inference",
+            "throttle")  # fmt: skip
 DATA_KEYS = ("train", "test", "labels")
 ENSEMBLE_KEYS = ("members", "seeds", "min_members")
 RESOURCE_KEYS = (
     "cpus", "memory", "disk", "gpus", "gpu_capability_min", "gpu_capability_max", "gpu_memory_min",
-    "gpu_runtime_min", "require_gpus", "container_image", "docker_image", "profile", "gpu_job_length",
+    "gpu_runtime_min", "require_gpus", "container_image", "docker_image", "python", "profile",
+    "gpu_job_length",
 )  # fmt: skip
-INFERENCE_KEYS = ("shards", "batch_size", "precision", "with_stats", "resources")
+INFERENCE_KEYS = ("shards", "batch_size", "precision", "with_stats", "resources", "submit")
 THROTTLE_KEYS = ("max_train_jobs", "max_infer_jobs", "retries")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform")
 SIGNIFICANT_DIGITS = 4  # random floats are rounded: readable ids, CSVs and command lines
@@ -87,6 +90,7 @@ class SweepSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)
     throttle: dict[str, Any] = field(default_factory=dict)
+    submit: dict[str, str] = field(default_factory=dict)  # extra commands of every job
 
     @property
     def swept(self) -> tuple[str, ...]:
@@ -174,13 +178,18 @@ def load_spec(path: Path) -> SweepSpec:
     inference = dict(_table(doc, "inference", path))
     _check_keys(inference, INFERENCE_KEYS, f"{path}: inference")
     _check_keys(inference.get("resources", {}), RESOURCE_KEYS, f"{path}: inference.resources")
+    submit = extra_commands(_table(doc, "submit", path), f"{path}: [submit]")
+    if "submit" in inference:
+        if not isinstance(inference["submit"], dict):
+            raise _fail(f"{path}: [inference.submit]", "must be a table")
+        inference["submit"] = extra_commands(inference["submit"], f"{path}: [inference.submit]")
     throttle = _table(doc, "throttle", path)
     _check_keys(throttle, THROTTLE_KEYS, f"{path}: throttle")
     for key, value in throttle.items():
         if not isinstance(value, int) or value < 0:
             raise _fail(f"{path}: throttle.{key}", "a non-negative integer")
     return SweepSpec(path, text, data, train, grid, random, samples, random_seed, seeds,
-                     min_members, dict(resources), inference, dict(throttle))  # fmt: skip
+                     min_members, dict(resources), inference, dict(throttle), submit)  # fmt: skip
 
 
 def _resolve(value: str, folder: Path) -> str:

@@ -1,17 +1,9 @@
-"""Follow HTCondor job event logs: per job, node and sweep member, what happened so far.
+"""Follow a sweep, a DAG or job event logs: per member, node and job, what happened so far.
 
-The logs are read with ``htcondor2.JobEventLog``, so a log written by a real pool and one written
-by the local backend read the same. What the events mean (the real logs in
-``tests/fixtures/htcondor/`` are the evidence):
-
-* a *run* is an 001 "executing" event;
-* a *checkpoint* is an 040 "finished transferring output files" event while the job keeps
-  running (HTCondor writes no checkpoint event); the output transfer just before the 005
-  termination is the job's final output, not a checkpoint;
-* an *eviction* is an 004 event that is not the prelude of a hold (a failed output transfer is
-  004 then 012);
-* a DAG node's jobs are those whose submit event carries ``DAG Node: NAME``; a POST script's 016
-  event decides the node's result when there is one.
+The events and what they mean are read by :mod:`condorml.events`. For a run folder, a watch
+follows DAGMan's ``<dag>.nodes.log`` (which jobs belong to the DAG, POST results) and every
+job's own log (``members/<id>/train.log``...), which alone holds the 040 transfers that mark a
+checkpoint on a real pool.
 
 For a sweep run folder, the member table adds the training progress from the member's files:
 ``members/<id>/ckpt/state.json`` and ``metrics.csv`` once the training job's outputs came back,
@@ -25,178 +17,20 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from condorml.errors import CondormlError
+from condorml.events import NODES_LOG_SUFFIX, EventFollower, JobView, NodeView
+from condorml.layout import job_logs, member_folder
 
-# FileTransferEvent "Type" of "finished transferring output files" (FileTransferEventType)
-OUT_FINISHED = 6
 # What a job's state counts as, for --exit conditions
 TERMINAL = frozenset({"done", "failed", "removed"})
 STATES = ("idle", "running", "held", "done", "failed", "removed")
 CONDITIONS = ("done", "idle", "running", "held", "failed", "active")
 GROUPERS = ("all", "any", "none")
 _EXITING = re.compile(r"EXITING WITH STATUS (-?\d+)")
-
-
-@dataclass
-class JobView:
-    """What the event log says about one job (one ``cluster.proc``)."""
-
-    cluster: int
-    proc: int
-    node: str | None = None
-    state: str = "idle"
-    runs: int = 0
-    checkpoints: int = 0
-    evictions: int = 0
-    return_value: int | None = None
-    reason: str = ""
-    submitted: float | None = None
-    started: float | None = None
-    ended: float | None = None
-    post_return: int | None = None
-    _last: int | None = None  # type of the last event that counts for checkpoint/eviction rules
-
-    @property
-    def id(self) -> str:
-        """``cluster.proc``, as HTCondor prints it."""
-        return f"{self.cluster}.{self.proc}"
-
-
-@dataclass
-class NodeView:
-    """A DAG node: its jobs over all attempts (RETRY) and procs (sharded inference)."""
-
-    name: str
-    jobs: list[JobView] = field(default_factory=list)
-
-    @property
-    def attempts(self) -> int:
-        """How many times the node was submitted (1 + retries so far)."""
-        return len({job.cluster for job in self.jobs})
-
-    @property
-    def state(self) -> str:
-        """The state of the node's latest attempt (its worst job)."""
-        if not self.jobs:
-            return "waiting"
-        latest = max(job.cluster for job in self.jobs)
-        jobs = [job for job in self.jobs if job.cluster == latest]
-        post = [job.post_return for job in jobs if job.post_return is not None]
-        if post:  # a POST script decides the node's result
-            return "done" if post[-1] == 0 else "failed"
-        for state in ("held", "running", "idle", "failed", "removed"):
-            if any(job.state == state for job in jobs):
-                return state
-        return "done"
-
-    def total(self, attribute: str) -> int:
-        """Sum of a counter (runs, checkpoints, evictions) over the node's jobs."""
-        return sum(getattr(job, attribute) for job in self.jobs)
-
-    @property
-    def reason(self) -> str:
-        """Why the latest held or failed job is so."""
-        return next((job.reason for job in reversed(self.jobs) if job.reason), "")
-
-
-class EventFollower:
-    """Read job event logs incrementally; a log that does not exist yet is read once it appears.
-
-    The same job can be in several logs (its own ``log`` and the DAG's nodes log): each job is
-    counted from the first log it was seen in.
-    """
-
-    def __init__(self, paths: Iterable[Path]) -> None:
-        self.paths = list(dict.fromkeys(Path(p) for p in paths))
-        self.jobs: dict[tuple[int, int], JobView] = {}
-        self._logs: dict[Path, Any] = {}
-        self._owner: dict[tuple[int, int], Path] = {}
-
-    def poll(self) -> int:
-        """Read the events written since the last call; return how many were read."""
-        import htcondor2
-
-        count = 0
-        for path in self.paths:
-            if path not in self._logs:
-                if not path.exists():
-                    continue
-                self._logs[path] = htcondor2.JobEventLog(str(path))
-            try:
-                events = list(self._logs[path].events(0))
-            except Exception as err:  # htcondor2 raises plain exceptions for corrupt logs
-                raise CondormlError(
-                    f"{path}: not a readable HTCondor job event log ({err})"
-                ) from err
-            for event in events:
-                key = (event.cluster, event.proc)
-                if self._owner.setdefault(key, path) != path:
-                    continue
-                self._apply(key, event)
-                count += 1
-        return count
-
-    def _apply(self, key: tuple[int, int], event: Any) -> None:
-        from htcondor2 import JobEventType as T
-
-        job = self.jobs.get(key)
-        if job is None:
-            job = self.jobs[key] = JobView(*key)
-        kind = event.type
-        if kind == T.SUBMIT:
-            job.submitted = event.timestamp
-            job.node = _node_name(event) or job.node
-        elif kind == T.EXECUTE:
-            job.runs += 1
-            job.state, job.started = "running", event.timestamp
-        elif kind == T.FILE_TRANSFER:
-            if event.get("Type") == OUT_FINISHED and job.state == "running":
-                job.checkpoints += 1  # taken back below if the job terminates next
-                job._last = OUT_FINISHED
-                return
-        elif kind == T.JOB_EVICTED:
-            job.evictions += 1
-            job.state = "idle"
-            job._last = int(T.JOB_EVICTED)
-            return
-        elif kind == T.JOB_TERMINATED:
-            if job._last == OUT_FINISHED:
-                job.checkpoints -= 1  # that transfer was the job's final output
-            job.ended = event.timestamp
-            if event.get("TerminatedNormally", False):
-                job.return_value = int(event.get("ReturnValue", 0))
-                job.state = "done" if job.return_value == 0 else "failed"
-                if job.return_value:
-                    job.reason = f"exited with {job.return_value}"
-            else:
-                job.state = "failed"
-                job.reason = f"killed by signal {event.get('TerminatedBySignal', '?')}"
-        elif kind == T.JOB_HELD:
-            if job._last == int(T.JOB_EVICTED):
-                job.evictions -= 1  # the 004 announced this hold, not an eviction
-            job.state, job.reason = "held", str(event.get("HoldReason", "held"))
-        elif kind == T.JOB_RELEASED:
-            job.state, job.reason = "idle", ""
-        elif kind == T.JOB_ABORTED:
-            job.state, job.ended = "removed", event.timestamp
-            job.reason = str(event.get("Reason", "removed"))
-        elif kind == T.POST_SCRIPT_TERMINATED:
-            job.post_return = int(event.get("ReturnValue", -1))
-        if kind not in (T.IMAGE_SIZE, T.FILE_TRANSFER):
-            job._last = int(kind)
-
-
-def _node_name(event: Any) -> str | None:
-    notes = event.get("StructuredNotes")
-    if notes is not None and "DAGNodeName" in notes:
-        return str(notes["DAGNodeName"])
-    text = str(event.get("LogNotes", ""))
-    return text.split(":", 1)[1].strip() if text.startswith("DAG Node:") else None
 
 
 # --- what a watch shows ---------------------------------------------------------------------------
@@ -334,7 +168,7 @@ class Watch:
                     f"{self.run_dir}: no *.dag file here; give a run folder made by "
                     "`condorml sweep`, or the job event log files to follow"
                 )
-            logs = [dag.with_name(dag.name + ".nodes.log") for dag in self.dags]
+            logs = [dag.with_name(dag.name + NODES_LOG_SUFFIX) for dag in self.dags]
         else:
             missing = [str(s) for s in sources if not s.exists()]
             if missing:
@@ -342,10 +176,12 @@ class Watch:
                     f"{', '.join(missing)}: no such file or folder; give a run folder or job event logs"
                 )
             logs = list(sources)
+        self.members = self._read_members()
+        if self.run_dir is not None:  # the jobs' own logs: the only ones with checkpoints
+            logs += job_logs(self.run_dir, self.members)
         self.follower = EventFollower(logs)
         self._dagman_out: dict[Path, tuple[int, int | None]] = {}  # file -> (offset read, exit)
         self.dag_nodes = self._count_dag_nodes()
-        self.members = self._read_members()
 
     def _count_dag_nodes(self) -> int | None:
         if not self.dags:
@@ -420,7 +256,7 @@ class Watch:
         assert self.run_dir is not None
         from condorml.local.runner import LOCAL_FOLDER
 
-        folders = [self.run_dir / "members" / member / "ckpt"]
+        folders = [member_folder(self.run_dir, member) / "ckpt"]
         if train is not None:  # a local run's spooled checkpoint, newer while the job runs
             for job in reversed(train.jobs):
                 spool = self.run_dir / LOCAL_FOLDER / "spool" / job.id

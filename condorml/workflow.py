@@ -16,9 +16,6 @@ from their checkpoints.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,39 +186,15 @@ def schedd_available() -> bool:
 
 
 def submit_to_condor(plan: SweepPlan, schedd: Any = None) -> Submitted:
-    """Submit the DAG to a schedd: ``Submit.from_dag`` + ``Schedd.submit``, else ``condor_submit_dag``.
+    """Submit the DAG to the schedd (``condor_submit_dag``, else ``Submit.from_dag`` + bindings).
 
     Raises
     ------
     CondormlError
-        If neither way can submit it.
+        If the run folder is one DAGMan refuses (under /tmp), or the DAG cannot be submitted.
     """
-    import htcondor2
+    from condorml.htcondor.schedd import submit_dag
 
-    cwd = Path.cwd()
-    try:
-        os.chdir(plan.run_dir)  # DAGMan's files are relative to the DAG's folder
-        try:
-            description = htcondor2.Submit.from_dag(DAG_FILE, {})
-            schedd = schedd if schedd is not None else htcondor2.Schedd()
-            cluster = int(schedd.submit(description).cluster())
-        except htcondor2.HTCondorException as err:
-            tool = shutil.which("condor_submit_dag")
-            if tool is None:
-                raise CondormlError(
-                    f"cannot submit {plan.dag_file} ({str(err).strip().splitlines()[0] if str(err).strip() else err}); "
-                    f"on an access point run: cd {plan.run_dir} && condor_submit_dag {DAG_FILE}; or run it here: condorml run {plan.dag_file}"
-                ) from None
-            proc = subprocess.run([tool, DAG_FILE], capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise CondormlError(
-                    f"condor_submit_dag failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
-                ) from None
-            words = proc.stdout.split()
-            cluster = (
-                int(words[-1].rstrip(".")) if words and words[-1].rstrip(".").isdigit() else None
-            )
-    finally:
-        os.chdir(cwd)
+    cluster = submit_dag(plan.dag_file, schedd)
     follow = f"condor_watch_q -clusters {cluster}" if cluster is not None else "condor_watch_q"
     return Submitted("condor", cluster, f"DAGMan job {cluster} submitted; follow it with: {follow}")

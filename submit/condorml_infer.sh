@@ -12,6 +12,17 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 # exec: SIGTERM (an eviction) goes to condorml, and its exit code (85 = checkpointed) to HTCondor.
+# With --python PATH (the submit file's arguments) condorml runs with that interpreter, else it
+# is looked for on PATH, which HTCondor leaves unset unless the job asks (getenv).
+if [ "${1:-}" = "--python" ] && [ $# -ge 2 ]; then
+    python=$2
+    shift 2
+    if "$python" -c 'import condorml' 2>/dev/null; then
+        exec "$python" -m condorml "$@"
+    fi
+    echo "condorml wrapper: $python (named by --python in the submit file) cannot run condorml on $(hostname): it moved, or this machine does not have it; regenerate the files with the interpreter that has condorml (condorml sweep / condorml submit --python)" >&2
+    exit 1
+fi
 if command -v condorml >/dev/null 2>&1; then
     exec condorml "$@"
 fi
@@ -20,5 +31,5 @@ for python in python3 python; do
         exec "$python" -m condorml "$@"
     fi
 done
-echo "condorml wrapper: condorml is not installed here; run the job in an image that has it (see docker/README.md)" >&2
+echo "condorml wrapper: condorml is not installed on $(hostname) (not on PATH=${PATH:-}); run the job in an image that has it (see docker/README.md), name an interpreter (--python, [resources] python) or pass the PATH (getenv = PATH)" >&2
 exit 1

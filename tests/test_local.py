@@ -81,6 +81,11 @@ def _shape(events: list, cluster: int | None = None) -> list[str]:
     return shape
 
 
+def _without_transfers(shape: list[str]) -> list[str]:
+    """What DAGMan's nodes log holds of a job's events: all but its 040 file transfers."""
+    return [code for code in shape if not code.startswith("040")]
+
+
 def _headers_match_htcondor(log: Path) -> None:
     """Every line is an event header, a tab-indented body line, or the ``...`` terminator."""
     lines = log.read_text().splitlines()
@@ -188,9 +193,11 @@ def test_exit_85_restarts_in_the_same_sandbox_with_checkpoint_transfer_events(
 
     checkpoint_pair = ["040 out-start", "040 out-done"]
     expected = ["000", "040 in-start", "040 in-done", "001", *checkpoint_pair * 3, "005"]
-    for log in (tmp_path / "ckpt.log", tmp_path / "ckpt.dag.nodes.log"):
+    # the job's own log has every event; DAGMan's nodes log has no 040 transfers (as on a pool)
+    for log, shape in ((tmp_path / "ckpt.log", expected),
+                       (tmp_path / "ckpt.dag.nodes.log", _without_transfers(expected))):  # fmt: skip
         events = _events(log)
-        assert _shape(events) == expected, log
+        assert _shape(events) == shape, log
         (terminated,) = [e for e in events if int(e.type) == TERMINATED]
         assert terminated["TerminatedNormally"] and terminated["ReturnValue"] == 0
         _headers_match_htcondor(log)
@@ -259,8 +266,8 @@ def test_injected_eviction_resumes_in_a_fresh_sandbox_from_the_spooled_checkpoin
     # the same sequence of events as the real pool's evicted checkpointing job
     real = _shape(_events(FIXTURES / "checkpoint" / "ckpt.log"))
     assert "004" in real
-    for log in (tmp_path / "evicted" / "job.log", tmp_path / "evicted" / "job.dag.nodes.log"):
-        assert _shape(_events(log)) == real
+    assert _shape(_events(tmp_path / "evicted" / "job.log")) == real
+    assert _shape(_events(tmp_path / "evicted" / "job.dag.nodes.log")) == _without_transfers(real)
     eviction = next(e for e in _events(evicted.parent / "job.log") if int(e.type) == EVICTED)
     assert "eviction" in eviction["Reason"]
 
@@ -964,7 +971,7 @@ def test_a_member_rerun_from_a_rescue_dag_resumes_from_its_last_checkpoint(
     """Issue 5: a training job killed after its first checkpoint (as an OOM kill would) fails
     its node; ckpt/ comes back with the job, and the re-run from the rescue DAG resumes from it."""
     run_dir = sweep_spec.parent / "killed"
-    nodes_log = run_dir / "sweep.dag.nodes.log"
+    train_log = run_dir / MEMBER / "train.log"  # the job's own log: DAGMan's has no transfers
     process = subprocess.Popen(
         [sys.executable, "-m", "condorml", "sweep", str(sweep_spec), "--out", str(run_dir),
          "--submit", "--backend", "local"],
@@ -974,7 +981,7 @@ def test_a_member_rerun_from_a_rescue_dag_resumes_from_its_last_checkpoint(
     try:  # once the job checkpointed (exit 85) after epoch 1, kill its restarted trainer
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None and not killed:
-            if nodes_log.exists() and "Finished transferring output files" in nodes_log.read_text():
+            if train_log.exists() and "Finished transferring output files" in train_log.read_text():
                 pid = _training_process(run_dir)
                 if pid is not None:
                     os.kill(pid, signal.SIGKILL)
@@ -996,7 +1003,7 @@ def test_a_member_rerun_from_a_rescue_dag_resumes_from_its_last_checkpoint(
 
     # the re-run started from epoch 1: one start that trained epoch 2, no checkpoint exit
     _, rerun = _train_clusters(run_dir)
-    assert _shape(_events(nodes_log), rerun) == [
+    assert _shape(_events(train_log), rerun) == [
         "000", "040 in-start", "040 in-done", "001", "040 out-start", "040 out-done", "005",
     ]  # fmt: skip
     assert "1 of 2 epochs done" in (run_dir / MEMBER / f"train.{rerun}.0.err").read_text()

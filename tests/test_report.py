@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from condorml.accounting import job_time, read_job_times
 from condorml.cli import app
-from condorml.report import (
-    PLOTS,
-    ReportResult,
-    calibration_table,
-    ensemble_curve,
-    job_time,
-    make_report,
-    read_job_times,
-)
+from condorml.events import Event
+from condorml.report import PLOTS, ReportResult, calibration_table, ensemble_curve, make_report
 from tests.helpers import condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
@@ -51,13 +45,15 @@ def test_committed_and_lost_time_of_a_real_checkpointed_and_evicted_job() -> Non
 def test_time_since_the_last_checkpoint_is_lost_on_a_hold_or_removal_and_open_while_running() -> (
     None
 ):
-    held = job_time([(1, 0, None), (40, 10, 6), (40, 12, 5), (12, 15, None), (1, 20, None),
-                     (9, 26, None)])  # fmt: skip
+    def events(*items: tuple) -> list[Event]:  # (event number, time[, 040 transfer type])
+        return [Event(*item) for item in items]
+
+    held = job_time(events((1, 0), (40, 10, 6), (40, 12, 5), (12, 15), (1, 20), (9, 26)))
     assert (held.committed, held.lost) == (10.0, 11.0)
-    running = job_time([(1, 100, None), (40, 130, 6), (6, 140, None)], now=150)
+    running = job_time(events((1, 100), (40, 130, 6), (6, 140)), now=150)
     assert (running.committed, running.lost, running.uncommitted) == (30.0, 0.0, 20.0)
     # an output transfer while the job is not running (after an eviction) commits nothing
-    assert job_time([(1, 0, None), (4, 5, None), (40, 6, 6)]).committed == 0.0
+    assert job_time(events((1, 0), (4, 5), (40, 6, 6))).committed == 0.0
 
 
 def test_ensemble_size_curve_adds_members_best_first_and_calibration_bins() -> None:
@@ -174,7 +170,6 @@ def test_a_partial_run_shows_what_exists_and_says_what_is_missing(
     assert "m003: no predictions (inference did not finish)" in missing
     assert "m002: no training metrics" in missing
     assert "m001: no member folder" in missing and missing.count("m001:") == 1  # one note
-    assert "HTCondor accounting read from the members' train.log" in missing
     assert "no training job of m001 in the event logs" in missing
 
     out = partial / "report"
@@ -186,7 +181,8 @@ def test_a_partial_run_shows_what_exists_and_says_what_is_missing(
     assert sorted(curve["added"]) == ["m000", "m002"]  # the members with predictions
     condor = pd.read_csv(out / "htcondor.csv", dtype={"member": str}).set_index("member")
     assert condor.at["m001", "state"] == "not submitted"
-    assert condor.at["m000", "state"] == "done"
+    assert condor.at["m000", "state"] == "done"  # the jobs' own logs, without DAGMan's
+    assert condor.at["m000", "checkpoints"] == leaderboard.at["m000", "checkpoints"] > 0
     page = report.html.read_text()
     assert "m003: no predictions (inference did not finish)" in page
     assert 'id="plot-learning_curves"' in page and 'id="plot-ensemble_size"' in page

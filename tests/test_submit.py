@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from condorml.cli import app
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
+from condorml.htcondor import schedd as schedd_module
 from condorml.htcondor.quoting import condor_arguments, split_condor_arguments
 from condorml.htcondor.submit import (
     Container,
@@ -388,8 +389,25 @@ def test_wrapper_without_condorml_fails_clearly_but_leaves_the_output(tmp_path: 
     )
     if proc.returncode == 0:
         pytest.skip("a system python here has condorml importable")
-    assert proc.returncode == 1 and "condorml is not installed here" in proc.stderr
+    assert proc.returncode == 1 and "condorml is not installed on" in proc.stderr
+    assert "getenv = PATH" in proc.stderr  # and what to do about it
     assert (tmp_path / "out").is_dir()
+
+
+def test_wrapper_runs_condorml_with_the_interpreter_the_submit_file_names(tmp_path: Path) -> None:
+    """A job's minimal environment has no PATH to condorml; --python names the interpreter."""
+    env = {"HOME": str(tmp_path)}  # what HTCondor gives a job: no PATH, no PYTHONPATH
+    wrapper = str(ROOT / "submit" / "condorml_infer.sh")
+    found = subprocess.run(["/bin/bash", wrapper, "--python", sys.executable, "--version"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert found.returncode == 0 and "condorml" in found.stdout
+    moved = subprocess.run(["/bin/bash", wrapper, "--python", str(tmp_path / "gone" / "python"),
+                            "--version"], cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert moved.returncode == 1
+    assert (
+        f"{tmp_path}/gone/python (named by --python in the submit file) cannot run condorml"
+        in moved.stderr
+    )
 
 
 @pytest.mark.slow
@@ -449,6 +467,7 @@ def test_submit_hands_the_description_to_a_schedd_with_absolute_paths(
 ) -> None:
     fake = _FakeSchedd()
     monkeypatch.setattr(htcondor2, "Schedd", lambda: fake)
+    monkeypatch.setattr(schedd_module, "pool_tool", lambda _name: None)
     result = _submit_infer(tmp_path, "--shards", "3", "--submit")
     assert result.exit_code == 0, result.output
     assert "cluster 42" in result.output and "condor_watch_q" in result.output
@@ -465,11 +484,12 @@ def test_no_schedd_is_one_line_saying_what_to_do(
         raise htcondor2.HTCondorException("Unable to locate local daemon.")
 
     monkeypatch.setattr(htcondor2, "Schedd", unreachable)
+    monkeypatch.setattr(schedd_module, "pool_tool", lambda _name: None)
     result = _submit_infer(tmp_path, "--submit")
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert last.startswith(
-        "condorml: error: no HTCondor schedd accepted the job (Unable to locate local daemon.)"
+        "condorml: error: no HTCondor schedd accepted it (Unable to locate local daemon.)"
     )
     assert "condor_submit i.sub" in last
 
@@ -564,4 +584,51 @@ def test_profile_and_container_validation(tmp_path: Path, monkeypatch: pytest.Mo
     assert (
         replace(IMAGE, image="osdf:///chtc/staging/u/condorml.sif").commands(tmp_path)["universe"]
         == "container"
+    )
+
+
+def test_bindings_newer_than_the_schedd_name_both_versions_and_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the pool showed: a 25.14 wheel cannot authenticate to a 25.0 LTS schedd."""
+
+    class Refusing:
+        def submit(self, description):
+            raise htcondor2.HTCondorException(
+                "Failed to connect to schedd, errmsg=AUTHENTICATE:1003:Failed to authenticate with any method"
+            )
+
+    monkeypatch.setattr(htcondor2, "Schedd", Refusing)
+    monkeypatch.setattr(schedd_module, "pool_tool", lambda _name: None)
+    monkeypatch.setattr(schedd_module, "_schedd_version", lambda: (25, 0, 13))
+    monkeypatch.setattr(htcondor2, "version", lambda: "$CondorVersion: 25.14.1 2026-09-24 $")
+    result = _submit_infer(tmp_path, "--submit")
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert "(HTCondor 25.0.13) refused the htcondor Python bindings 25.14.1" in last
+    assert "pip install 'htcondor==25.0.*'" in last and "condor_submit i.sub" in last
+
+
+def test_submit_uses_condor_submit_when_it_is_on_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The access point's own condor_submit, in the submit file's folder, as a user would."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "condor_submit"
+    tool.write_text(
+        '#!/bin/sh\necho "$PWD $*" > "$(dirname "$0")/called"\n'
+        'echo "Submitting job(s)."\necho "1 job(s) submitted to cluster 314."\n'
+    )
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = _submit_infer(tmp_path, "--submit")
+    assert result.exit_code == 0, result.output
+    assert "cluster 314" in result.output
+    assert (bin_dir / "called").read_text().split() == [str(tmp_path.resolve()), "i.sub"]
+    tool.write_text('#!/bin/sh\necho "ERROR: Failed to parse command file (line 3)." >&2\nexit 1\n')
+    refused = _submit_infer(tmp_path, "--submit")
+    assert refused.exit_code == 2
+    assert (
+        "condor_submit refused it (ERROR: Failed to parse command file (line 3).)" in refused.output
     )

@@ -15,11 +15,14 @@ from typer.testing import CliRunner
 from condorml.cli import app
 from condorml.collect import collect
 from condorml.errors import CondormlError
+from condorml.htcondor import schedd as schedd_module
+from condorml.htcondor.dag import generating_python
 from condorml.htcondor.quoting import split_condor_arguments
 from condorml.sweep import expand, load_spec, member_id
 from condorml.workflow import plan_sweep, submit_to_condor, write_sweep
 
 GOLDEN = Path(__file__).parent / "golden"
+PYTHON_PLACEHOLDER = "/path/to/venv/bin/python"
 BASE = """
 [data]
 train = "train.zip"
@@ -123,8 +126,8 @@ def _golden_outputs(tmp_path: Path) -> dict[str, str]:
         shutil.copy(GOLDEN / name, tmp_path / name)
     plan = plan_sweep(tmp_path / "small.toml", tmp_path / "run")
     write_sweep(plan)
-    return {
-        name: (tmp_path / "run" / name).read_text()
+    return {  # the collect step's interpreter is this machine's: a placeholder in the golden files
+        name: (tmp_path / "run" / name).read_text().replace(generating_python(), PYTHON_PLACEHOLDER)
         for name in ("sweep.dag", "train.sub", "infer.sub", "collect.sub")
     }
 
@@ -255,8 +258,15 @@ def test_members_csv_lists_every_member(tmp_path: Path) -> None:
     assert set(members["epochs"]) == {3}
 
 
+@pytest.fixture
+def bindings_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No condor_submit(_dag) on PATH, and DAGMan's /tmp rule lifted for pytest's tmp_path."""
+    monkeypatch.setattr(schedd_module, "pool_tool", lambda _name: None)
+    monkeypatch.setattr(schedd_module, "DAGMAN_REFUSED_PREFIX", "/no-such-folder")
+
+
 def test_submitting_to_condor_uses_from_dag_and_a_schedd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bindings_only: None
 ) -> None:
     plan = plan_sweep(_spec(tmp_path, ""), tmp_path / "run")
     write_sweep(plan)
@@ -282,16 +292,38 @@ def test_submitting_to_condor_uses_from_dag_and_a_schedd(
     assert seen["dag"] == "sweep.dag" and seen["cwd"] == (tmp_path / "run").resolve()
 
 
-def test_without_dagman_submitting_says_how_to_run_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_without_a_schedd_submitting_says_how_to_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bindings_only: None
 ) -> None:
     plan = plan_sweep(_spec(tmp_path, ""), tmp_path / "run")
     write_sweep(plan)
-    monkeypatch.setattr(shutil, "which", lambda _name: None)
+
+    def unreachable():
+        raise htcondor2.HTCondorException("Unable to locate local daemon.")
+
+    monkeypatch.setattr(htcondor2, "Schedd", unreachable)
     with pytest.raises(
-        CondormlError, match=r"condor_submit_dag sweep\.dag; or run it here: condorml run"
+        CondormlError, match=r"condor_submit_dag sweep\.dag; without a pool, run it here"
     ):
         submit_to_condor(plan)
+    # the description from_dag wrote is removed, or condor_submit_dag by hand would refuse
+    assert not (tmp_path / "run" / "sweep.dag.condor.sub").exists()
+
+
+def test_a_run_folder_under_tmp_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """DAGMan refuses a node log under /tmp (checked on the pool); say so before submitting."""
+    spec = _spec(tmp_path, "")
+    result = CliRunner().invoke(
+        app, ["sweep", str(spec), "--out", str(tmp_path / "run"), "--submit", "--backend", "condor"]
+    )
+    assert (
+        result.exit_code == 2
+        and "DAGMan refuses a DAG whose node log is under /tmp" in result.output
+    )
+    assert not (tmp_path / "run").exists()
+    written = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(tmp_path / "run")])
+    assert written.exit_code == 0 and "note: " in written.output  # a warning, the files are kept
+    assert (tmp_path / "run" / "sweep.dag").exists()
 
 
 # --- collect --------------------------------------------------------------------------------------
@@ -343,6 +375,7 @@ def test_collect_averages_present_members_and_lists_failed_ones(tmp_path: Path) 
     ]  # best validation loss first, failed last
     assert board.loc[2, "status"].startswith("failed: no predictions")
     assert {"checkpoints", "wall_seconds", "test_accuracy", "lr"} <= set(board.columns)
+    assert board["runs"].isna().all()  # no event log: HTCondor's counts are unknown, not guessed
     assert json.loads((run / "metrics.json").read_text())["n"] == 3
     sidecar = json.loads((run / "dog_probs.csv.json").read_text())
     assert sidecar["members"] == ["m000", "m001"] and "m002" in sidecar["failed_members"]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from condorml.errors import CondormlError
-from condorml.watch import EventFollower, Watch, parse_exit
+from condorml.events import EventFollower
+from condorml.watch import Watch, parse_exit
 from tests.helpers import condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"

@@ -185,6 +185,17 @@ def resource_options(
         "--docker-image",
         help="repo:tag for the docker universe (only when the pool needs it).",
     ),
+    python: str | None = typer.Option(
+        None,
+        "--python",
+        help="Run condorml on the execute point with this interpreter (a shared software area, a same-machine pool) [default: condorml on the job's PATH].",
+    ),
+    append: list[str] = typer.Option(
+        [],
+        "--append",
+        "-a",
+        help="Add a submit command, as condor_submit -a: 'accounting_group = group_ml', '+ProjectName = \"P\"', 'getenv = PATH'; repeatable (README: pass-through commands).",
+    ),
     profile: ProfileName = typer.Option(
         "none",
         "--profile",

@@ -46,9 +46,10 @@ def submit_train(
     from condorml.htcondor.submit import train_description
 
     setup_logging()
-    resources, container, profile, submit = _resources(options)
+    resources, container, profile, extra, submit = _resources(options)
     config = TrainConfig(data_dir=Path(data_dir), checkpoint_dir=Path("ckpt"), **options)
-    job = call(train_description, config, data_dir, resources, container, profile, output.parent)
+    job = call(train_description, config, data_dir, resources, container, profile, output.parent,
+               extra=extra)  # fmt: skip
     _write(job, output, submit)
 
 
@@ -82,22 +83,29 @@ def submit_infer(
     from condorml.htcondor.submit import InferJob, infer_description
 
     setup_logging()
-    resources, container, profile, submit = _resources(options)
+    resources, container, profile, extra, submit = _resources(options)
     job = InferJob(output_name=csv, shards=shards, **options)
     description = call(
-        infer_description, model, images, job, resources, container, profile, output.parent
-    )
+        infer_description, model, images, job, resources, container, profile, output.parent,
+        extra=extra,
+    )  # fmt: skip
     _write(description, output, submit)
 
 
 def _resources(options: dict[str, Any]):
+    from condorml.htcondor.passthrough import extra_commands, parse_assignments
     from condorml.htcondor.submit import Container, Profile, Resources
 
     values = split(options, resource_options)
-    container = Container(values.pop("container_image"), values.pop("docker_image"))
+    container = Container(
+        values.pop("container_image"), values.pop("docker_image"), values.pop("python")
+    )
     profile = call(Profile, values.pop("profile"), values.pop("gpu_job_length"))
+    extra = call(
+        extra_commands, call(parse_assignments, values.pop("append"), "--append"), "--append"
+    )
     submit = values.pop("submit")
-    return Resources(**values), container, profile, submit
+    return Resources(**values), container, profile, extra, submit
 
 
 def _write(job: Any, output: Path, submit: bool) -> None:

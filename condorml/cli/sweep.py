@@ -9,6 +9,7 @@ import typer
 
 from condorml.cli._common import call, setup_logging
 from condorml.cli.run import INJECT_EVICTIONS_OPTION, MAX_JOBS_OPTION
+from condorml.errors import CondormlError
 
 Backend = Literal["local", "condor"]
 
@@ -52,9 +53,19 @@ def sweep_command(
     if dry_run:
         _print_plan(plan, epoch_minutes)
         return
+    from condorml.htcondor.schedd import check_dag_folder
+
+    if submit:
+        backend = _choose_backend(backend)
+        if backend == "condor":  # before writing anything: DAGMan would refuse the folder
+            call(check_dag_folder, plan.dag_file)
     call(write_sweep, plan, force)
     typer.echo(f"wrote {plan.dag_file} for {len(plan.members)} member(s) in {out}")
     if not submit:
+        try:
+            check_dag_folder(plan.dag_file)
+        except CondormlError as err:
+            typer.echo(f"note: {err}")
         typer.echo(
             f"run it: cd {out} && condor_submit_dag sweep.dag    or here: condorml run {plan.dag_file}"
         )
@@ -62,14 +73,20 @@ def sweep_command(
     _submit(plan, backend, max_jobs, inject_evictions)
 
 
-def _submit(plan, backend: str | None, max_jobs: int | None, evictions: float) -> None:
-    from condorml.workflow import schedd_available, submit_to_condor
+def _choose_backend(backend: str | None) -> str:
+    from condorml.workflow import schedd_available
 
     if backend is None:
         backend = "condor" if schedd_available() else "local"
         typer.echo(
             f"no --backend: using {backend} ({'a schedd answers' if backend == 'condor' else 'no schedd answers here'})"
         )
+    return backend
+
+
+def _submit(plan, backend: str, max_jobs: int | None, evictions: float) -> None:
+    from condorml.workflow import submit_to_condor
+
     if backend == "condor":
         submitted = call(submit_to_condor, plan)
         typer.echo(submitted.message)

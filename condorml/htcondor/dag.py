@@ -26,6 +26,7 @@ Nodes, VARS (quoted, ``"`` and ``\\`` escaped), RETRY, CATEGORY, edges and FINAL
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,9 @@ from condorml.htcondor.submit import (
     local_path,
     train_description,
 )
+from condorml.layout import MEMBERS_FOLDER
 from condorml.sweep import Member, SweepSpec
 
-MEMBERS_FOLDER = "members"
 DAG_FILE = "sweep.dag"
 DEFAULT_RETRIES = 2
 DEFAULT_GPU_MAXJOBS = 20  # polite on a shared GPU pool (CHTC has ~150); raise in [throttle]
@@ -78,7 +79,9 @@ def _pool(table: dict[str, Any], where: str) -> tuple[Resources, Container, Prof
         resources = Resources(**{k: v for k, v in table.items() if k in _RESOURCE_FIELDS})
     except TypeError as err:
         raise CondormlError(f"{where}: {err}") from None
-    container = Container(table.get("container_image"), table.get("docker_image"))
+    container = Container(
+        table.get("container_image"), table.get("docker_image"), table.get("python")
+    )
     profile = Profile(table.get("profile", "none"), table.get("gpu_job_length"))
     return resources, container, profile
 
@@ -98,8 +101,21 @@ class _MemberNames:
         return layer, self.index[member]
 
 
-def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> SweepWorkflow:
+def generating_python() -> str:
+    """The interpreter running condorml now, as an absolute path (a virtualenv's own, unresolved).
+
+    The collect step runs on the access point with this interpreter: it is where the condorml
+    that writes the files is installed.
+    """
+    return os.path.abspath(sys.executable)
+
+
+def sweep_workflow(
+    spec: SweepSpec, members: list[Member], run_dir: Path, python: str | None = None
+) -> SweepWorkflow:
     """Describe the DAG and submit files of a sweep whose run folder is ``run_dir``.
+
+    ``python`` is the collect step's interpreter (default: :func:`generating_python`).
 
     Raises
     ------
@@ -116,7 +132,7 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
         data_dir=Path(spec.data["train"]), checkpoint_dir=Path(CHECKPOINT_FOLDER), **options
     )
     train = train_description(config, spec.data["train"], train_resources, container, profile, first,
-                              swept=swept, initialdir="$(member_dir)")  # fmt: skip
+                              swept=swept, initialdir="$(member_dir)", extra=spec.submit)  # fmt: skip
 
     inference = dict(spec.inference)
     # Inference is light: a CPU job unless [inference.resources] says otherwise; the container
@@ -127,19 +143,20 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
         infer_table, f"{spec.path}: [inference.resources]"
     )
     with_stats = inference.pop("with_stats", False)  # an ensemble statistic: the collect step's
+    infer_extra = {**spec.submit, **inference.pop("submit", {})}
     job = InferJob(**inference)
     model = os.path.relpath(
         os.path.abspath(first / CHECKPOINT_FOLDER / "model.pth")
     )  # -> ckpt/model.pth
     infer = infer_description([model], spec.data["test"], job, infer_resources, infer_container,
-                              infer_profile, first, initialdir="$(member_dir)")  # fmt: skip
+                              infer_profile, first, initialdir="$(member_dir)", extra=infer_extra)  # fmt: skip
 
     collect_args = [".", "--min-members", str(spec.min_members)]
     if "labels" in spec.data:
         collect_args += ["--labels", local_path(spec.data["labels"], run_dir, "data.labels")]
     if with_stats:
         collect_args.append("--with-stats")
-    collect = collect_description(collect_args)
+    collect = collect_description(collect_args, python or generating_python())
 
     retries = spec.throttle.get("retries", DEFAULT_RETRIES)
     dag = dags.DAG()

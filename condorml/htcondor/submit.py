@@ -33,6 +33,7 @@ from condorml.checkpoint import CHECKPOINT_EXIT_CODE
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
+from condorml.htcondor.passthrough import classad_expression
 from condorml.htcondor.quoting import (
     Macro,
     Token,
@@ -42,7 +43,8 @@ from condorml.htcondor.quoting import (
     safe_value,
     size_value,
 )
-from condorml.htcondor.wrappers import wrapper_script
+from condorml.htcondor.wrappers import PYTHON_OPTION, wrapper_script
+from condorml.layout import job_log_name
 
 log = logging.getLogger(__name__)
 
@@ -151,27 +153,39 @@ class Resources:
                 )
             values["gpu_runtime_min"] = runtime
         if self.require_gpus is not None:
-            values["require_gpus"] = _classad_expression(self.require_gpus, "--require-gpus")
+            values["require_gpus"] = classad_expression(self.require_gpus, "--require-gpus")
         return {RESOURCE_COMMANDS[name]: value for name, value in values.items()}
-
-
-def _classad_expression(text: str, what: str) -> str:
-    import classad2
-
-    safe_value(text, what)
-    try:
-        classad2.ExprTree(text)
-    except Exception as err:  # classad2 raises ClassAdException or ValueError for a bad parse
-        raise CondormlError(f"{what} {text!r}: not a ClassAd expression ({err})") from None
-    return text
 
 
 @dataclass(frozen=True)
 class Container:
-    """The job's software environment: ``container_image`` (any runtime) or ``docker_image``."""
+    """The job's software: ``container_image`` (any runtime) or ``docker_image``, and ``python``.
+
+    ``python`` is the interpreter that runs condorml on the execute point (a shared software
+    area, a same-machine pool, or a Python inside the image); without it the wrapper looks for
+    ``condorml`` on the job's PATH, which HTCondor does not set unless asked (``getenv``).
+    """
 
     image: str | None = None
     docker_image: str | None = None
+    python: str | None = None
+
+    def wrapper_arguments(self) -> list[Token]:
+        """The wrapper's own leading arguments (``--python PATH``), before condorml's.
+
+        Raises
+        ------
+        CondormlError
+            For an interpreter path that cannot be written safely.
+        """
+        if self.python is None:
+            return []
+        python = safe_value(self.python, "--python")
+        if not python or python.startswith("-") or "://" in python:
+            raise CondormlError(
+                f"--python {python!r}: the path of a Python interpreter on the execute point, e.g. /software/condorml/bin/python"
+            )
+        return [PYTHON_OPTION, python]
 
     def commands(self, submit_dir: Path) -> dict[str, str]:
         """``universe`` and the image command; vanilla (nothing) without an image.
@@ -311,7 +325,7 @@ def _common(
     commands.update(
         {
             "executable": wrapper_name,
-            "arguments": condor_arguments(arguments),
+            "arguments": condor_arguments([*container.wrapper_arguments(), *arguments]),
             "should_transfer_files": "YES",
             # Files come back when the job exits, not when it is evicted: with checkpoint_exit_code
             # the checkpoint already reached the access point at every exit 85.
@@ -327,7 +341,7 @@ def _common(
     commands.update(resources.commands())
     stem = "$(ClusterId).$(ProcId)"
     commands.update(
-        {"output": f"{kind}.{stem}.out", "error": f"{kind}.{stem}.err", "log": f"{kind}.log"}
+        {"output": f"{kind}.{stem}.out", "error": f"{kind}.{stem}.err", "log": job_log_name(kind)}
     )
     return commands
 
@@ -351,6 +365,7 @@ def train_description(
     submit_dir: Path,
     swept: tuple[str, ...] = (),
     initialdir: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> JobDescription:
     """Describe a self-checkpointing training job.
 
@@ -373,6 +388,9 @@ def train_description(
         A generated ``initialdir`` (a DAG's ``$(member_dir)``). The job then also receives its
         ``ckpt`` folder from there, so that a re-run (RETRY, rescue DAG) resumes from the last
         checkpoint that came back, instead of starting over.
+    extra : dict, optional
+        Further submit commands, validated by
+        :func:`condorml.htcondor.passthrough.extra_commands` (``[submit]``, ``--append``).
 
     Raises
     ------
@@ -419,9 +437,21 @@ def train_description(
         )
     elif profile.name == "chtc":
         notes.append("--profile chtc adds GPU Lab attributes only to jobs that request GPUs")
+    commands = _with_extra(commands, extra)
     return JobDescription(
         _submit(commands, 1), TRAIN_WRAPPER, wrapper_script("train", CHECKPOINT_FOLDER), notes
     )
+
+
+def _with_extra(commands: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
+    """Add the user's pass-through commands; one that condorml already wrote is refused."""
+    written = {key.lower(): key for key in commands}
+    for key in extra or {}:
+        if key.lower() in written:
+            raise CondormlError(
+                f"submit command {key}: condorml already writes {written[key.lower()]} for this job (from its options or --profile); set it there"
+            )
+    return {**commands, **(extra or {})}
 
 
 # Written every time, so a job never depends on condorml's defaults; then the optional ones.
@@ -492,11 +522,13 @@ def infer_description(
     profile: Profile,
     submit_dir: Path,
     initialdir: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> JobDescription:
     """Describe an inference job, or ``job.shards`` of them (``queue N``, ``--shard $(ProcId)/N``).
 
     The CSV and its sidecar come back as ``out/<output_name>`` (sharded:
-    ``out/<stem>.part<ProcId>.csv``, to be joined with ``condorml merge``).
+    ``out/<stem>.part<ProcId>.csv``, to be joined with ``condorml merge``). ``extra`` as for
+    :func:`train_description`.
 
     Raises
     ------
@@ -565,6 +597,7 @@ def infer_description(
         commands.update(
             {"My.WantGPULab": "true", "My.GPUJobLength": classad_string(length, "--gpu-job-length")}
         )
+    commands = _with_extra(commands, extra)
     notes = []
     if job.shards > 1:
         notes.append(
@@ -580,19 +613,24 @@ INFER_WRAPPER = "condorml_infer.sh"
 COLLECT_WRAPPER = "condorml_collect.sh"
 
 
-def collect_description(arguments: list[str]) -> JobDescription:
+def collect_description(arguments: list[str], python: str) -> JobDescription:
     """The collect step of a sweep: ``condorml collect`` in the run folder, on the access point.
 
     It runs in the local universe (in the run folder, with no file transfer) because it reads
-    every member's results there; condorml must be installed on the access point.
+    every member's results there. HTCondor gives it a minimal environment (no PATH of the
+    submitting shell), so it runs condorml with ``python``: the interpreter that wrote the
+    files (``sys.executable``), which is on the access point by definition; the wrapper says
+    so clearly if it moved.
     """
     commands = {
         "universe": "local",
         "executable": COLLECT_WRAPPER,
-        "arguments": condor_arguments(["collect", *arguments]),
+        "arguments": condor_arguments(
+            [*Container(python=python).wrapper_arguments(), "collect", *arguments]
+        ),
         "output": "collect.out",
         "error": "collect.err",
-        "log": "collect.log",
+        "log": job_log_name("collect"),
     }
     return JobDescription(_submit(commands, 1), COLLECT_WRAPPER, wrapper_script("collect", None))
 

@@ -27,6 +27,17 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 # exec: SIGTERM (an eviction) goes to condorml, and its exit code (85 = checkpointed) to HTCondor.
+# With --python PATH (the submit file's arguments) condorml runs with that interpreter, else it
+# is looked for on PATH, which HTCondor leaves unset unless the job asks (getenv).
+if [ "${{1:-}}" = "{python_option}" ] && [ $# -ge 2 ]; then
+    python=$2
+    shift 2
+    if "$python" -c 'import condorml' 2>/dev/null; then
+        exec "$python" -m condorml "$@"
+    fi
+    echo "condorml wrapper: $python (named by --python in the submit file) cannot run condorml on $(hostname): it moved, or this machine does not have it; regenerate the files with the interpreter that has condorml (condorml sweep / condorml submit --python)" >&2
+    exit 1
+fi
 if command -v condorml >/dev/null 2>&1; then
     exec condorml "$@"
 fi
@@ -35,7 +46,7 @@ for python in python3 python; do
         exec "$python" -m condorml "$@"
     fi
 done
-echo "condorml wrapper: condorml is not installed here; run the job in an image that has it (see docker/README.md)" >&2
+echo "condorml wrapper: condorml is not installed on $(hostname) (not on PATH=${{PATH:-}}); run the job in an image that has it (see docker/README.md), name an interpreter (--python, [resources] python) or pass the PATH (getenv = PATH)" >&2
 exit 1
 """
 
@@ -45,6 +56,9 @@ _MAKE_FOLDER = """\
 mkdir -p {folder} || exit 1
 
 """
+
+
+PYTHON_OPTION = "--python"  # the wrappers' own option, before condorml's arguments
 
 
 def wrapper_script(kind: str, output_folder: str | None) -> str:
@@ -60,4 +74,6 @@ def wrapper_script(kind: str, output_folder: str | None) -> str:
     make_folder = ""
     if output_folder is not None:
         make_folder = _MAKE_FOLDER.format(folder=plain_name(output_folder, "output folder"))
-    return _TEMPLATE.format(kind=kind, version=__version__, make_folder=make_folder)
+    return _TEMPLATE.format(
+        kind=kind, version=__version__, make_folder=make_folder, python_option=PYTHON_OPTION
+    )

@@ -22,6 +22,7 @@ _LOCKS_LOCK = threading.Lock()
 
 SUBMIT, EXECUTE, EVICTED, TERMINATED, ABORTED, HELD = 0, 1, 4, 5, 9, 12
 POST_SCRIPT_TERMINATED, FILE_TRANSFER = 16, 40
+NOT_IN_NODES_LOG = frozenset({FILE_TRANSFER})  # what a real DAGMan's nodes log leaves out
 
 
 def _lock(path: Path) -> threading.Lock:
@@ -41,20 +42,26 @@ class JobId:
 
 
 class EventLog:
-    """Append events of one job to its log files (its own ``log`` and the DAG's nodes log).
+    """Append events of one job to its own log and to the DAG's nodes log, as a pool does.
 
     Parameters
     ----------
     paths : list of Path
-        Files to append each event to (created if missing).
+        The job's own log(s): every event is appended (files created if missing).
     job : JobId
         The job the events are about.
     node : str, optional
         The DAG node, written into submit and POST-script events as DAGMan does.
+    nodes_log : Path, optional
+        DAGMan's ``<dag>.nodes.log``: it gets only the events a real DAGMan's nodes log has,
+        no 040 file transfers (checked on HTCondor 25.0: they are in the job's own log only).
     """
 
-    def __init__(self, paths: list[Path], job: JobId, node: str | None = None) -> None:
+    def __init__(
+        self, paths: list[Path], job: JobId, node: str | None = None, nodes_log: Path | None = None
+    ) -> None:
         self.paths = [Path(p).absolute() for p in dict.fromkeys(paths)]
+        self.nodes_log = Path(nodes_log).absolute() if nodes_log is not None else None
         self.job, self.node = job, node
         self.host = _HOST.format(host=socket.gethostname())
 
@@ -62,7 +69,10 @@ class EventLog:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         header = f"{code:03d} ({self.job.cluster:03d}.{self.job.proc:03d}.000) {stamp} {text}"
         event = "\n".join([header, *body, "..."]) + "\n"
-        for path in self.paths:
+        paths = list(self.paths)
+        if self.nodes_log is not None and code not in NOT_IN_NODES_LOG:
+            paths.append(self.nodes_log)
+        for path in dict.fromkeys(paths):
             path.parent.mkdir(parents=True, exist_ok=True)
             with _lock(path), open(path, "a") as handle:  # one event at a time per file
                 handle.write(event)

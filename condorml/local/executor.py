@@ -3,9 +3,9 @@
 * Each execution gets a fresh scratch folder (the sandbox): the executable and the inputs are
   copied in (``file://`` URLs too; another URL scheme holds the job), plus the spooled
   checkpoint when the job ran before.
-* The executable runs there with its arguments and a job-like environment:
-  ``_CONDOR_SCRATCH_DIR``, ``OMP_NUM_THREADS`` = ``request_cpus``, CPU affinity to that many
-  cores.
+* The executable runs there with its arguments and a job's environment (not the submitting
+  shell's, see :func:`job_environment`): ``_CONDOR_SCRATCH_DIR``, ``OMP_NUM_THREADS`` =
+  ``request_cpus``, ``getenv`` and ``environment``; CPU affinity to that many cores.
 * Exit with ``checkpoint_exit_code``: ``transfer_checkpoint_files`` (and stdout/stderr) go to
   the job's spool folder and the executable starts again in the *same* sandbox, as HTCondor's
   starter does; the event log shows a pair of 040 output-transfer events.
@@ -229,14 +229,7 @@ class JobRunner:
             return self.outcome
 
     def _start(self, argv: list[str], cwd: Path, stdout, stderr) -> subprocess.Popen:
-        job = self.job
-        env = {**os.environ, **job.environment}
-        env.update({
-            "_CONDOR_SCRATCH_DIR": str(cwd), "OMP_NUM_THREADS": str(job.cpus),
-            "_CONDOR_JOB_IWD": str(job.iwd), "BATCH_SYSTEM": "HTCondor",
-            # condorml's wrappers find condorml on the PATH: the one running this backend.
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        })  # fmt: skip
+        env = job_environment(self.job, cwd)
         try:
             process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr,
                                        stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -331,6 +324,37 @@ class JobRunner:
         self.events.aborted("via condorml run (DAG interrupted or aborted)")
         self.outcome.status, self.outcome.reason = "removed", "removed"
         return self.outcome
+
+
+# What an execute point sets to the job's CPU count (seen on a real pool: condor_starter 25.0)
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                     "NUMEXPR_NUM_THREADS", "PYTHON_CPU_COUNT")  # fmt: skip
+# The execute point's own software: this backend's Python first, then the usual system folders
+_SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def job_environment(job: JobSpec, sandbox: Path) -> dict[str, str]:
+    """The job's environment, as HTCondor builds it: not the submitting shell's.
+
+    A real pool gives a job only what HTCondor sets (``_CONDOR_SCRATCH_DIR``, ``HOME``, the
+    thread counts, ...) plus ``getenv`` and ``environment`` (resolved in :mod:`.jobs`); no
+    PATH. Two deliberate additions stand in for the execute point's software: a vanilla or
+    container job finds this backend's own condorml first on its PATH (the local backend runs
+    container jobs without their image, so this machine's install *is* the image), and a
+    local-universe job, which runs on the access point, gets no PATH at all, as on a pool.
+    """
+    env = {"BATCH_SYSTEM": "HTCondor", "_CONDOR_SCRATCH_DIR": str(sandbox)}
+    for name in ("HOME", "LANG", "TZ"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    if job.universe == "local":
+        env["_CONDOR_JOB_IWD"] = str(job.iwd)
+    else:
+        env["_CONDOR_JOB_IWD"] = str(sandbox)
+        env.update(dict.fromkeys(_THREAD_VARIABLES, str(job.cpus)))
+        env["PATH"] = f"{Path(sys.executable).parent}:{_SYSTEM_PATH}"
+    env.update(job.environment)
+    return env
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -8,6 +8,8 @@ to it too, and inputs, outputs, ``output``, ``error`` and ``log`` relative to ``
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ class JobSpec:
     executable: Path
     transfer_executable: bool
     arguments: list[str]
-    environment: dict[str, str]
+    environment: dict[str, str]  # getenv's variables, then ``environment`` (which wins)
     inputs: list[str]
     outputs: list[str] | None  # None: every file the job creates at the top of its sandbox
     output_remaps: dict[str, str]
@@ -83,6 +85,20 @@ def parse_environment(value: str | None) -> dict[str, str]:
             key, _, val = entry.partition("=")
             env[key.strip()] = val
     return env
+
+
+def getenv_variables(value: str | None, environ: dict[str, str]) -> dict[str, str]:
+    """What ``getenv`` copies from the submitting environment, as condor_submit does.
+
+    ``true`` copies everything, ``false`` (the default) nothing, otherwise a comma or space
+    separated list of names, each possibly with ``*`` wildcards (``getenv = PATH, LC_*``).
+    """
+    if value is None or value.strip().lower() in ("", "false", "no", "f", "n", "0"):
+        return {}
+    if value.strip().lower() in ("true", "yes", "t", "y", "1"):
+        return dict(environ)
+    patterns = [p for p in re.split(r"[\s,]+", value.strip()) if p]
+    return {k: v for k, v in environ.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
 
 
 def _expand(description: object, key: str) -> str | None:
@@ -165,7 +181,7 @@ def _job(description: object, path: Path, submit_dir: Path, cluster: int, proc: 
         submit_file=path, cluster=cluster, proc=proc, iwd=iwd, universe=universe,
         executable=(submit_dir / executable) if not Path(executable).is_absolute() else Path(executable),
         transfer_executable=_bool(get("transfer_executable"), True),
-        arguments=parse_arguments(get("arguments")), environment=parse_environment(get("environment")),
+        arguments=parse_arguments(get("arguments")), environment={**getenv_variables(get("getenv"), dict(os.environ)), **parse_environment(get("environment"))},
         inputs=_split_list(get("transfer_input_files")),
         outputs=_split_list(get("transfer_output_files")) if get("transfer_output_files") is not None else None,
         output_remaps=remaps,

@@ -407,7 +407,9 @@ class DagRunner:
                 "$PRE_SCRIPT_RETURN": str(pre_value) if pre_value is not None else "-1",
             }
             value = self._run_script(node, node.post, post_macros)
-            EventLog([self.nodes_log], JobId(cluster or 0), node.name).post_script_terminated(value)
+            EventLog([], JobId(cluster or 0), node.name, self.nodes_log).post_script_terminated(
+                value
+            )
             if value != 0:
                 return _Finished(
                     node.name,
@@ -419,8 +421,9 @@ class DagRunner:
         return _Finished(node.name, not failed, job_value, reason)
 
     def _run_job(self, node: Node, job: JobSpec, cores: list[int]) -> JobOutcome:
-        logs = [self.nodes_log] + ([job.log] if job.log else [])
-        events = EventLog(logs, JobId(job.cluster, job.proc), node.name)
+        events = EventLog(
+            [job.log] if job.log else [], JobId(job.cluster, job.proc), node.name, self.nodes_log
+        )
         for note in job.notes:
             self._out(f"Node {node.name}: {note}")
         spool = self.local / "spool" / f"{job.cluster}.{job.proc}"
