@@ -7,10 +7,11 @@ transfer), an *eviction* an 004 that did not announce a hold.
 
 Time (:func:`job_time`) follows the same events: execution time up to a checkpoint or to the
 job's termination is *committed*; execution time since the last commit that ends in an eviction
-(004), a hold (012) or a removal (009) is *lost*. HTCondor's own ``CommittedTime`` and
-``RemoteWallClockTime`` agree with it within a second or two per run (the pool tests compare
-them). The checkpoints are only in each job's own log, not in DAGMan's nodes log, so both are
-read.
+(004), a hold (012) or a removal (009) is *lost*; the time from the start of a run's input
+transfer to its execution is *set-up*. Together they are HTCondor's ``RemoteWallClockTime``,
+and committed time its ``CommittedTime``, within a second or two per run (the pool tests
+compare them with ``condor_history``). The checkpoints and transfers are only in each job's own
+log, not in DAGMan's nodes log, so both are read.
 """
 
 from __future__ import annotations
@@ -35,25 +36,32 @@ LEADERBOARD_COLUMNS = ("runs", "checkpoints", "evictions")
 
 @dataclass
 class JobTime:
-    """Execution time of one job, in seconds, split by what became of it."""
+    """Time one job spent on execute points, in seconds, split by what became of it.
+
+    ``execution`` is HTCondor's ``RemoteWallClockTime`` (every run, from the start of its input
+    transfer to its end) and ``committed`` its ``CommittedTime`` (from the start of execution
+    to the last checkpoint that came back, or to the job's termination), within a second or
+    two per run (compared on a real pool by the pool tests).
+    """
 
     committed: float = 0.0  # ended in a checkpoint or in the job's termination
     lost: float = 0.0  # since the last commit, then evicted, held or removed
+    setup: float = 0.0  # from the start of a run (input transfer) to the start of execution
     uncommitted: float = 0.0  # since the last commit of a job still running
 
     @property
     def execution(self) -> float:
-        """All the time the job spent executing."""
-        return self.committed + self.lost + self.uncommitted
+        """All the time the job held an execute point (HTCondor's RemoteWallClockTime)."""
+        return self.committed + self.lost + self.setup + self.uncommitted
 
 
 def job_time(events: Iterable[Event], now: float | None = None) -> JobTime:
-    """Split one job's execution time into committed and lost time from its events.
+    """Split one job's time on execute points into committed, lost and set-up time.
 
     Parameters
     ----------
     events : iterable of Event
-        The job's events in log order (its own log: only it has the checkpoints).
+        The job's events in log order (its own log: only it has the checkpoints and transfers).
     now : float, optional
         For a job still running at the end of its log: the time up to which its work since the
         last commit counts as ``uncommitted`` (default: the current time).
@@ -61,35 +69,39 @@ def job_time(events: Iterable[Event], now: float | None = None) -> JobTime:
     Example
     -------
     >>> E = lambda kind, at, transfer=None: Event(kind, at, transfer)
-    >>> t = job_time([E(1, 0), E(40, 60, 6), E(4, 90), E(1, 100), E(5, 130)])
-    >>> (t.committed, t.lost)
-    (90.0, 30.0)
+    >>> t = job_time([E(40, 0, 2), E(1, 2), E(40, 60, 6), E(4, 90), E(1, 100), E(5, 130)])
+    >>> (t.committed, t.lost, t.setup, t.execution)
+    (88.0, 30.0, 2.0, 120.0)
     """
-    from htcondor2 import FileTransferEventType, JobEventType
+    from htcondor2 import FileTransferEventType as F
+    from htcondor2 import JobEventType as T
 
     result = JobTime()
-    since: float | None = None  # last commit (or execute start) while running; None when not
+    start: float | None = None  # start of the current run (its input transfer)
+    since: float | None = None  # last commit (or execution start) while running; None when not
     for event in events:
         kind, timestamp = event.type, event.timestamp
-        if kind == JobEventType.EXECUTE:
-            since = timestamp
+        if kind == T.FILE_TRANSFER and event.transfer == F.IN_STARTED and since is None:
+            start = timestamp
+        elif kind == T.EXECUTE:
+            result.setup += timestamp - (start if start is not None else timestamp)
+            start, since = None, timestamp
         elif since is None:
             continue
-        elif (
-            kind == JobEventType.FILE_TRANSFER
-            and event.transfer == FileTransferEventType.OUT_FINISHED
-        ):
+        elif kind == T.FILE_TRANSFER and event.transfer == F.OUT_FINISHED:
             result.committed += timestamp - since  # a checkpoint (or the final output) came back
             since = timestamp
-        elif kind == JobEventType.JOB_TERMINATED:
+        elif kind == T.JOB_TERMINATED:
             result.committed += timestamp - since
             since = None
-        elif kind in (JobEventType.JOB_EVICTED, JobEventType.JOB_HELD, JobEventType.JOB_ABORTED):
+        elif kind in (T.JOB_EVICTED, T.JOB_HELD, T.JOB_ABORTED):
             result.lost += timestamp - since
             since = None
     if since is not None:
         result.uncommitted = max((time.time() if now is None else now) - since, 0.0)
-    result.committed, result.lost = float(result.committed), float(result.lost)
+    result.committed, result.lost, result.setup = map(
+        float, (result.committed, result.lost, result.setup)
+    )
     return result
 
 
@@ -137,7 +149,7 @@ def member_accounting(
         node = NodeView(f"train_{member}", [j for j in jobs if j.node == f"train_{member}"])
         spent = [times[job.id] for job in node.jobs]
         committed = sum(t.committed for t in spent)
-        lost = sum(t.lost for t in spent)
+        execution = sum(t.execution for t in spent)
         rows.append({
             "member": member,
             "state": node.state if node.jobs else "not submitted",
@@ -145,11 +157,14 @@ def member_accounting(
             "runs": node.total("runs"),
             "checkpoints": node.total("checkpoints"),
             "evictions": node.total("evictions"),
-            "execution_seconds": sum(t.execution for t in spent),
+            "execution_seconds": execution,
             "committed_seconds": committed,
-            "lost_seconds": lost,
+            "lost_seconds": sum(t.lost for t in spent),
+            "setup_seconds": sum(t.setup for t in spent),
             "uncommitted_seconds": sum(t.uncommitted for t in spent),
-            "goodput": committed / (committed + lost) if committed + lost > 0 else math.nan,
+            # HTCondor's CommittedTime / RemoteWallClockTime: the share of the time held that
+            # produced work which was kept
+            "goodput": committed / execution if execution > 0 else math.nan,
         })  # fmt: skip
         if not node.jobs:
             notes.append(f"no training job of {member} in the event logs (not submitted yet)")

@@ -9,8 +9,11 @@ by the local backend read the same. What the events mean (the evidence: the real
 * a *checkpoint* is an 040 "finished transferring output files" event while the job keeps
   running (HTCondor writes no checkpoint event); the output transfer just before the 005
   termination is the job's final output, not a checkpoint;
-* an *eviction* is an 004 event that is not the prelude of a hold (a failed output transfer is
-  004 then 012);
+* an *eviction* is an 004 event that is not the prelude of a hold or a removal (a failed
+  output transfer is 004 then 012; ``condor_rm`` of a running job 004 then 009);
+* a second submit event (000) for a ``cluster.proc`` seen before is a new job: a sweep begun on
+  the local backend and continued on a pool has both in a member's own log, with ids that may
+  repeat;
 * a DAG node's jobs are those whose submit event carries ``DAG Node: NAME``; a POST script's 016
   event decides the node's result when there is one.
 
@@ -158,6 +161,8 @@ class JobView:
         elif kind == T.JOB_RELEASED:
             self.state, self.reason = "idle", ""
         elif kind == T.JOB_ABORTED:
+            if self._last == int(T.JOB_EVICTED):
+                self.evictions -= 1  # a running job's removal is logged as 004, then 009
             self.state, self.ended = "removed", event.timestamp
             self.reason = event.reason
         elif kind == T.POST_SCRIPT_TERMINATED:
@@ -246,6 +251,7 @@ class EventFollower:
             If a log is not a readable HTCondor job event log.
         """
         import htcondor2
+        from htcondor2 import JobEventType as T
 
         count, changed = 0, set()
         for path in self.paths:
@@ -261,14 +267,17 @@ class EventFollower:
                 ) from err
             nodes_log = is_nodes_log(path)
             for raw in events:
-                key = (raw.cluster, raw.proc)
+                key, event = (raw.cluster, raw.proc), read_event(raw)
                 if nodes_log:
-                    self._dag.setdefault(key, []).append(read_event(raw))
+                    history = self._dag.setdefault(key, [])
                 else:
-                    owner, own = self._own.setdefault(key, (path, []))
+                    owner, history = self._own.setdefault(key, (path, []))
                     if owner != path:
                         continue  # the same job in a second own log: counted once
-                    own.append(read_event(raw))
+                if event.type == T.SUBMIT and history:  # a new job that reuses the id
+                    history.clear()
+                    self.events.pop(key, None)  # its view is replayed from the new submit
+                history.append(event)
                 changed.add(key)
                 count += 1
         for key in changed:

@@ -646,18 +646,21 @@ def plot_sample_images(
 
 
 def plot_goodput(condor: pd.DataFrame) -> Figure:
-    """Per member: committed and lost (and still uncommitted) execution time, evictions noted."""
+    """Per member: committed, lost, set-up (and still uncommitted) time, evictions noted."""
     table = condor.iloc[::-1]  # first member on top
     fig = _figure(9, max(2.5, 0.35 * len(table) + 1.5))
     axis = fig.subplots()
     y = range(len(table))
     axis.barh(y, table["committed_seconds"], color="tab:green", label="committed")
-    axis.barh(y, table["lost_seconds"], left=table["committed_seconds"], color="tab:red",
-              label="lost to evictions")  # fmt: skip
-    if table["uncommitted_seconds"].sum() > 0:
-        axis.barh(y, table["uncommitted_seconds"],
-                  left=table["committed_seconds"] + table["lost_seconds"], color="tab:grey",
-                  label="running, not yet checkpointed")  # fmt: skip
+    left = table["committed_seconds"].copy()
+    for column, color, label in (
+        ("lost_seconds", "tab:red", "lost to evictions"),
+        ("setup_seconds", "tab:blue", "input transfer and set-up"),
+        ("uncommitted_seconds", "tab:grey", "running, not yet checkpointed"),
+    ):
+        if column == "lost_seconds" or table[column].sum() > 0:
+            axis.barh(y, table[column], left=left, color=color, label=label)
+            left = left + table[column]
     axis.set_yticks(list(y), [f"{m} ({e} eviction{'' if e == 1 else 's'})" for m, e in zip(table["member"], table["evictions"], strict=True)])  # fmt: skip
     axis.set(xlabel="execution time of the training jobs (s)")
     axis.grid(alpha=0.3, axis="x")
@@ -729,8 +732,9 @@ def make_plots(data: ReportData) -> tuple[list[Plot], list[str]]:
             notes.append(f"no test image with a prediction in {data.images}: sample grid skipped")
     if data.condor is not None and data.condor["execution_seconds"].sum() > 0:
         add("goodput", plot_goodput(data.condor),
-            "From the job event logs: time up to a checkpoint or the job's end is committed; "
-            "time since the last checkpoint before an eviction is lost.")  # fmt: skip
+            "From the jobs' own event logs: time up to a checkpoint or the job's end is committed; "
+            "time since the last checkpoint before an eviction is lost; from a run's input "
+            "transfer to its execution is set-up. In all: HTCondor's RemoteWallClockTime.")  # fmt: skip
     return plots, notes
 
 
@@ -871,8 +875,8 @@ def _summary(data: ReportData) -> list[str]:
         share = f" ({100 * lost / executed:.1f}%)" if executed else ""
         lines.append(
             f"Training jobs: {int(c['runs'].sum())} run(s), {int(c['checkpoints'].sum())} "
-            f"checkpoint(s), {int(c['evictions'].sum())} eviction(s); {executed:.0f} s executed, "
-            f"{lost:.0f} s{share} lost to evictions."
+            f"checkpoint(s), {int(c['evictions'].sum())} eviction(s); {executed:.0f} s on execute "
+            f"points, {lost:.0f} s{share} lost to evictions."
         )
     return lines
 
@@ -921,7 +925,8 @@ def render_html(data: ReportData, plots: list[Plot], missing: list[str], files: 
         parts += [
             '<section id="htcondor"><h2>HTCondor: training jobs</h2>',
             "<p>Runs are executions on an execute point (a restart after exit 85 in the same "
-            "sandbox is not a new run); goodput = committed / (committed + lost).</p>",
+            "sandbox is not a new run); execution is HTCondor's RemoteWallClockTime, committed its "
+            "CommittedTime; goodput = committed / execution.</p>",
             _table_html(data.condor, "htcondor-table"),
             "</section>",
         ]

@@ -1058,3 +1058,51 @@ def test_a_sweep_with_injected_evictions_trains_the_same_model(
     assert shape.count("004") == 1 and shape.count("001") == 2  # evicted once, then resumed
     assert _state(run_dir) == _state(reference_run)
     _assert_same_model(run_dir, reference_run)
+
+
+# --- the job's environment ----------------------------------------------------------------------
+
+ENV_JOB = """\
+    #!/bin/sh
+    env > env.txt
+"""
+
+
+def test_jobs_get_a_jobs_environment_not_the_submitting_shells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a pool: what HTCondor sets, getenv and environment; nothing else of the shell's."""
+    monkeypatch.setenv("CONDORML_SECRET", "shell-only")
+    monkeypatch.setenv("CONDORML_PASSED", "by-getenv")
+    _script(tmp_path / "env.sh", ENV_JOB)
+    _submit(tmp_path / "plain.sub", "env.sh", transfer_output_files="env.txt", request_cpus="1",
+            initialdir="plain")  # fmt: skip
+    _submit(tmp_path / "asked.sub", "env.sh", transfer_output_files="env.txt",
+            initialdir="asked", getenv="CONDORML_PASS*",
+            environment='"CONDORML_PASSED=environment-wins GREETING=\'hello world\'"')  # fmt: skip
+    _submit(tmp_path / "local.sub", "env.sh", universe="local", initialdir="here",
+            should_transfer_files=None, when_to_transfer_output=None)  # fmt: skip
+    for folder in ("plain", "asked", "here"):
+        (tmp_path / folder).mkdir()
+    dag = _dag(
+        tmp_path / "env.dag", "JOB plain plain.sub\nJOB asked asked.sub\nJOB here local.sub\n"
+    )
+    assert _run(dag).exit_code == 0
+
+    def env(folder: str) -> dict[str, str]:
+        lines = (tmp_path / folder / "env.txt").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    plain, asked, here = env("plain"), env("asked"), env("here")
+    assert "CONDORML_SECRET" not in plain and "CONDORML_PASSED" not in plain
+    assert plain["OMP_NUM_THREADS"] == "1" and plain["BATCH_SYSTEM"] == "HTCondor"
+    assert plain["_CONDOR_SCRATCH_DIR"] == plain["_CONDOR_JOB_IWD"] != str(tmp_path / "plain")
+    # this machine's condorml stands in for the job image's
+    assert plain["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert asked["CONDORML_PASSED"] == "environment-wins" and asked["GREETING"] == "hello world"
+    assert "CONDORML_SECRET" not in asked
+    # a local-universe job runs on the access point with no PATH of the submitter's
+    assert "CONDORML_SECRET" not in here and str(Path(sys.executable).parent) not in here.get(
+        "PATH", ""
+    )
+    assert here["_CONDOR_JOB_IWD"] == str(tmp_path / "here")

@@ -50,6 +50,9 @@ def test_time_since_the_last_checkpoint_is_lost_on_a_hold_or_removal_and_open_wh
 
     held = job_time(events((1, 0), (40, 10, 6), (40, 12, 5), (12, 15), (1, 20), (9, 26)))
     assert (held.committed, held.lost) == (10.0, 11.0)
+    # a run starts with its input transfer: until execution it is set-up, not committed
+    moved = job_time(events((40, 0, 2), (40, 1, 3), (1, 5), (5, 15)))  # 040: 2 in started, 3 done
+    assert (moved.committed, moved.setup, moved.execution) == (10.0, 5.0, 15.0)
     running = job_time(events((1, 100), (40, 130, 6), (6, 140)), now=150)
     assert (running.committed, running.lost, running.uncommitted) == (30.0, 0.0, 20.0)
     # an output transfer while the job is not running (after an eviction) commits nothing

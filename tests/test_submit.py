@@ -24,6 +24,7 @@ from condorml.cli import app
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
 from condorml.htcondor import schedd as schedd_module
+from condorml.htcondor.passthrough import extra_commands
 from condorml.htcondor.quoting import condor_arguments, split_condor_arguments
 from condorml.htcondor.submit import (
     Container,
@@ -214,6 +215,7 @@ HOSTILE = [
     'tr"ain.zip',
     "a.zip, /etc/passwd",
     "train zip.zip",
+    "train.zip\\",  # a trailing backslash continues the line: it would swallow the next command
 ]
 
 
@@ -632,3 +634,91 @@ def test_submit_uses_condor_submit_when_it_is_on_the_path(
     assert (
         "condor_submit refused it (ERROR: Failed to parse command file (line 3).)" in refused.output
     )
+
+
+# --- pass-through submit commands (--append, [submit]) ------------------------------------------
+
+
+def test_pass_through_commands_reach_the_file_as_htcondor_reads_them(tmp_path: Path) -> None:
+    extra = extra_commands(
+        {"+ProjectName": "UW_Smith", "My.WantsX": True, "accounting_group": "group_ml.alice",
+         "requirements": '(OpSys == "LINUX") && (Memory > 4096)', "getenv": "PATH, LC_*",
+         "max_retries": 3},
+        "--append",
+    )  # fmt: skip
+    job = train_description(_config(), "train.zip", Resources(), Container(python="/opt/env/bin/python"),
+                            Profile(), tmp_path, extra=extra)  # fmt: skip
+    written = write_job(job, tmp_path / "train.sub")
+    parsed = htcondor2.Submit(written.submit_file.read_text())
+    assert parsed["My.ProjectName"] == '"UW_Smith"' and parsed["My.WantsX"] == "true"
+    assert parsed["accounting_group"] == "group_ml.alice" and parsed["getenv"] == "PATH, LC_*"
+    assert parsed["requirements"] == '(OpSys == "LINUX") && (Memory > 4096)'
+    assert parsed["max_retries"] == "3"
+    assert split_condor_arguments(parsed["arguments"])[:3] == [
+        "--python",
+        "/opt/env/bin/python",
+        "train",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ({"executable": "/bin/sh"}, "condorml writes this command itself"),
+        ({"transfer_input_files": "/etc/passwd"}, "the inputs come from --data-dir"),
+        ({"Request_Cpus": "64"}, "set --cpus"),
+        ({"queue": "100"}, "not a submit command condorml passes through"),
+        (
+            {"lr": "0.5"},
+            "not a submit command condorml passes through",
+        ),  # would shadow a VARS macro
+        ({"include": "/etc/evil"}, "not a submit command condorml passes through"),
+        ({"batch_name": "x\nexecutable = /bin/sh"}, "newline"),
+        ({"batch_name": "$(HOME)"}, "'$'"),
+        ({"environment": "A=$ENV(SECRET)"}, "'$'"),
+        ({"requirements": "(Memory >"}, "not a ClassAd expression"),
+        ({"batch_name": "sweep\\"}, "ends with a backslash"),  # would swallow the next line
+        ({"+Bad": "1 +"}, "not a ClassAd expression"),
+        ({"+Na me": "x"}, "not a submit command"),
+        ({"getenv": ""}, "non-empty"),
+        ({"getenv": "PATH", "GetEnv": "HOME"}, "given twice"),
+    ],
+)
+def test_pass_through_refuses_what_could_break_or_inject(items: dict, message: str) -> None:
+    with pytest.raises(CondormlError, match=re.escape(message)):
+        extra_commands(items, "--append")
+
+
+def test_pass_through_cannot_replace_what_a_profile_writes(tmp_path: Path) -> None:
+    with pytest.raises(CondormlError, match=r"already writes My\.WantGPULab"):
+        train_description(_config(), "train.zip", GPU, IMAGE, Profile("chtc"), tmp_path,
+                          extra=extra_commands({"+WantGPULab": False}, "--append"))  # fmt: skip
+
+
+def test_append_on_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "t.sub"
+    result = CliRunner().invoke(app, ["submit", "train", "-d", "x.zip", "-o", str(out),
+                                      "-a", "+ProjectName = P1", "--append", "batch_name=sweep 1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    parsed = htcondor2.Submit(out.read_text())
+    assert parsed["My.ProjectName"] == '"P1"' and parsed["batch_name"] == "sweep 1"
+    for bad, message in (("nothing", "expected COMMAND = VALUE"), ("log = x", "condorml writes")):
+        refused = CliRunner().invoke(app, ["submit", "train", "-d", "x.zip", "-o", str(tmp_path / "r.sub"), "-a", bad])  # fmt: skip
+        assert refused.exit_code == 2 and message in refused.output
+        assert refused.output.strip().count("\n") == 0 and not (tmp_path / "r.sub").exists()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=30))
+def test_any_pass_through_value_is_refused_or_read_back_unchanged(value: str) -> None:
+    """No value, however hostile, adds a command or changes another one."""
+    for command in ("batch_name", "requirements", "+Attr"):
+        try:
+            extra = extra_commands({command: value}, "--append")
+        except CondormlError:
+            continue
+        ((name, written),) = extra.items()
+        text = f'executable = a.sh\narguments = "x"\n{name} = {written}\nqueue\n'
+        parsed = htcondor2.Submit(text)
+        assert set(parsed) == {"executable", "arguments", name}
+        assert parsed[name] == written and parsed["executable"] == "a.sh"

@@ -67,6 +67,13 @@ def _spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
         ("[random]\nsamples = 5\noptimizer = ['adam', 'sgd']\n", "would be identical"),
         ("[resources]\ngpu = 1\n", "resources.gpu: unknown key; valid keys: cpus"),
         ("[train]\ndata_dir = 'x'\n", "train.data_dir: unknown key"),
+        ("[submit]\nexecutable = '/bin/sh'\n", "[submit] executable: condorml writes this command"),
+        ("[submit]\nlr = 0.5\n", "[submit] lr: not a submit command condorml passes through"),
+        ("[submit]\nbatch_name = '$(HOME)'\n", "[submit] batch_name '$(HOME)': contains '$'"),
+        (
+            "[inference.submit]\nrequirements = '(x'\n",
+            "[inference.submit] requirements '(x': not a ClassAd",
+        ),
     ],
 )
 def test_bad_specs_are_clear_errors_naming_the_key(tmp_path: Path, body: str, message: str) -> None:
@@ -397,3 +404,33 @@ if __name__ == "__main__":  # regenerate the golden files: python -m tests.test_
         for name, text in _golden_outputs(Path(tmp)).items():
             (GOLDEN / name).write_text(text)
             print(f"wrote tests/golden/{name}")
+
+
+def test_submit_section_and_python_reach_the_training_and_inference_jobs(tmp_path: Path) -> None:
+    body = """
+[resources]
+python = "/software/condorml/bin/python"
+[submit]
+"+ProjectName" = "UW_Smith"
+getenv = "PATH"
+[inference.submit]
+requirements = '(OpSys == "LINUX")'
+"""
+    plan = plan_sweep(_spec(tmp_path, body), tmp_path / "run")
+    train, infer = (plan.workflow.jobs[k].submit for k in ("train", "infer"))
+    for job in (train, infer):
+        assert job["My.ProjectName"] == '"UW_Smith"' and job["getenv"] == "PATH"
+        assert split_condor_arguments(job["arguments"])[:2] == [
+            "--python",
+            "/software/condorml/bin/python",
+        ]
+    assert infer["requirements"] == '(OpSys == "LINUX")' and "requirements" not in train
+    with pytest.raises(CondormlError, match="--python '-c': the path of a Python interpreter"):
+        plan_sweep(_spec(tmp_path, "[resources]\npython = '-c'\n", "bad.toml"), tmp_path / "bad")
+    # the collect step runs on the access point with the interpreter that wrote the files
+    collect = plan.workflow.jobs["collect"].submit
+    assert split_condor_arguments(collect["arguments"])[:3] == [
+        "--python",
+        generating_python(),
+        "collect",
+    ]

@@ -9,6 +9,7 @@ import pytest
 
 from condorml.errors import CondormlError
 from condorml.events import EventFollower
+from condorml.local.eventlog import EventLog, JobId
 from condorml.watch import Watch, parse_exit
 from tests.helpers import condorml_cli
 
@@ -97,3 +98,65 @@ def test_watch_cli_without_a_terminal(tmp_path: Path) -> None:
         bad = condorml_cli("watch", "--once", *args)
         assert bad.returncode == 2 and message in bad.stderr
         assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# --- a job's own log and DAGMan's nodes log ---------------------------------------------------
+
+
+def _job(own: Path, cluster: int = 7, nodes: Path | None = None) -> EventLog:
+    """Events of one job, written as a pool writes them (the local backend's writer)."""
+    return EventLog([own], JobId(cluster), "train_m000", nodes)
+
+
+def _checkpoint(events: EventLog) -> None:
+    events.transfer("output", finished=False)
+    events.transfer("output", finished=True)
+
+
+def test_checkpoints_come_from_the_jobs_own_log_and_post_results_from_the_nodes_log(
+    tmp_path: Path,
+) -> None:
+    """A real DAGMan's nodes log has no 040 transfers (seen on the pool): the own log has them."""
+    nodes, own = tmp_path / "x.dag.nodes.log", tmp_path / "train.log"
+    events = _job(own, nodes=nodes)
+    events.submitted()
+    events.executing(tmp_path, 1, 128)
+    _checkpoint(events)  # exit 85: a checkpoint came back
+    _checkpoint(events)  # the final output
+    events.terminated(0)
+    events.post_script_terminated(3)
+    alone = EventFollower([nodes])
+    alone.poll()
+    assert alone.jobs[(7, 0)].checkpoints == 0  # what a monitor reading only the nodes log sees
+    both = EventFollower([nodes, own])
+    both.poll()
+    job = both.jobs[(7, 0)]
+    assert (job.checkpoints, job.runs, job.post_return, job.node) == (1, 1, 3, "train_m000")
+    # a job only in an own log is not part of the DAG followed
+    other = _job(tmp_path / "other.log", cluster=99)
+    other.submitted()
+    follower = EventFollower([nodes, own, tmp_path / "other.log"])
+    follower.poll()
+    assert list(follower.jobs) == [(7, 0)]
+
+
+def test_a_removal_is_not_an_eviction_and_a_reused_id_is_a_new_job(tmp_path: Path) -> None:
+    # condor_rm of a running job: 004 then 009 (seen on the pool)
+    log = tmp_path / "train.log"
+    events = _job(log)
+    events.submitted()
+    events.executing(tmp_path, 1, 128)
+    _checkpoint(events)
+    events.evicted("Claim deactivated")
+    events.aborted("DAG Removed")
+    follower = EventFollower([log])
+    follower.poll()
+    job = follower.jobs[(7, 0)]
+    assert (job.state, job.evictions, job.checkpoints) == ("removed", 0, 1)
+    # a sweep begun locally and continued on a pool: the same member log, the same id again
+    events.submitted()
+    events.executing(tmp_path, 1, 128)
+    events.terminated(0)
+    follower.poll()
+    assert follower.jobs[(7, 0)] is job  # the same view object, replayed from the new submit
+    assert (job.state, job.runs, job.evictions, job.checkpoints) == ("done", 1, 0, 0)

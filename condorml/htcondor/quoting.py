@@ -53,8 +53,9 @@ def safe_value(value: str, what: str) -> str:
     Raises
     ------
     CondormlError
-        For a newline or other control character (it would start a new command) or a ``$``
-        (HTCondor would expand it as a macro).
+        For a newline or other control character (it would start a new command), a ``$``
+        (HTCondor would expand it as a macro) or a trailing backslash (it would continue the
+        line, swallowing the next command: found by a property test).
 
     Example
     -------
@@ -64,6 +65,10 @@ def safe_value(value: str, what: str) -> str:
     _refuse_breakouts(value, what)
     if value != value.strip():
         raise CondormlError(f"{what} {value!r}: leading or trailing white space")
+    if value.endswith("\\"):  # a line ending in a backslash continues on the next one
+        raise CondormlError(
+            f"{what} {value!r}: ends with a backslash, which would join the next line of the submit file"
+        )
     return value
 
 

@@ -215,6 +215,8 @@ class JobRunner:
                 code = self._wait(process, deadline)
             if code is None:
                 if self.cancel.is_set():
+                    # a pool logs a running job's removal as 004 (its claim ends), then 009
+                    self.events.evicted("Claim deactivated (the job was removed)")
                     return self._removed()
                 self.outcome.evictions += 1
                 self.events.evicted(
