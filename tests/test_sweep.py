@@ -317,16 +317,22 @@ def test_without_a_schedd_submitting_says_how_to_run_it(
     assert not (tmp_path / "run" / "sweep.dag.condor.sub").exists()
 
 
-def test_a_run_folder_under_tmp_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+def test_a_run_folder_under_tmp_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """DAGMan refuses a node log under /tmp (checked on the pool); say so before submitting."""
+    with pytest.raises(CondormlError, match="under /tmp"):
+        schedd_module.check_dag_folder(Path("/tmp/runs/x/sweep.dag"))
+    with pytest.raises(CondormlError, match="under /tmp"):
+        schedd_module.check_dag_folder(Path("/tmpfs/x/sweep.dag"))  # DAGMan compares strings
+    schedd_module.check_dag_folder(Path("/var/tmp/x/sweep.dag"))  # accepted there (seen too)
+    # pytest's folders are under /tmp, unless TMPDIR says otherwise: treat them as such
+    monkeypatch.setattr(schedd_module, "DAGMAN_REFUSED_PREFIX", str(tmp_path.resolve()))
     spec = _spec(tmp_path, "")
     result = CliRunner().invoke(
         app, ["sweep", str(spec), "--out", str(tmp_path / "run"), "--submit", "--backend", "condor"]
     )
-    assert (
-        result.exit_code == 2
-        and "DAGMan refuses a DAG whose node log is under /tmp" in result.output
-    )
+    assert result.exit_code == 2 and "DAGMan refuses a DAG whose node log is under" in result.output
     assert not (tmp_path / "run").exists()
     written = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(tmp_path / "run")])
     assert written.exit_code == 0 and "note: " in written.output  # a warning, the files are kept

@@ -78,7 +78,7 @@ def demo_command(
     typer.echo(f"predictions: {result.predictions}")
     typer.echo(f"leaderboard: {result.leaderboard}")
     typer.echo(
-        f"logs:        {run_dir / 'sweep.dag.nodes.log'} (HTCondor job event log), "
-        f"{run_dir / 'sweep.dag.dagman.out'}"
+        f"logs:        {run_dir / 'sweep.dag.nodes.log'} (DAGMan's), {run_dir / 'members'}/<id>/train.log "
+        f"(each job's own, with its checkpoints), {run_dir / 'sweep.dag.dagman.out'}"
     )
     typer.echo(f"look again:  condorml watch --once {run_dir}")
