@@ -666,7 +666,9 @@ def test_pass_through_commands_reach_the_file_as_htcondor_reads_them(tmp_path: P
     [
         ({"executable": "/bin/sh"}, "condorml writes this command itself"),
         ({"transfer_input_files": "/etc/passwd"}, "the inputs come from --data-dir"),
-        ({"Request_Cpus": "64"}, "set --cpus"),
+        ({"Request_Cpus": "64"}, "set it with condorml's resource options"),
+        ({"request_gpus": "1"}, "--gpus"),  # GPU checks cannot be bypassed
+        ({"gpus_minimum_memory": "1"}, "--gpu-memory-min"),
         ({"queue": "100"}, "not a submit command condorml passes through"),
         (
             {"lr": "0.5"},

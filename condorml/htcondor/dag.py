@@ -110,12 +110,8 @@ def generating_python() -> str:
     return os.path.abspath(sys.executable)
 
 
-def sweep_workflow(
-    spec: SweepSpec, members: list[Member], run_dir: Path, python: str | None = None
-) -> SweepWorkflow:
+def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> SweepWorkflow:
     """Describe the DAG and submit files of a sweep whose run folder is ``run_dir``.
-
-    ``python`` is the collect step's interpreter (default: :func:`generating_python`).
 
     Raises
     ------
@@ -156,7 +152,7 @@ def sweep_workflow(
         collect_args += ["--labels", local_path(spec.data["labels"], run_dir, "data.labels")]
     if with_stats:
         collect_args.append("--with-stats")
-    collect = collect_description(collect_args, python or generating_python())
+    collect = collect_description(collect_args, generating_python())
 
     retries = spec.throttle.get("retries", DEFAULT_RETRIES)
     dag = dags.DAG()

@@ -81,16 +81,14 @@ OWNED_COMMANDS: dict[str, str] = {
     "output": _LAYOUT,
     "error": _LAYOUT,
     "log": _LAYOUT,
-    "request_cpus": "set --cpus ([resources] cpus) instead",
-    "request_memory": "set --memory ([resources] memory) instead",
-    "request_disk": "set --disk ([resources] disk) instead",
-    "request_gpus": "set --gpus ([resources] gpus) instead",
-    "require_gpus": "set --require-gpus ([resources] require_gpus) instead",
-    "gpus_minimum_capability": "set --gpu-capability-min ([resources] gpu_capability_min) instead",
-    "gpus_maximum_capability": "set --gpu-capability-max ([resources] gpu_capability_max) instead",
-    "gpus_minimum_memory": "set --gpu-memory-min ([resources] gpu_memory_min) instead",
-    "gpus_minimum_runtime": "set --gpu-runtime-min ([resources] gpu_runtime_min) instead",
 }
+# What the resource options write (request_cpus, gpus_minimum_capability, require_gpus, ...):
+# refused by prefix, so that no request or GPU constraint bypasses their checks
+_RESOURCE_PREFIXES = ("request_", "gpus_", "require_gpus")
+_RESOURCES = (
+    "set it with condorml's resource options instead (--cpus, --memory, --disk, --gpus, "
+    "--gpu-capability-min/max, --gpu-memory-min, --gpu-runtime-min, --require-gpus; [resources])"
+)
 _CUSTOM = re.compile(r"^(?:\+|my\.)([A-Za-z_][A-Za-z0-9_]*)$", re.IGNORECASE)
 
 
@@ -139,10 +137,9 @@ def _command_name(key: str, where: str) -> str:
     if custom:
         return f"My.{custom.group(1)}"
     name = key.strip().lower()
-    if name in OWNED_COMMANDS:
-        raise CondormlError(
-            f"{where} {key}: condorml writes this command itself ({OWNED_COMMANDS[name]})"
-        )
+    if name in OWNED_COMMANDS or name.startswith(_RESOURCE_PREFIXES):
+        reason = OWNED_COMMANDS.get(name, _RESOURCES)
+        raise CondormlError(f"{where} {key}: condorml writes this command itself ({reason})")
     if name not in PASSTHROUGH_COMMANDS:
         raise CondormlError(
             f"{where} {key}: not a submit command condorml passes through; use one of "
