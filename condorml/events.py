@@ -43,12 +43,6 @@ NODES_LOG_SUFFIX = ".nodes.log"  # DAGMan's default node log: <dag>.nodes.log
 DAGMAN_LOG_SUFFIX = ".dagman.log"  # the log of the DAGMan job itself, not of its nodes
 
 
-def _event_numbers() -> tuple[int, ...]:
-    from htcondor2 import FileTransferEventType, JobEventType
-
-    return (int(JobEventType.FILE_TRANSFER), int(FileTransferEventType.OUT_FINISHED))
-
-
 @dataclass(frozen=True)
 class Event:
     """The part of one job event that condorml reads (``htcondor2.JobEvent`` is tied to its log)."""
@@ -122,9 +116,9 @@ class JobView:
 
     def apply(self, event: Event) -> None:
         """Update the view with the job's next event."""
+        from htcondor2 import FileTransferEventType as F
         from htcondor2 import JobEventType as T
 
-        file_transfer, out_finished = _event_numbers()
         kind = event.type
         if kind == T.SUBMIT:
             self.submitted = event.timestamp
@@ -132,8 +126,8 @@ class JobView:
         elif kind == T.EXECUTE:
             self.runs += 1
             self.state, self.started = "running", event.timestamp
-        elif kind == file_transfer:
-            if event.transfer == out_finished and self.state == "running":
+        elif kind == T.FILE_TRANSFER:
+            if event.transfer == F.OUT_FINISHED and self.state == "running":
                 self.checkpoints += 1  # taken back below if the job terminates next
                 self._last = _OUTPUT_BACK
             return
