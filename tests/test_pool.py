@@ -21,7 +21,7 @@ import pytest
 from condorml.events import EventFollower
 from condorml.watch import Watch
 from tests.helpers import condorml_cli
-from tests.pool import CONDORML, Pool, copy_tree, python_install_paths, wait_for
+from tests.pool import CONDORML, REQUIRED, Pool, copy_tree, python_install_paths, wait_for
 
 pytestmark = [pytest.mark.pool, pytest.mark.slow]
 
@@ -73,7 +73,7 @@ disk = "1GB"
 def pool() -> Pool:
     found, reason = Pool.find()
     if found is None:
-        if os.environ.get("CONDORML_REQUIRE_POOL", "") not in ("", "0"):
+        if REQUIRED:
             pytest.fail(f"CONDORML_REQUIRE_POOL is set but {reason}")
         pytest.skip(reason)
     found.allow(*python_install_paths())
@@ -162,7 +162,7 @@ def pool_sweep(pool: Pool) -> PoolSweep:
     )
     watch = subprocess.Popen(
         [CONDORML, "watch", str(run), "--exit", "all,done", "--interval", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
         train_log = run / "members" / EVICTED / "train.log"
@@ -174,7 +174,7 @@ def pool_sweep(pool: Pool) -> PoolSweep:
     finally:
         for process in (watch, watch_q):
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL) if process is watch_q else process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # both started in a session of their own
     return PoolSweep(work, work / "local-run", run, dag,
                      subprocess.CompletedProcess(watch.args, watch.returncode, out, err),
                      q_out, watch_q.returncode)  # fmt: skip
