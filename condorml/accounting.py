@@ -1,17 +1,30 @@
 """HTCondor's accounting of a sweep's jobs, from their event logs: runs, checkpoints, time.
 
 One definition for every output (``leaderboard.csv``, ``condorml watch``, ``condorml
-report``), HTCondor's own (see :mod:`condorml.events`): a *run* is an execution on an execute
-point (001), a *checkpoint* one that came back while the job kept running (an 040 output
-transfer), an *eviction* an 004 that did not announce a hold.
+report``, the local backend's ``dagman.out`` and ``condorml run``), HTCondor's own, counted by
+:class:`condorml.events.JobView`: a *run* is an execution on an execute point (001), a
+*checkpoint* a checkpoint transfer back while the job kept running (an 040 output transfer of an
+exit 85), an *eviction* an 004 that did not announce a hold or a removal. :func:`counts_line`
+words them for text.
 
 Time (:func:`job_time`) follows the same events: execution time up to a checkpoint or to the
-job's termination is *committed*; execution time since the last commit that ends in an eviction
-(004), a hold (012) or a removal (009) is *lost*; the time from the start of a run's input
-transfer to its execution is *set-up*. Together they are HTCondor's ``RemoteWallClockTime``,
-and committed time its ``CommittedTime``, within a second or two per run (the pool tests
-compare them with ``condor_history``). The checkpoints and transfers are only in each job's own
-log, not in DAGMan's nodes log, so both are read.
+job's successful termination is *committed*; the time from the start of a run's input transfer to
+its execution is *set-up*; the rest is *lost*, to its cause (:data:`LOST_CAUSES`):
+
+* an **eviction** (004): the time since the last checkpoint;
+* a **hold** (012, or 004 then 012): the time since the last checkpoint (the spool keeps the
+  checkpoints for a release);
+* a **failure** (005 with a non-zero exit code or a signal): the time since the last checkpoint
+  (the final output, ``ckpt/`` included, comes back, so earlier checkpoints stay useful);
+* a **removal** (009, or 004 then 009: ``condor_rm``, a Ctrl-C of ``condorml run``): the time
+  since the last checkpoint *and all the job's committed time*, as HTCondor deletes a removed
+  job's spool with its checkpoints and transfers no output: the next attempt starts over.
+
+For jobs that were neither removed nor failed, committed time is HTCondor's ``CommittedTime``
+and the total its ``RemoteWallClockTime``, within a second or two per run (the pool tests
+compare them with ``condor_history``); for removed and failed jobs HTCondor still counts as
+committed what this module counts as lost, because that work was not kept. The checkpoints and
+transfers are only in each job's own log, not in DAGMan's nodes log, so both are read.
 """
 
 from __future__ import annotations
@@ -19,35 +32,63 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from condorml.errors import CondormlError
-from condorml.events import NODES_LOG_SUFFIX, Event, EventFollower, JobView, NodeView
-from condorml.layout import job_logs
+from condorml.events import (
+    NODES_LOG_SUFFIX,
+    Event,
+    EventFollower,
+    JobView,
+    NodeView,
+    short_reason,
+)
+from condorml.layout import job_logs, job_stream_name, member_folder
 
 if TYPE_CHECKING:
     import pandas as pd
 
 # The accounting columns the leaderboard carries (the report's HTCondor table has them all)
 LEADERBOARD_COLUMNS = ("runs", "checkpoints", "evictions")
+# What lost time is lost to, in the order the report names them
+LOST_CAUSES = ("eviction", "hold", "removal", "failure")
+
+
+def lost_column(cause: str) -> str:
+    """The accounting table's column of the time lost to ``cause`` (one of :data:`LOST_CAUSES`)."""
+    return f"lost_{cause}_seconds"
+
+
+def counts_line(runs: int, checkpoints: int, evictions: int) -> str:
+    """The counts as every text output words them (``dagman.out``, report summary)."""
+    return (
+        f"{runs} run{'' if runs == 1 else 's'}, {checkpoints} checkpoint"
+        f"{'' if checkpoints == 1 else 's'}, {evictions} eviction{'' if evictions == 1 else 's'}"
+    )
 
 
 @dataclass
 class JobTime:
     """Time one job spent on execute points, in seconds, split by what became of it.
 
-    ``execution`` is HTCondor's ``RemoteWallClockTime`` (every run, from the start of its input
-    transfer to its end) and ``committed`` its ``CommittedTime`` (from the start of execution
-    to the last checkpoint that came back, or to the job's termination), within a second or
-    two per run (compared on a real pool by the pool tests).
+    For a job that ended well, ``execution`` is HTCondor's ``RemoteWallClockTime`` (every run,
+    from the start of its input transfer to its end) and ``committed`` its ``CommittedTime``
+    (from the start of execution to the last checkpoint that came back, or to the job's
+    termination), within a second or two per run (compared on a real pool by the pool tests).
+    Lost time is split by cause (see the module docstring).
     """
 
-    committed: float = 0.0  # ended in a checkpoint or in the job's termination
-    lost: float = 0.0  # since the last commit, then evicted, held or removed
+    committed: float = 0.0  # up to a checkpoint kept, or to the job's successful termination
     setup: float = 0.0  # from the start of a run (input transfer) to the start of execution
     uncommitted: float = 0.0  # since the last commit of a job still running
+    lost_to: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOST_CAUSES, 0.0))
+
+    @property
+    def lost(self) -> float:
+        """Time whose work was not kept, whatever the cause."""
+        return sum(self.lost_to.values())
 
     @property
     def execution(self) -> float:
@@ -56,7 +97,7 @@ class JobTime:
 
 
 def job_time(events: Iterable[Event], now: float | None = None) -> JobTime:
-    """Split one job's time on execute points into committed, lost and set-up time.
+    """Split one job's time on execute points into committed, lost (by cause) and set-up time.
 
     Parameters
     ----------
@@ -70,38 +111,70 @@ def job_time(events: Iterable[Event], now: float | None = None) -> JobTime:
     -------
     >>> E = lambda kind, at, transfer=None: Event(kind, at, transfer)
     >>> t = job_time([E(40, 0, 2), E(1, 2), E(40, 60, 6), E(4, 90), E(1, 100), E(5, 130)])
-    >>> (t.committed, t.lost, t.setup, t.execution)
-    (88.0, 30.0, 2.0, 120.0)
+    >>> (t.committed, t.lost, t.setup, t.execution, t.lost_to["eviction"])
+    (88.0, 30.0, 2.0, 120.0, 30.0)
+    >>> removed = job_time([E(1, 0), E(40, 60, 6), E(4, 90), E(9, 90)])  # condor_rm: all lost
+    >>> (removed.committed, removed.lost_to["removal"])
+    (0.0, 90.0)
     """
     from htcondor2 import FileTransferEventType as F
     from htcondor2 import JobEventType as T
 
+    # The events that decide what a pending 004 or output transfer was (not 006, 021, 028...)
+    deciding = {T.FILE_TRANSFER, T.EXECUTE, T.JOB_EVICTED, T.JOB_TERMINATED, T.JOB_HELD,
+                T.JOB_ABORTED, T.JOB_RELEASED, T.SUBMIT}  # fmt: skip
     result = JobTime()
     start: float | None = None  # start of the current run (its input transfer)
     since: float | None = None  # last commit (or execution start) while running; None when not
+    output_at: float | None = None  # an output transfer back: a checkpoint, or the final output
+    evicted: float | None = None  # time lost at a 004: to an eviction, or a hold or removal
     for event in events:
         kind, timestamp = event.type, event.timestamp
+        if kind not in deciding:
+            continue
+        if evicted is not None:  # a 004 announces a hold or a removal, else it is an eviction
+            cause = {T.JOB_HELD: "hold", T.JOB_ABORTED: "removal"}.get(kind, "eviction")
+            result.lost_to[cause] += evicted
+            evicted = None
+        if output_at is not None and since is not None and kind != T.JOB_TERMINATED:
+            result.committed += output_at - since  # the job went on: it was a checkpoint
+            since, output_at = output_at, None
         if kind == T.FILE_TRANSFER and event.transfer == F.IN_STARTED and since is None:
             start = timestamp
         elif kind == T.EXECUTE:
             result.setup += timestamp - (start if start is not None else timestamp)
             start, since = None, timestamp
+        elif kind == T.JOB_ABORTED:
+            if since is not None:
+                result.lost_to["removal"] += timestamp - since
+            # condor_rm deletes the spool: the job's checkpoints are gone with it
+            result.lost_to["removal"] += result.committed
+            result.committed, since = 0.0, None
         elif since is None:
             continue
         elif kind == T.FILE_TRANSFER and event.transfer == F.OUT_FINISHED:
-            result.committed += timestamp - since  # a checkpoint (or the final output) came back
-            since = timestamp
+            output_at = timestamp
         elif kind == T.JOB_TERMINATED:
-            result.committed += timestamp - since
+            ok = event.normal and not event.return_value
+            if ok:
+                result.committed += timestamp - since
+            else:  # the work since the last checkpoint is not in the output that came back
+                result.lost_to["failure"] += timestamp - since
+            since = output_at = None
+        elif kind == T.JOB_EVICTED:
+            evicted, since = timestamp - since, None
+        elif kind == T.JOB_HELD:
+            result.lost_to["hold"] += timestamp - since
             since = None
-        elif kind in (T.JOB_EVICTED, T.JOB_HELD, T.JOB_ABORTED):
-            result.lost += timestamp - since
-            since = None
+    if evicted is not None:  # nothing followed yet: an eviction, unless a hold or removal comes
+        result.lost_to["eviction"] += evicted
     if since is not None:
+        if output_at is not None:  # still running after it: a checkpoint
+            result.committed += output_at - since
+            since = output_at
         result.uncommitted = max((time.time() if now is None else now) - since, 0.0)
-    result.committed, result.lost, result.setup = map(
-        float, (result.committed, result.lost, result.setup)
-    )
+    result.committed, result.setup = float(result.committed), float(result.setup)
+    result.lost_to = {cause: float(value) for cause, value in result.lost_to.items()}
     return result
 
 
@@ -127,12 +200,77 @@ def run_logs(run_dir: Path, members: list[str]) -> list[Path]:
     return [p for p in [*nodes, *job_logs(run_dir, members)] if p.is_file()]
 
 
+# Node states that need a word of explanation
+TROUBLE = ("held", "failed", "removed")
+
+
+def node_note(node: NodeView | None, folder: Path | None = None, kind: str = "") -> str:
+    """Why a held, failed or removed node is so, in a few words ("" for any other state).
+
+    The latest attempt's hold reason (short), exit code or signal, or POST script result; for a
+    failed job of a sweep (``folder``, ``kind``: ``train`` or ``infer``), the last line of its
+    stderr, which says what went wrong inside the job.
+    """
+    if node is None or node.state not in TROUBLE:
+        return ""
+    latest = max(job.cluster for job in node.jobs)
+    jobs = [job for job in node.jobs if job.cluster == latest]
+    job = next((j for j in reversed(jobs) if j.state == node.state), jobs[-1])
+    if job.reason:
+        note = short_reason(job.reason)
+    elif job.post_return:
+        note = f"POST script failed with status {job.post_return}"
+    else:
+        note = node.state
+    if node.state == "failed" and folder is not None and kind:
+        line = _last_error_line(folder / job_stream_name(kind, "err", job.id))
+        note += f": {short_reason(line)}" if line else ""
+    return note
+
+
+def _last_error_line(path: Path) -> str:
+    """The line of a job's stderr that says what failed: condorml's error, else the last one."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if line.startswith("condorml: error:")]
+    return (errors or lines or [""])[-1].removeprefix("condorml: error: ")
+
+
+def no_predictions_reasons(table: pd.DataFrame | None) -> dict[str, str]:
+    """Member -> why it has no predictions, read from its jobs' logs (see :func:`member_outcome`)."""
+    if table is None:
+        return {}
+    return {row["member"]: member_outcome(row) for row in table.to_dict("records")}
+
+
+def member_outcome(row: dict[str, Any]) -> str:
+    """Why a member of :func:`member_accounting`'s table has no predictions, from its jobs' logs."""
+    train, infer = row.get("state"), row.get("infer_state")
+    note = f": {row['note']}" if isinstance(row.get("note"), str) and row["note"] else ""
+    if train in TROUBLE:
+        return f"training {train}{note}"
+    if infer in TROUBLE:
+        return f"inference {infer}{note}"
+    if train != "done":
+        return f"training {train}" if train else "no predictions"
+    if infer in (None, "waiting", "not submitted"):
+        return "inference not started"
+    if infer != "done":
+        return f"inference {infer}"
+    return "inference finished but wrote no predictions"
+
+
 def member_accounting(
     run_dir: Path, members: list[str], now: float | None = None
 ) -> tuple[pd.DataFrame | None, list[str]]:
     """Per member, its training jobs' runs, checkpoints, evictions and committed/lost time.
 
-    Returns the table (None without any event log) and notes on what is missing.
+    Also the state of its inference node (``infer_state``) and why its latest node is held,
+    failed or removed (``note``). Returns the table (None without any event log) and notes on
+    what is missing.
     """
     import pandas as pd
 
@@ -147,6 +285,8 @@ def member_accounting(
     rows = []
     for member in members:
         node = NodeView(f"train_{member}", [j for j in jobs if j.node == f"train_{member}"])
+        infer = NodeView(f"infer_{member}", [j for j in jobs if j.node == f"infer_{member}"])
+        folder = member_folder(run_dir, member)
         spent = [times[job.id] for job in node.jobs]
         committed = sum(t.committed for t in spent)
         execution = sum(t.execution for t in spent)
@@ -160,11 +300,15 @@ def member_accounting(
             "execution_seconds": execution,
             "committed_seconds": committed,
             "lost_seconds": sum(t.lost for t in spent),
+            **{lost_column(c): sum(t.lost_to[c] for t in spent) for c in LOST_CAUSES},
             "setup_seconds": sum(t.setup for t in spent),
             "uncommitted_seconds": sum(t.uncommitted for t in spent),
             # HTCondor's CommittedTime / RemoteWallClockTime: the share of the time held that
             # produced work which was kept
             "goodput": committed / execution if execution > 0 else math.nan,
+            "infer_state": infer.state if infer.jobs else "not submitted",
+            # why the member's latest node is held, failed or removed (its hold reason, ...)
+            "note": node_note(infer, folder, "infer") or node_note(node, folder, "train"),
         })  # fmt: skip
         if not node.jobs:
             notes.append(f"no training job of {member} in the event logs (not submitted yet)")

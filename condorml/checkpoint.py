@@ -1,22 +1,33 @@
 """Checkpoint files: written atomically, kept in two generations, loaded without running code.
 
-``C/model.pth`` is the newest checkpoint and ``C/model.prev.pth`` the one before it. A save writes
-a temporary file, fsyncs it, turns the current ``model.pth`` into ``model.prev.pth`` (a hard link
-renamed into place, so some valid ``model.pth`` exists at every instant) and renames the new file
-over ``model.pth``. SIGKILL at any moment leaves at most a stray temporary file, removed on the
-next start.
+``C/model.pth`` is the newest checkpoint; the one before it is the previous generation,
+``C/model.prev.pth`` (see :func:`previous_path` for where it lives in an HTCondor job). A save
+writes a temporary file, fsyncs it, turns the current ``model.pth`` into the previous generation
+(a hard link renamed into place, so some valid ``model.pth`` exists at every instant) and renames
+the new file over ``model.pth``. SIGKILL at any moment leaves at most a stray temporary file,
+removed on the next start.
+
+Nothing good is destroyed: a ``model.pth`` that cannot be loaded is set aside as
+``model.pth.corrupt`` when the previous generation is resumed (so that the next save does not turn
+the damaged file into the only backup), ``--force-restart`` sets files aside as
+``*.discarded``, and a name already taken gets a number (``model.pth.discarded.2``).
 
 A checkpoint is one dict of tensors and plain Python values, loaded with
-``torch.load(..., weights_only=True)``: no object in it can run code when loaded.
+``torch.load(..., weights_only=True)``: no object in it can run code when loaded. Why a file
+cannot be loaded is said in condorml's words (:func:`describe_load_error`), never with torch's
+advice to load it unsafely.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
+import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +42,20 @@ log = logging.getLogger(__name__)
 CHECKPOINT_EXIT_CODE = 85  # HTCondor's checkpoint_exit_code: "checkpointed, run me again"
 CHECKPOINT_FILE = "model.pth"
 PREVIOUS_FILE = "model.prev.pth"
+# In a job's sandbox, beside the checkpoint folder that HTCondor transfers, not in it.
+PREVIOUS_FOLDER = ".condorml-previous"
 DISCARDED_SUFFIX = ".discarded"
+CORRUPT_SUFFIX = ".corrupt"
+# What to do about a checkpoint folder that cannot be written, by errno; the rest: another folder.
+_WRITE_HINTS = {
+    errno.ENOSPC: "free space or use another --checkpoint-dir",
+    errno.EDQUOT: "the disk quota is exhausted: free space or use another --checkpoint-dir",
+    errno.EACCES: "no permission to write there: use another --checkpoint-dir",
+    errno.EPERM: "no permission to write there: use another --checkpoint-dir",
+    errno.EROFS: "a read-only file system: use another --checkpoint-dir",
+    errno.ENOTDIR: "a part of that path is a file, not a folder: use another --checkpoint-dir",
+    errno.EEXIST: "a file of that name is in the way: use another --checkpoint-dir",
+}
 FORMAT = "condorml.checkpoint"
 FORMAT_VERSION = 1
 _REQUIRED = (
@@ -49,8 +73,53 @@ _REQUIRED = (
 )
 
 
+def previous_path(directory: Path) -> Path:
+    """Where the previous generation of ``directory``'s checkpoint is kept.
+
+    Usually ``directory/model.prev.pth``. In an HTCondor job (``_CONDOR_SCRATCH_DIR`` is set)
+    whose checkpoint folder lies in its sandbox, it is kept in the sandbox beside that folder
+    (``.condorml-previous/<folder>/model.prev.pth``): the job transfers the folder at every exit
+    85 (``transfer_checkpoint_files``) and HTCondor commits each transfer atomically on the access
+    point, so a second generation in it would double the bytes moved for nothing, while the copy
+    in the sandbox still covers a damaged local file between two starts in the same sandbox.
+    """
+    scratch = os.environ.get("_CONDOR_SCRATCH_DIR")
+    if scratch:
+        with contextlib.suppress(ValueError, OSError):
+            relative = directory.resolve().relative_to(Path(scratch).resolve())
+            return Path(scratch) / PREVIOUS_FOLDER / relative / PREVIOUS_FILE
+    return directory / PREVIOUS_FILE
+
+
+def _write_error(path: Path, action: str, err: OSError) -> CheckpointError:
+    """A one-line error whose advice matches what went wrong (full disk, permissions, ...)."""
+    hint = _WRITE_HINTS.get(err.errno or 0, "use another --checkpoint-dir")
+    return CheckpointError(f"{path}: cannot {action} ({err.strerror or err}); {hint}")
+
+
+def check_checkpoint_dir(directory: Path) -> None:
+    """Create ``directory`` (and the previous generation's folder) and prove a file can be written.
+
+    Called before training, so that a checkpoint folder under a file, on a read-only mount or
+    without permission fails at once instead of after a whole interval of training.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the folder and why it cannot be written.
+    """
+    for folder in dict.fromkeys((directory, previous_path(directory).parent)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise _write_error(folder, "write checkpoints in this folder", err) from None
+
+
 def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
-    """Write ``state`` as ``directory/model.pth``, keeping the previous one as ``model.prev.pth``.
+    """Write ``state`` as ``directory/model.pth``, keeping the previous one (see :func:`previous_path`).
 
     Parameters
     ----------
@@ -67,7 +136,8 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     Raises
     ------
     CheckpointError
-        If the file cannot be written (the previous checkpoint is then untouched).
+        If the file cannot be written (the previous checkpoint is then untouched); the advice
+        follows the error (free space for a full disk, another folder for permissions).
     """
     target = directory / CHECKPOINT_FILE
     payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
@@ -79,35 +149,69 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
             os.fsync(handle.fileno())
             _keep_previous(directory)
     except OSError as err:  # disk full, quota, permissions: the previous checkpoint is intact
-        raise CheckpointError(
-            f"{target}: cannot write the checkpoint ({err.strerror or err}); free space or use another --checkpoint-dir"
-        ) from err
+        raise _write_error(target, "write the checkpoint", err) from err
     return target
 
 
 def _keep_previous(directory: Path) -> None:
     current = directory / CHECKPOINT_FILE
-    if not current.exists():
+    if not current.exists():  # none yet, or a damaged one was set aside: keep the previous one
         return
-    staged = directory / f"{TMP_PREFIX}{PREVIOUS_FILE}.link"
+    previous = previous_path(directory)
+    previous.parent.mkdir(parents=True, exist_ok=True)
+    staged = previous.parent / f"{TMP_PREFIX}{PREVIOUS_FILE}.link"
     staged.unlink(missing_ok=True)
     try:
         os.link(current, staged)
     except OSError:  # file systems without hard links
         shutil.copy2(current, staged)
-    os.replace(staged, directory / PREVIOUS_FILE)
-    fsync_dir(directory)
+    os.replace(staged, previous)
+    fsync_dir(previous.parent)
+    stale = directory / PREVIOUS_FILE
+    if previous != stale and stale.exists():  # an older generation from a folder made outside
+        stale.unlink()  # a job: superseded by the one just kept, and transferred for nothing
 
 
 def checkpoint_files(directory: Path) -> list[Path]:
-    """The checkpoint files present, newest first."""
-    return [p for p in (directory / CHECKPOINT_FILE, directory / PREVIOUS_FILE) if p.exists()]
+    """The checkpoint files present, newest first.
+
+    The previous generation where this process keeps it, then ``model.prev.pth`` in the folder
+    if that is another place (a folder written outside a job, then transferred into one).
+    """
+    candidates = (directory / CHECKPOINT_FILE, previous_path(directory), directory / PREVIOUS_FILE)
+    return [p for p in dict.fromkeys(candidates) if p.exists()]
+
+
+def set_aside(path: Path, suffix: str) -> Path:
+    """Rename ``path`` to ``path + suffix``, numbered (``.2``, ``.3``) if that name is taken.
+
+    Never overwrites: a hard link claims the new name (failing if it exists), then the old name
+    goes; where hard links are not supported, the first free name is taken by a rename.
+    """
+    base = path.with_name(path.name + suffix)
+    for number in range(1, 10_000):
+        target = base if number == 1 else base.with_name(f"{base.name}.{number}")
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here
+            if target.exists():
+                continue
+            os.rename(path, target)
+            return target
+        path.unlink()
+        return target
+    raise CheckpointError(f"{path}: too many set-aside copies beside it; delete old ones")
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     """Load the newest valid checkpoint of ``directory``, falling back to the previous one.
 
     Stale temporary files of a killed save are removed first. Tensors are loaded to the CPU.
+    When the previous generation is resumed, the damaged ``model.pth`` is set aside as
+    ``model.pth.corrupt``, so that the next save keeps the good previous generation as the backup
+    instead of the damaged file.
 
     Returns
     -------
@@ -117,26 +221,32 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     Raises
     ------
     CheckpointError
-        If checkpoint files exist but none of them is valid.
+        If checkpoint files exist but none of them is valid (nothing is then moved).
     """
-    for name in (CHECKPOINT_FILE, PREVIOUS_FILE):
-        remove_stale_temporaries(directory, name)
+    remove_stale_temporaries(directory, CHECKPOINT_FILE)
+    for previous in dict.fromkeys((previous_path(directory), directory / PREVIOUS_FILE)):
+        remove_stale_temporaries(previous.parent, PREVIOUS_FILE)
     files = checkpoint_files(directory)
     if not files:
         return None
-    problems = []
+    problems: list[tuple[Path, str]] = []
     for path in files:
         try:
             state = read_checkpoint(path)
         except CheckpointError as err:
-            problems.append(str(err))
+            problems.append((path, str(err)))
             continue
-        if problems:
-            log.warning("%s; resuming from %s instead", problems[0], path)
+        for damaged, problem in problems:
+            try:
+                kept = set_aside(damaged, CORRUPT_SUFFIX)
+            except OSError as err:
+                raise _write_error(damaged, "set the damaged checkpoint aside", err) from None
+            log.warning("%s; resuming from %s instead (the damaged file is kept as %s)",
+                        problem, path, kept.name)  # fmt: skip
         return state
     raise CheckpointError(
-        f"{'; '.join(problems)}; no valid checkpoint in {directory}: delete these files or pass "
-        "--force-restart to start over"
+        f"{'; '.join(problem for _, problem in problems)}; no valid checkpoint in {directory}: "
+        "delete these files or pass --force-restart to start over"
     )
 
 
@@ -151,10 +261,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            reason = "it holds Python objects other than tensors and plain values; refusing to unpickle them"
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({reason[:200]})") from err
+        raise CheckpointError(f"{path}: {describe_load_error(path, err)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a condorml checkpoint (a bare state_dict or another program's file)"
@@ -169,14 +276,60 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # the older format
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def describe_load_error(path: Path, err: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in one line of condorml's words.
+
+    Tells a text file, an empty or truncated file, a plain pickle and a file holding arbitrary
+    Python objects apart. torch's own message is never relayed whole: it advises loading with
+    ``weights_only`` turned off, which would let the file run code, and condorml never suggests
+    that.
+
+    Example
+    -------
+    >>> describe_load_error(Path("notes.txt"), KeyError("101"))  # doctest: +SKIP
+    'not a PyTorch file at all (it is text: "hello, ..."); give a .pth written by torch.save'
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as read_error:
+        return f"cannot read it ({read_error.strerror or read_error})"
+    text = str(err)
+    if not head:
+        return "an empty file (0 bytes): a checkpoint that was never written, or cut off"
+    if not head.startswith(_ZIP_MAGIC) and not head.startswith(b"\x80"):
+        try:
+            sample = head.decode("utf-8").splitlines()[0][:40]
+        except (UnicodeDecodeError, IndexError):
+            return "not a PyTorch file at all (neither a zip archive nor a pickle)"
+        return f"not a PyTorch file at all (it is text: {sample!r})"
+    unsafe = _UNSAFE_GLOBAL.search(text)
+    if unsafe:
+        return (
+            f"it holds Python objects other than tensors and plain values ({unsafe.group(1)}); "
+            "refusing to unpickle them, as they could run code"
+        )
+    if head.startswith(b"\x80") and not head.startswith(_LEGACY_MAGIC):
+        return "a plain Python pickle, not a file written by torch.save; refusing to unpickle it"
+    if isinstance(err, EOFError) or "central directory" in text or "zip archive" in text:
+        return "truncated or damaged (the file ends early): not a loadable checkpoint"
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+    if "weights_only" in first or "Weights only" in first:
+        return "damaged, or holds data that cannot be loaded safely: not a loadable checkpoint"
+    return f"damaged: not a loadable checkpoint ({first})"
+
+
 def discard_checkpoints(directory: Path) -> list[Path]:
-    """Rename existing checkpoint files to ``*.discarded`` (kept, but never resumed from)."""
-    moved = []
-    for path in checkpoint_files(directory):
-        target = path.with_name(path.name + DISCARDED_SUFFIX)
-        os.replace(path, target)
-        moved.append(target)
-    return moved
+    """Set existing checkpoint files aside as ``*.discarded`` (kept, never resumed from).
+
+    A name already taken by an earlier ``--force-restart`` gets a number: nothing is overwritten.
+    """
+    return [set_aside(path, DISCARDED_SUFFIX) for path in checkpoint_files(directory)]
 
 
 def capture_rng_state() -> dict[str, Any]:

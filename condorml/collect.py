@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from condorml import __version__
-from condorml.accounting import LEADERBOARD_COLUMNS, leaderboard_counts, member_accounting
+from condorml.accounting import (
+    LEADERBOARD_COLUMNS,
+    leaderboard_counts,
+    member_accounting,
+    no_predictions_reasons,
+)
 from condorml.errors import CondormlError
 from condorml.evaluate import evaluate_file
 from condorml.fileio import atomic_write
@@ -53,8 +58,11 @@ class CollectResult:
         return len(self.joined) >= min_members
 
 
-def _member_predictions(folder: Path) -> tuple[Path | None, str]:
-    """The member's complete predictions CSV (merging shard parts), or None and why not."""
+def _member_predictions(folder: Path, why_none: str = "") -> tuple[Path | None, str]:
+    """The member's complete predictions CSV (merging shard parts), or None and why not.
+
+    ``why_none``: why the member has no predictions, from its jobs' logs (default: a guess).
+    """
     from condorml.merge import merge_predictions
 
     out = folder / "out"
@@ -66,7 +74,7 @@ def _member_predictions(folder: Path) -> tuple[Path | None, str]:
         except CondormlError as err:
             return None, f"incomplete inference shards ({err})"
     if not csv.exists():
-        return None, "no predictions (inference did not finish)"
+        return None, f"no predictions ({why_none or 'inference did not finish'})"
     return csv, ""
 
 
@@ -125,7 +133,8 @@ def collect(
             f"{run_dir}: no {MEMBERS_CSV}; not a sweep run folder (condorml sweep writes one)"
         )
     members = pd.read_csv(members_csv, dtype={"member": str})
-    counts = leaderboard_counts(member_accounting(run_dir, list(members["member"]))[0])
+    accounting = member_accounting(run_dir, list(members["member"]))[0]
+    counts, why_none = leaderboard_counts(accounting), no_predictions_reasons(accounting)
     rows, frames, result = [], [], CollectResult(None, run_dir / LEADERBOARD)
     for record in members.to_dict("records"):
         member = record["member"]
@@ -133,7 +142,7 @@ def collect(
         # HTCondor's counts: empty, not guessed, for a member whose jobs no event log shows
         unknown = dict.fromkeys(LEADERBOARD_COLUMNS)
         row = {**record, **training_state(folder), **unknown, **counts.get(member, {})}
-        csv, reason = _member_predictions(folder)
+        csv, reason = _member_predictions(folder, why_none.get(member, ""))
         if csv is not None:
             frame = read_predictions(csv)[["fileid", "prob"]]
             frames.append(frame.assign(member=member))

@@ -127,7 +127,10 @@ def run_demo(
 
     data = out / "data"
     if not (data / "train.zip").exists() or not (data / "test.zip").exists():
-        summary = make_synthetic_dataset(data, n_train=n_train, n_test=n_test, make_zips=True)
+        # replace: a data folder of an earlier demo without its zips (unrelated files stay refused)
+        summary = make_synthetic_dataset(
+            data, n_train=n_train, n_test=n_test, make_zips=True, replace=True
+        )
         log.info(
             "synthetic data: %d cats, %d dogs, %d test images in %s",
             summary.n_cats,

@@ -1,32 +1,42 @@
 """Score a ``dog_probs.csv`` against labels: accuracy, log loss, ROC AUC, confusion matrix.
 
 Labels are a CSV ``fileid,is_dog`` (what ``condorml data synth`` writes as ``test_labels.csv``).
-Only images present in both files are scored; images without a prediction (undecodable ones,
-say) are counted and reported, predictions without a label are an error.
+Only images present in both files are scored. Labelled images without a prediction (undecodable
+ones, a subset predicted) and predictions without a label are counted, recorded and warned
+about, not refused; an empty overlap is an error. A ``prob`` outside [0, 1] (or nan), a label
+other than 0/1 and a ``fileid`` given twice in either file are errors naming the file, the line
+and the value: they would otherwise give a nan log loss, a wrong AUC or an image counted twice.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from condorml.errors import CondormlError
-from condorml.fileio import atomic_write_text
+from condorml.fileio import atomic_write_text, check_input_file, check_output_file, read_csv
 from condorml.predictions import read_predictions
 
 if TYPE_CHECKING:
     import pandas as pd
 
+log = logging.getLogger(__name__)
 THRESHOLD = 0.5
 _EPS = 1e-15  # probabilities are clipped to [eps, 1 - eps] for the log loss, as scikit-learn does
 
 
 @dataclass(frozen=True)
 class Scores:
-    """Evaluation results; ``confusion`` is ``[[TN, FP], [FN, TP]]`` (rows: truth cat, dog)."""
+    """Evaluation results; ``confusion`` is ``[[TN, FP], [FN, TP]]`` (rows: truth cat, dog).
+
+    Coverage, as recorded in ``metrics.json``: ``n`` images were scored (those with both a
+    prediction and a label), ``missing_predictions`` labelled images had no prediction and
+    ``unlabelled_predictions`` predictions had no label; neither of those is in any score.
+    """
 
     n: int
     accuracy: float
@@ -35,6 +45,7 @@ class Scores:
     confusion: list[list[int]]
     threshold: float
     missing_predictions: int
+    unlabelled_predictions: int = 0
 
     def to_dict(self) -> dict:
         """Plain dict, as written to ``metrics.json``."""
@@ -83,6 +94,7 @@ def score(labels: list[int], probs: list[float], threshold: float = THRESHOLD) -
         confusion=[[tn, fp], [fn, tp]],
         threshold=threshold,
         missing_predictions=0,
+        unlabelled_predictions=0,
     )
 
 
@@ -92,43 +104,91 @@ def read_labels(path: Path, what: str = "--labels") -> pd.Series:
     Raises
     ------
     CondormlError
-        For a missing or unreadable file, missing columns, or labels other than 0/1; the message
-        starts with ``what`` (the option or file role) and the path.
+        For a missing or unreadable file, missing columns, labels other than 0/1 or an id given
+        twice; the message starts with ``what`` (the option or file role) and the path.
     """
     import pandas as pd
 
-    try:
-        truth = pd.read_csv(path, dtype={"fileid": str}, keep_default_na=False)
-    except FileNotFoundError:
-        raise CondormlError(f"{what} {path}: no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise CondormlError(f"{what} {path}: not a CSV file ({err})") from None
+    truth = read_csv(path, what, dtype=str, keep_default_na=False)
     if not {"fileid", "is_dog"} <= set(truth.columns):
         raise CondormlError(f"{what} {path}: expected the columns fileid,is_dog")
-    if not truth["is_dog"].isin([0, 1]).all():
-        raise CondormlError(f"{what} {path}: is_dog must be 0 or 1")
-    return truth.set_index("fileid")["is_dog"].astype(int)
+    values = pd.to_numeric(truth["is_dog"], errors="coerce")  # 1, 1.0 and " 1" are all a dog
+    bad = ~values.isin([0, 1])
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise CondormlError(
+            f"{what} {path}: line {row + 2}, fileid {truth['fileid'].iloc[row]}: is_dog "
+            f"{truth['is_dog'].iloc[row]!r} must be 0 or 1"
+        )
+    _refuse_duplicates(truth["fileid"], f"{what} {path}")
+    return values.astype(int).set_axis(truth["fileid"]).rename("is_dog")
+
+
+def _refuse_duplicates(ids: pd.Series, where: str) -> None:
+    repeated = ids[ids.duplicated()].unique()
+    if len(repeated) == 1:
+        raise CondormlError(
+            f"{where}: fileid {repeated[0]} is given more than once; each image needs one row"
+        )
+    if len(repeated):
+        shown = ", ".join(repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        raise CondormlError(
+            f"{where}: {len(repeated)} fileids are given more than once ({shown}); "
+            "each image needs one row"
+        )
+
+
+def _refuse_non_probabilities(preds: pd.DataFrame, path: Path) -> None:
+    probs = preds["prob"].to_numpy(dtype=float)
+    bad = ~((probs >= 0.0) & (probs <= 1.0))  # nan compares false: refused too
+    if bad.any():
+        row = int(bad.argmax())
+        raise CondormlError(
+            f"{path}: line {row + 2}, fileid {preds['fileid'].iloc[row]}: prob {float(probs[row])!r} "
+            "is not a probability (0 to 1)"
+        )
 
 
 def evaluate_file(predictions: Path, labels: Path, output: Path | None = None) -> Scores:
     """Score a predictions CSV against a labels CSV, optionally writing ``metrics.json``.
 
+    The images in both files are scored; labelled images without a prediction and predictions
+    without a label are counted in the result (and ``metrics.json``) and logged as a warning.
+
     Raises
     ------
     CondormlError
-        For unreadable files, labels other than 0/1, or predictions of unlabelled images.
+        For unreadable files or an unwritable ``output`` (checked before reading), a prob
+        outside [0, 1], labels other than 0/1, an id given twice, or no image in both files.
     """
-    preds = read_predictions(predictions)
-    truth = read_labels(labels).reset_index()
-    merged = preds.merge(truth, on="fileid", how="left")
-    unlabelled = merged[merged["is_dog"].isna()]["fileid"].tolist()
-    if unlabelled:
-        raise CondormlError(
-            f"{predictions}: {len(unlabelled)} image(s) have no label in {labels} (first: {unlabelled[0]})"
-        )
-    result = score([int(v) for v in merged["is_dog"]], merged["prob"].tolist())
-    missing = len(set(truth["fileid"]) - set(preds["fileid"]))
-    result = Scores(**{**result.to_dict(), "missing_predictions": missing})
     if output is not None:
-        atomic_write_text(output, json.dumps(result.to_dict(), indent=2) + "\n")
+        check_output_file(output, "--output")
+    check_input_file(predictions, "predictions")
+    preds = read_predictions(predictions)
+    _refuse_non_probabilities(preds, predictions)
+    _refuse_duplicates(preds["fileid"], str(predictions))
+    truth = read_labels(labels).reset_index()
+    merged = preds.merge(truth, on="fileid", how="inner")
+    missing = len(truth) - len(merged)
+    unlabelled = len(preds) - len(merged)
+    if merged.empty:
+        raise CondormlError(
+            f"no image has both a prediction in {predictions} ({len(preds)} rows) and a label in "
+            f"{labels} ({len(truth)} rows): are they about the same images?"
+        )
+    if missing:
+        log.warning("%d of %d labelled image(s) have no prediction in %s; scored the %d that do",
+                    missing, len(truth), predictions, len(merged))  # fmt: skip
+    if unlabelled:
+        log.warning("%d of %d prediction(s) have no label in %s; they are not scored",
+                    unlabelled, len(preds), labels)  # fmt: skip
+    result = score([int(v) for v in merged["is_dog"]], merged["prob"].tolist())
+    result = Scores(
+        **{**result.to_dict(), "missing_predictions": missing, "unlabelled_predictions": unlabelled}
+    )
+    if output is not None:
+        try:
+            atomic_write_text(output, json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as err:
+            raise CondormlError(f"--output {output}: cannot write it ({err.strerror})") from None
     return result

@@ -31,6 +31,7 @@ jobs belong to the DAG.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,10 @@ from typing import Any
 from condorml.errors import CondormlError
 
 _OUTPUT_BACK = -1  # JobView._last after an output transfer finished (no event type is negative)
+# How an event log begins in each of HTCondor's formats: "000 (123.000.000) ..." (the default),
+# XML (``log_xml``) or JSON; htcondor2 reads anything else as a log without events
+_LOG_START = re.compile(rb"^\s*(\d{3} \(\d+\.\d+\.\d+\) |<\?xml|<c>|[\[{])")
+_SNIFF_BYTES = 64
 NODES_LOG_SUFFIX = ".nodes.log"  # DAGMan's default node log: <dag>.nodes.log
 DAGMAN_LOG_SUFFIX = ".dagman.log"  # the log of the DAGMan job itself, not of its nodes
 
@@ -157,8 +162,11 @@ class JobView:
         elif kind == T.JOB_ABORTED:
             if self._last == int(T.JOB_EVICTED):
                 self.evictions -= 1  # a running job's removal is logged as 004, then 009
+            if self.state == "held":  # why it was held says more than who removed it
+                self.reason = f"held: {self.reason}; then removed {event.reason}"
+            else:
+                self.reason = event.reason
             self.state, self.ended = "removed", event.timestamp
-            self.reason = event.reason
         elif kind == T.POST_SCRIPT_TERMINATED:
             self.post_return = event.return_value
         if kind != T.IMAGE_SIZE:
@@ -202,6 +210,57 @@ class NodeView:
         return next((job.reason for job in reversed(self.jobs) if job.reason), "")
 
 
+def short_reason(reason: str, width: int = 100) -> str:
+    """A hold or removal reason short enough for a table cell: what failed, on which file.
+
+    HTCondor's hold reasons name the execute point and every path in full; a user needs what
+    failed and the file's name.
+
+    Example
+    -------
+    >>> short_reason("Transfer output files failure at execution point slot1@vm while sending "
+    ...              "files to access point vm. Details: 1 total failures: first failure: reading "
+    ...              "from file /var/lib/condor/execute/dir_1/missing.csv: (errno 2) No such file "
+    ...              "or directory")
+    'Transfer output files failure: reading from file missing.csv: No such file or directory'
+    """
+    text = " ".join(reason.split())
+    if "Details:" in text:
+        head, _, detail = text.partition("Details:")
+        head = re.split(r" at execution point|\. ", head, maxsplit=1)[0].rstrip(". ")
+        detail = detail.rsplit("first failure:", 1)[-1].strip()
+        text = f"{head}: {detail}"
+    text = re.sub(r"(?:[\w.~-]*/)+([^/\s:]+)", r"\1", text)  # paths: their file names
+    text = re.sub(r"\(errno \d+\) ", "", text)
+    return text if len(text) <= width else text[: width - 1].rstrip() + "\u2026"
+
+
+def looks_like_event_log(path: Path) -> bool:
+    """Whether the file has begun as an event log; False while it is missing or empty.
+
+    Raises
+    ------
+    CondormlError
+        If the file begins as no HTCondor event log does (a CSV given as a log, say):
+        htcondor2 would read it as a log without events.
+    """
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(_SNIFF_BYTES)
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise CondormlError(f"{path}: cannot read it ({err.strerror or err})") from None
+    if not start.strip():
+        return False
+    if not _LOG_START.match(start):
+        raise CondormlError(
+            f"{path}: not an HTCondor job event log (it does not begin with an event such "
+            "as '000 (1.000.000) ...'); give a job's log file or a run folder"
+        )
+    return True
+
+
 def is_nodes_log(path: Path) -> bool:
     """Whether ``path`` is a DAGMan nodes log (``<dag>.nodes.log``) rather than a job's own log."""
     return path.name.endswith(NODES_LOG_SUFFIX)
@@ -235,6 +294,7 @@ class EventFollower:
         self._own: dict[tuple[int, int], tuple[Path, list[Event]]] = {}  # its own log, events
         self._dag: dict[tuple[int, int], list[Event]] = {}  # events from nodes logs
         self._applied: dict[tuple[int, int], int] = {}  # events of self.events[key] in the view
+        self._checked: set[Path] = set()  # logs seen to begin as an event log does
 
     def poll(self) -> int:
         """Read the events written since the last call; return how many were read.
@@ -249,9 +309,11 @@ class EventFollower:
 
         count, changed = 0, set()
         for path in self.paths:
+            if path not in self._checked:
+                if not looks_like_event_log(path):
+                    continue  # not there yet, or still empty
+                self._checked.add(path)
             if path not in self._logs:
-                if not path.exists():
-                    continue
                 self._logs[path] = htcondor2.JobEventLog(str(path))
             try:
                 events = list(self._logs[path].events(0))

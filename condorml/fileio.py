@@ -1,8 +1,10 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+"""Atomic file writes, and the checks that turn a bad path into one line instead of a traceback.
 
 Checkpoints, CSVs, submit files and DAGs are read by other processes (HTCondor's file transfer,
 DAGMan, downstream programs) and can be interrupted by an eviction at any moment, so every file
-condorml publishes goes through :func:`atomic_write`.
+condorml publishes goes through :func:`atomic_write`. A command checks its output path with
+:func:`check_output_file` *before* its work (not after minutes of inference), and reads the CSVs
+a user names through :func:`read_csv`, which says what is wrong with the file in one line.
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
+
+from condorml.errors import CondormlError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TMP_PREFIX = ".tmp-"
 
@@ -78,3 +86,91 @@ def remove_stale_temporaries(directory: Path, name: str) -> None:
     for stale in directory.glob(f"{TMP_PREFIX}{name}.*"):
         with contextlib.suppress(OSError):
             stale.unlink()
+
+
+def _reason(err: OSError) -> str:
+    return (err.strerror or str(err)).lower()
+
+
+def check_output_file(path: Path | str, what: str) -> None:
+    """Refuse, in one line, an output path that :func:`atomic_write` could not publish.
+
+    Checked without creating anything that stays: ``path`` must not be a folder, its nearest
+    existing ancestor must be a folder (``x.zip/out.csv`` with ``x.zip`` a file is refused), and
+    a file must be creatable there (a probe, removed at once: permission bits say nothing for
+    root, ``/proc`` or a read-only mount).
+
+    Parameters
+    ----------
+    path : Path or str
+        The file a command is about to write.
+    what : str
+        The option or role that named it, for the message (``--output``).
+
+    Raises
+    ------
+    CondormlError
+        Naming ``what``, ``path`` and the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CondormlError(f"{what} {path}: is a folder; give a file name")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CondormlError(f"{what} {path}: {ancestor} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=ancestor)
+    except OSError as err:
+        raise CondormlError(f"{what} {path}: cannot write in {ancestor} ({_reason(err)})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_input_file(path: Path | str, what: str) -> None:
+    """Refuse, in one line, an input CSV that is missing, a folder, unreadable or a zip archive.
+
+    A zip is named as such because it is the usual mix-up (``test.zip`` of images where a CSV
+    belongs) and pandas would otherwise report it as "Multiple files found in ZIP file".
+
+    Raises
+    ------
+    CondormlError
+        Naming ``what`` and ``path``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CondormlError(f"{what} {path}: is a folder, not a CSV file")
+    if not path.exists():
+        raise CondormlError(f"{what} {path}: no such file")
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as err:
+        raise CondormlError(f"{what} {path}: cannot read it ({_reason(err)})") from None
+    if is_zip:
+        raise CondormlError(f"{what} {path}: a zip archive (of images?), not a CSV file")
+
+
+def read_csv(path: Path | str, what: str, **options: Any) -> pd.DataFrame:
+    """``pandas.read_csv(path, **options)`` with every way the file can be wrong as one line.
+
+    Raises
+    ------
+    CondormlError
+        For a missing, unreadable or non-CSV file (see :func:`check_input_file`), text pandas
+        cannot parse, or bytes that are not text; the message starts with ``what`` and the path.
+    """
+    import pandas as pd
+
+    check_input_file(path, what)
+    try:
+        return pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError:
+        raise CondormlError(f"{what} {path}: empty file, expected a CSV with a header") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, EOFError) as err:
+        # ValueError and EOFError: a damaged compressed file (pandas decompresses .gz, .bz2...)
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CondormlError(f"{what} {path}: not a CSV file ({first})") from None
+    except OSError as err:
+        raise CondormlError(f"{what} {path}: cannot read it ({_reason(err)})") from None

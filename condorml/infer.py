@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from condorml import __version__
-from condorml.checkpoint import FORMAT
+from condorml.checkpoint import FORMAT, describe_load_error
 from condorml.data import ImageFile, ImageSource, fingerprint
 from condorml.devices import autocast, job_cpus, resolve_device, resolve_precision
 from condorml.errors import CondormlError, DataError
@@ -74,10 +74,13 @@ class Shard:
             )
         return cls(index, count)
 
+    def bounds(self, n: int) -> tuple[int, int]:
+        """Start and stop of this shard's contiguous slice of ``n`` items; slices tile them."""
+        return self.index * n // self.count, (self.index + 1) * n // self.count
+
     def select(self, items: list) -> list:
         """This shard's contiguous slice of ``items`` (in their order); slices tile the list."""
-        n = len(items)
-        return items[self.index * n // self.count : (self.index + 1) * n // self.count]
+        return items[slice(*self.bounds(len(items)))]
 
 
 @dataclass
@@ -91,15 +94,18 @@ class Member:
     image_size: int
     config: dict[str, Any] | None
     model: nn.Module
+    progress: dict[str, Any] | None = None  # a condorml checkpoint's epoch, epochs, finished
 
     def describe(self) -> dict[str, Any]:
-        """Provenance for the sidecar."""
+        """Provenance for the sidecar (``epoch``, ``epochs``, ``finished``: None for a bare state_dict)."""
+        progress = self.progress or dict.fromkeys(("epoch", "epochs", "finished"))
         return {
             "member": self.member,
             "path": str(self.path),
             "sha256": self.sha256,
             "arch": self.arch,
             "image_size": self.image_size,
+            **progress,
             "training_config": self.config,
         }
 
@@ -171,14 +177,13 @@ def load_member(
     except FileNotFoundError:
         raise CondormlError(f"--model {path}: no such file") from None
     except Exception as err:  # torch raises many types for a damaged or unsafe file
-        raise CondormlError(
-            f"--model {path}: not a loadable PyTorch weights file ({str(err).splitlines()[0][:200]})"
-        ) from None
+        raise CondormlError(f"--model {path}: {describe_load_error(path, err)}") from None
     if not isinstance(state, dict):
         raise CondormlError(f"--model {path}: expected a condorml checkpoint or a state_dict")
-    config = None
+    config = progress = None
     if state.get("format") == FORMAT:
         config = state["config"]
+        progress = _training_progress(path, state)
         arch, size, weights = config["model"], config["image_size"], state["model"]
         for option, given, saved in (
             ("--model-arch", model_arch, arch),
@@ -202,7 +207,24 @@ def load_member(
         ) from None
     model = model.to(device=device, memory_format=torch.channels_last).eval()
     name = (config or {}).get("member") or path.parent.name or path.stem
-    return Member(name, path, file_sha256(path), arch, size, config, model)
+    return Member(name, path, file_sha256(path), arch, size, config, model, progress)
+
+
+def _training_progress(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """How far training had got when the checkpoint was written; warns if it had not finished."""
+    epoch, epochs = int(state["epoch"]), int(state["config"]["epochs"])
+    finished = bool(state.get("finished", epoch >= epochs))
+    if not finished:
+        mid = f" and {state['batch']} batches of the next" if state.get("batch") else ""
+        log.warning(
+            "%s: a checkpoint taken mid-training (%d of %d epochs done%s); predicting with a "
+            "partly trained model",
+            path,
+            epoch,
+            epochs,
+            mid,
+        )
+    return {"epoch": epoch, "epochs": epochs, "finished": finished}
 
 
 def _recognise_arch(path: Path, weights: dict) -> str:
@@ -291,7 +313,8 @@ def infer(config: InferConfig, progress: Progress | None = None) -> InferResult:
     source = ImageSource(config.images)
     try:
         all_images, ignored = list_images(source)
-        images = config.shard.select(all_images) if config.shard else all_images
+        first, stop = config.shard.bounds(len(all_images)) if config.shard else (0, len(all_images))
+        images = all_images[first:stop]
         members = [
             load_member(p, device, config.model_arch, config.image_size) for p in config.models
         ]
@@ -309,13 +332,18 @@ def infer(config: InferConfig, progress: Progress | None = None) -> InferResult:
         with run, prediction_writer(config.output, config.with_stats) as write:
             loop_started = time.monotonic()
             progress.start("inferring", len(images))
-            for start in range(0, len(images), config.batch_size):
-                batch = images[start : start + config.batch_size]
-                for fileid, probs in run.predict(source, batch):
+            # The batches of the unsharded run, whole: a model's float32 output for an image
+            # depends on the size of its batch, and merged shards must be the unsharded CSV to
+            # the bit. A shard computes (at most) two batches it shares with its neighbours and
+            # keeps its own rows.
+            for start in range(first - first % config.batch_size, stop, config.batch_size):
+                batch = all_images[start : start + config.batch_size]
+                own = range(max(first - start, 0), min(stop - start, len(batch)))
+                for fileid, probs in run.predict(source, batch, own):
                     prob = sum(probs) / len(probs)
                     spread = float(np.std(probs)) if len(probs) > 1 else 0.0
                     write(fileid, prob, spread, len(probs))
-                progress.advance(len(batch))
+                progress.advance(len(own))
             loop_seconds = time.monotonic() - loop_started
             progress.finish(f"{len(images) - len(run.failed)} predicted, {len(run.failed)} failed")
             if images and len(run.failed) == len(images):
@@ -383,20 +411,22 @@ class _Run:
     def __exit__(self, *_exc: object) -> None:
         self.pool.shutdown()
 
-    def predict(self, source: ImageSource, batch: list[ImageFile]) -> list[tuple[str, list[float]]]:
-        """(id, per-member probabilities of dog) for the decodable images of ``batch``."""
+    def predict(
+        self, source: ImageSource, batch: list[ImageFile], own: range
+    ) -> list[tuple[str, list[float]]]:
+        """(id, per-member probabilities of dog) for the decodable images ``batch[own]``."""
         probs: list[list[float]] = [[] for _ in self.members]
         ok: list[int] = []
         for size in self.sizes:
-            pixels, ok = self._decode(source, batch, size)
+            pixels, ok = self._decode(source, batch, size, own)
             for m, member in enumerate(self.members):
                 if member.image_size == size:
                     probs[m] = self._forward(member, self.normalizers[m], pixels)
         # A file decodes at every size or at none, so `ok` is the same for every size.
-        return [(batch[i].stem, [p[k] for p in probs]) for k, i in enumerate(ok)]
+        return [(batch[i].stem, [p[k] for p in probs]) for k, i in enumerate(ok) if i in own]
 
     def _decode(
-        self, source: ImageSource, batch: list[ImageFile], size: int
+        self, source: ImageSource, batch: list[ImageFile], size: int, own: range
     ) -> tuple[torch.Tensor, list[int]]:
         stage = self._stages.get(size)
         if stage is None or len(stage) < len(batch):  # reused: a fresh array page-faults again
@@ -416,7 +446,7 @@ class _Run:
             self.failed += [
                 {"file": source.display(batch[i].name), "fileid": batch[i].stem, "reason": reason}
                 for i, reason in enumerate(reasons)
-                if reason is not None
+                if reason is not None and i in own
             ]
         return torch.from_numpy(stage[ok] if len(ok) < len(batch) else stage), ok
 

@@ -22,6 +22,14 @@ def job_log_name(kind: str) -> str:
     return f"{kind}.log"
 
 
+def job_stream_name(kind: str, stream: str, job: str) -> str:
+    """A job's ``output`` (``stream="out"``) or ``error`` (``"err"``) file: ``KIND.JOB.STREAM``.
+
+    ``job`` is ``CLUSTER.PROC``, or the ``$(ClusterId).$(ProcId)`` macros in a description.
+    """
+    return f"{kind}.{job}.{stream}"
+
+
 def member_folder(run_dir: Path, member: str) -> Path:
     """``RUN_DIR/members/<id>``: the member's initialdir."""
     return run_dir / MEMBERS_FOLDER / member

@@ -14,6 +14,7 @@ from typing import Any
 
 from condorml import __version__
 from condorml.errors import CondormlError
+from condorml.fileio import check_input_file, check_output_file
 from condorml.predictions import (
     prediction_writer,
     read_predictions,
@@ -50,10 +51,20 @@ def merge_predictions(output: Path, parts: list[Path]) -> MergeResult:
     Raises
     ------
     CondormlError
-        For overlapping ids, a missing or incomplete shard, or shards that do not belong together.
+        For overlapping ids, a missing or incomplete shard, shards that do not belong together,
+        a part that is not a CSV, or an ``output`` that cannot be written or is one of the parts
+        (``condorml merge part0.csv part1.csv`` would overwrite part0.csv).
     """
     if not parts:
         raise CondormlError("merge: give the shard CSVs to merge")
+    for part in parts:
+        if Path(part).resolve() == Path(output).resolve():
+            raise CondormlError(
+                f"merge: the output {output} is also a part; the merged CSV comes first "
+                "(condorml merge OUTPUT PART...) and must be a new file"
+            )
+        check_input_file(part, "merge: part")
+    check_output_file(output, "merge: output")
     frames = [read_predictions(part) for part in parts]
     columns = list(frames[0].columns)
     for part, frame in zip(parts, frames, strict=True):

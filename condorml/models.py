@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from condorml.checkpoint import describe_load_error
+from condorml.config import MIN_IMAGE_SIZE
 from condorml.errors import CondormlError
 
 NUM_CLASSES = 2  # cat (0) and dog (1)
@@ -69,7 +71,7 @@ def _build_cnn(
 ) -> nn.Module:
     if cnn_feature_side(image_size) < 1:
         raise CondormlError(
-            f"--image-size {image_size}: too small for the cnn model; use 40 or more"
+            f"--image-size {image_size}: too small for the cnn model; use {MIN_IMAGE_SIZE['cnn']} or more"
         )
     if pretrained_weights is not None or freeze_backbone:
         raise CondormlError(
@@ -119,10 +121,10 @@ def _load_backbone(model: nn.Module, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise CondormlError(f"--pretrained-weights {path}: no such file") from err
-    except Exception as err:
+    except Exception as err:  # torch raises many types for a damaged or unsafe file
         raise CondormlError(
-            f"--pretrained-weights {path}: not a PyTorch weights file ({err})"
-        ) from err
+            f"--pretrained-weights {path}: {describe_load_error(path, err)}"
+        ) from None
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

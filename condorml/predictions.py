@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from condorml.errors import CondormlError
-from condorml.fileio import atomic_write, atomic_write_text
+from condorml.fileio import atomic_write, atomic_write_text, read_csv
 
 COLUMNS = ("fileid", "prob")
 STATS_COLUMNS = ("prob_std", "n_models")
@@ -87,16 +87,9 @@ def read_predictions(path: Path):
     CondormlError
         If the file is missing or lacks the ``fileid,prob`` columns.
     """
-    import pandas as pd
-
-    try:
-        # Everything as text, numbers converted by Python's float(): exact round trips of the
-        # shortest reprs written by format_prob, whatever pandas' own float parser does.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise CondormlError(f"{path}: no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise CondormlError(f"{path}: not a CSV file ({err})") from None
+    # Everything as text, numbers converted by Python's float(): exact round trips of the
+    # shortest reprs written by format_prob, whatever pandas' own float parser does.
+    frame = read_csv(path, "predictions", dtype=str, keep_default_na=False)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise CondormlError(f"{path}: not a predictions CSV (no {', '.join(missing)} column)")

@@ -31,7 +31,15 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from condorml import __version__
-from condorml.accounting import leaderboard_counts, member_accounting
+from condorml.accounting import (
+    LEADERBOARD_COLUMNS,
+    LOST_CAUSES,
+    counts_line,
+    leaderboard_counts,
+    lost_column,
+    member_accounting,
+    no_predictions_reasons,
+)
 from condorml.errors import CondormlError
 from condorml.evaluate import THRESHOLD, Scores, read_labels, score
 from condorml.fileio import atomic_write, atomic_write_text
@@ -236,7 +244,7 @@ def gather(
         missing += notes
     members = table["member"].tolist()
     condor, condor_notes = member_accounting(run_dir, members, now)
-    counts = leaderboard_counts(condor)
+    counts, why_none = leaderboard_counts(condor), no_predictions_reasons(condor)
 
     epochs, leaderboard_rows, predictions = [], [], {}
     for record in table.to_dict("records"):
@@ -248,7 +256,7 @@ def gather(
             continue
         state, note = _state(folder)
         metrics, metrics_note = _metrics(folder)
-        probs, reason = _member_probs(folder)
+        probs, reason = _member_probs(folder, why_none.get(member, ""))
         missing += [f"{member}: {n}" for n in (note, metrics_note, reason) if n]
         if metrics is not None:
             epochs.append(metrics.assign(member=member))
@@ -260,6 +268,7 @@ def gather(
         )
 
     leaderboard, source = _leaderboard(run_dir, leaderboard_rows)
+    _current_counts(leaderboard, counts)
     data = ReportData(run_dir, leaderboard, _epoch_table(table, epochs), _swept(run_dir, table),
                       leaderboard_source=source, missing=missing)  # fmt: skip
     if not data.swept:
@@ -308,8 +317,11 @@ def _metrics(folder: Path) -> tuple[pd.DataFrame | None, str]:
     return frame, ""
 
 
-def _member_probs(folder: Path) -> tuple[pd.Series | None, str]:
-    """The member's probability of dog per image id, merging shard parts in memory."""
+def _member_probs(folder: Path, why_none: str = "") -> tuple[pd.Series | None, str]:
+    """The member's probability of dog per image id, merging shard parts in memory.
+
+    ``why_none``: why the member has no predictions, from its jobs' logs (default: a guess).
+    """
     from condorml.merge import merge_predictions
     from condorml.predictions import read_predictions
 
@@ -319,7 +331,7 @@ def _member_probs(folder: Path) -> tuple[pd.Series | None, str]:
         if not csv.exists():
             parts = sorted(out.glob("dog_probs.part*.csv")) if out.is_dir() else []
             if not parts:
-                return None, "no predictions (inference did not finish)"
+                return None, f"no predictions ({why_none or 'inference did not finish'})"
             # merged into a temporary folder: a report never writes into the run's folders
             with tempfile.TemporaryDirectory() as tmp:
                 merge_predictions(Path(tmp) / "dog_probs.csv", parts)
@@ -356,7 +368,7 @@ def _swept(run_dir: Path, members: pd.DataFrame) -> list[str]:
     from condorml.sweep import load_spec
 
     try:
-        swept = list(load_spec(run_dir / "spec.toml").swept)
+        swept = list(load_spec(run_dir / "spec.toml", check_paths=False).swept)
     except CondormlError:
         fixed = {"member", "seed"}
         swept = [c for c in members.columns if c not in fixed and members[c].nunique() > 1]
@@ -383,6 +395,18 @@ def _leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> tuple[pd.DataFram
         ok = frame["status"] == "ok"
         frame = pd.concat([frame[ok].sort_values("val_loss", kind="stable"), frame[~ok]])
     return frame.reset_index(drop=True), "the members' files (the collect step has not run)"
+
+
+def _current_counts(leaderboard: pd.DataFrame, counts: dict[str, dict[str, int]]) -> None:
+    """Put the event logs' counts now into the leaderboard (in place), so that every table of
+    the report says the same: the collect step's copy is as old as its last run."""
+    if not counts or "member" not in leaderboard:
+        return
+    for column in LEADERBOARD_COLUMNS:
+        known = leaderboard["member"].map(lambda m, c=column: counts.get(m, {}).get(c))
+        previous = leaderboard.get(column)
+        leaderboard[column] = known if previous is None else known.where(known.notna(), previous)
+        leaderboard[column] = leaderboard[column].astype("Int64")
 
 
 def _labels_and_scores(data: ReportData, labels: Path | None, explicit: bool) -> None:
@@ -506,9 +530,13 @@ def sample_images(
 
 def _figure(width: float, height: float) -> Figure:
     # A bare Figure renders with the Agg canvas; pyplot (and its global state) is never used.
+    # Constrained layout keeps titles, labels and legends ("outside" ones too) inside the figure.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # text is measured (to fit it) with the renderer that draws the PNG
+    return fig
 
 
 def _colors(n: int) -> list[Any]:
@@ -516,6 +544,99 @@ def _colors(n: int) -> list[Any]:
 
     cmap = colormaps["tab10" if n <= 10 else "viridis"]
     return [cmap(i if n <= 10 else i / max(n - 1, 1)) for i in range(n)]
+
+
+# Hyperparameters compared by ratio: drawn on a log axis whenever their values are all positive
+_LOG_BY_NATURE = frozenset({"lr", "weight_decay"})
+_MIN_FONT_SIZE = 7.0  # a title shrinks to this size to fit its axes, not further
+_LABEL_GAP = 2.0  # pixels between two tick labels
+
+
+def log_distributed(spec_file: Path) -> set[str]:
+    """The hyperparameters a sweep spec draws from ``log_uniform`` (none if it cannot be read)."""
+    from condorml.sweep import load_spec
+
+    try:
+        random = load_spec(spec_file, check_paths=False).random
+    except (CondormlError, OSError):
+        return set()
+    return {name for name, d in random.items() if isinstance(d, dict) and "log_uniform" in d}
+
+
+def _apart(boxes: list[Any], along: str) -> bool:
+    """Whether no two of the boxes overlap along ``along`` ("x" or "y")."""
+    from itertools import pairwise
+
+    spans = sorted((b.x0, b.x1) if along == "x" else (b.y0, b.y1) for b in boxes)
+    return all(a[1] + _LABEL_GAP <= b[0] for a, b in pairwise(spans))
+
+
+def _tick_labels(axis: Any, along: str) -> list[Any]:
+    """The tick labels drawn on one axis (inside its view, not empty)."""
+    ticks = axis.xaxis if along == "x" else axis.yaxis
+    low, high = sorted(ticks.get_view_interval())
+    locations, labels = ticks.get_majorticklocs(), ticks.get_majorticklabels()
+    return [label for tick, label in zip(locations, labels, strict=True)
+            if low <= tick <= high and label.get_visible() and label.get_text()]  # fmt: skip
+
+
+def _fit_ticks(fig: Figure, axis: Any, along: str, renderer: Any) -> None:
+    """Rotate (x only), then thin, an axis's tick labels until none overlaps the next.
+
+    Thinning keeps the last label (the ensemble, after its members) and every n-th before it.
+    """
+    from itertools import pairwise
+
+    labels = _tick_labels(axis, along)
+    if _apart([t.get_window_extent(renderer) for t in labels], along):
+        return
+    ticks = axis.xaxis if along == "x" else axis.yaxis
+    if along == "x":
+        axis.tick_params(axis="x", labelrotation=90)
+        fig.draw_without_rendering()
+        labels = _tick_labels(axis, along)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    if _apart(boxes, along) or len(labels) < 2:
+        return
+    # every n-th label: n spacings must hold the widest label (across the axis)
+    size = max(b.width if along == "x" else b.height for b in boxes) + _LABEL_GAP
+    centres = sorted((b.x0 + b.x1) / 2 if along == "x" else (b.y0 + b.y1) / 2 for b in boxes)
+    spacing = min(b - a for a, b in pairwise(centres)) or 1.0
+    positions = [label.get_position()[0 if along == "x" else 1] for label in labels]
+    texts = [label.get_text() for label in labels]
+    for every in range(max(2, math.ceil(size / spacing)), len(labels) + 1):
+        keep = sorted(range(len(labels) - 1, -1, -every))
+        ticks.set_ticks([positions[i] for i in keep], [texts[i] for i in keep])
+        ticks.set_minor_locator(_null_locator())
+        fig.draw_without_rendering()
+        if _apart([t.get_window_extent(renderer) for t in _tick_labels(axis, along)], along):
+            return
+
+
+def _null_locator() -> Any:
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
+
+
+def _finish(fig: Figure) -> Figure:
+    """Lay the figure out so that nothing is clipped or overlaps: titles shrink to their axes'
+    width, tick labels that collide are rotated and then thinned."""
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    for axis in fig.axes:
+        title = axis.title
+        width = axis.get_window_extent(renderer).width
+        while title.get_text() and title.get_window_extent(renderer).width > width:
+            if title.get_fontsize() <= _MIN_FONT_SIZE:
+                break
+            title.set_fontsize(title.get_fontsize() - 1)
+    fig.draw_without_rendering()
+    for axis in fig.axes:
+        if axis.axison:
+            _fit_ticks(fig, axis, "x", renderer)
+            _fit_ticks(fig, axis, "y", renderer)
+    return fig
 
 
 def plot_learning_curves(epochs: pd.DataFrame) -> Figure:
@@ -533,13 +654,20 @@ def plot_learning_curves(epochs: pd.DataFrame) -> Figure:
         axis.set(xlabel="epoch", ylabel=name, title=f"{name} (train dashed, validation solid)")
         axis.grid(alpha=0.3)
         axis.xaxis.get_major_locator().set_params(integer=True)
-    if len(members) <= 12:  # beyond that a legend hides the curves
-        acc.legend(fontsize="small", ncols=2 if len(members) > 6 else 1)
-    return fig
+    if len(members) <= 12:  # beyond that a legend is a wall of names
+        fig.legend(*acc.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
+    return _finish(fig)
 
 
-def plot_hyperparameters(members: pd.DataFrame, swept: list[str]) -> Figure:
-    """Final validation accuracy of every member against each swept hyperparameter."""
+def plot_hyperparameters(
+    members: pd.DataFrame, swept: list[str], log_scaled: Collection[str] = ()
+) -> Figure:
+    """Final validation accuracy of every member against each swept hyperparameter.
+
+    A hyperparameter goes on a log axis when its values are all positive and it is in
+    ``log_scaled`` (the spec draws it from ``log_uniform``), or a learning rate or weight decay,
+    or its values span two decades or more. A few values that members share (a grid) are the ticks.
+    """
     import numpy as np
     import pandas as pd
 
@@ -555,9 +683,14 @@ def plot_hyperparameters(members: pd.DataFrame, swept: list[str]) -> Figure:
         numeric = values.notna().all() and rows[name].dtype != bool
         if numeric:
             axis.scatter(values, rows["val_acc"], alpha=0.8)
-            positive = values[values > 0]
-            if len(positive) == len(values) and len(values) and values.max() / values.min() >= 20:
-                axis.set_xscale("log")  # learning rates and weight decays span decades
+            positive = len(values) > 0 and bool((values > 0).all())
+            if positive and (name in log_scaled or name in _LOG_BY_NATURE
+                             or values.max() / values.min() >= 100):  # fmt: skip
+                axis.set_xscale("log")
+            distinct = sorted(set(values))
+            if len(distinct) <= 8 and len(distinct) < len(values):  # a grid (with seeds)
+                axis.set_xticks(distinct, [f"{v:g}" for v in distinct])
+                axis.xaxis.set_minor_locator(_null_locator())
         else:
             labels = sorted({str(v) for v in rows[name]})
             axis.scatter([labels.index(str(v)) for v in rows[name]], rows["val_acc"], alpha=0.8)
@@ -565,43 +698,44 @@ def plot_hyperparameters(members: pd.DataFrame, swept: list[str]) -> Figure:
             axis.set_xlim(-0.5, len(labels) - 0.5)
         axis.set(xlabel=name, ylabel="final validation accuracy", title=name)
         axis.grid(alpha=0.3)
-    return fig
+    return _finish(fig)
 
 
 def plot_ensemble_vs_members(scores: pd.DataFrame, order: list[str]) -> Figure:
     """Test accuracy and log loss of every member (best validation first) and of the ensemble."""
     table = scores.set_index("member").loc[[*order, "ensemble"]]
-    fig = _figure(min(max(6.0, 0.5 * len(table) + 4), 16.0), 3.8)  # 16 in: ~100 bars
+    fig = _figure(min(max(8.0, 0.25 * len(table) + 4), 16.0), 4.2)  # 16 in: ~100 bars
     colors = ["tab:blue"] * len(order) + ["tab:orange"]
     for axis, metric, label in zip(
         fig.subplots(1, 2), ("accuracy", "log_loss"), ("accuracy", "log loss"), strict=True
     ):
         axis.bar(range(len(table)), table[metric], color=colors)
         axis.axhline(table.at["ensemble", metric], color="tab:orange", ls="--", lw=1)
-        axis.set_xticks(range(len(table)), table.index, rotation=90 if len(table) > 12 else 0)
-        axis.set(ylabel=label, title=f"test {label} (ensemble in orange)")
+        axis.set_xticks(range(len(table)), table.index)
+        axis.set_xlim(-0.6, len(table) - 0.4)
+        # bars start at 0: a zoomed axis would cut them off at the bottom
+        axis.set_ylim(0.0, max(float(table[metric].max()) * 1.05, 1e-3))
+        axis.set(ylabel=label, title=f"test {label}")
         axis.grid(alpha=0.3, axis="y")
-        if metric == "log_loss":
-            low = table[metric].min()
-            axis.set_ylim(max(0.0, low - 0.2 * (table[metric].max() - low) - 1e-3), None)
-    return fig
+    return _finish(fig)
 
 
 def plot_ensemble_size(curve: pd.DataFrame) -> Figure:
     """Ensemble accuracy and log loss against its size, members added best first."""
-    fig = _figure(10, 3.6)
+    fig = _figure(10, 3.8)
     best = curve.iloc[0]
     for axis, metric, label in zip(
         fig.subplots(1, 2), ("accuracy", "log_loss"), ("accuracy", "log loss"), strict=True
     ):
         axis.plot(curve["k"], curve[metric], "-o", color="tab:orange", label="ensemble of k")
         axis.axhline(best[metric], color="tab:blue", ls="--", lw=1, label=f"best-validation member ({best['added']})")  # fmt: skip
-        axis.set(xlabel="members in the ensemble (best validation accuracy first)", ylabel=label)
+        axis.set(xlabel="members (best validation accuracy first)", ylabel=label)
         axis.set_title(f"test {label}")
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
-    return fig
+    fig.legend(*axis.get_legend_handles_labels(), loc="outside upper center", ncols=2,
+               fontsize="small", frameon=False)  # fmt: skip
+    return _finish(fig)
 
 
 def plot_calibration(calibration: pd.DataFrame) -> Figure:
@@ -617,9 +751,10 @@ def plot_calibration(calibration: pd.DataFrame) -> Figure:
     width = calibration["bin_high"] - calibration["bin_low"]
     counts.bar(calibration["bin_low"], calibration["images"], width=width, align="edge",
                edgecolor="white")  # fmt: skip
-    counts.set(xlim=(0, 1), xlabel="predicted probability of dog", ylabel="images",
+    counts.set(xlim=(0, 1), ylim=(0, max(float(calibration["images"].max()) * 1.05, 1)),
+               xlabel="predicted probability of dog", ylabel="images",
                title="images per probability bin")  # fmt: skip
-    return fig
+    return _finish(fig)
 
 
 def plot_sample_images(
@@ -628,44 +763,52 @@ def plot_sample_images(
     """A grid of test images titled with the probability of dog, green/red when right/wrong."""
     columns = min(4, len(samples))
     rows = math.ceil(len(samples) / columns)
-    fig = _figure(2.4 * columns, 2.6 * rows)
+    fig = _figure(2.4 * columns, 2.7 * rows)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for axis in axes:
         axis.set_axis_off()
     for axis, (fileid, image) in zip(axes, samples, strict=False):
         axis.imshow(image)
         prob = probs.get(fileid)
-        title, color = f"{fileid}: p(dog) {prob:.3f}" if prob is not None else fileid, "black"
+        lines, color = [fileid, "" if prob is None else f"p(dog) {prob:.3f}"], "black"
         truth = None if labels is None else labels.get(fileid)
         if truth is not None:
-            title += f"\ntruth: {'dog' if truth else 'cat'}"
+            lines[1] += f"{', ' if prob is not None else ''}truth: {'dog' if truth else 'cat'}"
             if prob is not None:
                 color = "tab:green" if int(prob > THRESHOLD) == truth else "tab:red"
-        axis.set_title(title, color=color, fontsize=11)
-    return fig
+        axis.set_title("\n".join(line for line in lines if line), color=color, fontsize=11)
+    return _finish(fig)
 
 
 def plot_goodput(condor: pd.DataFrame) -> Figure:
-    """Per member: committed, lost, set-up (and still uncommitted) time, evictions noted."""
+    """Per member: committed, lost (by cause), set-up (and still uncommitted) time, evictions."""
     table = condor.iloc[::-1]  # first member on top
-    fig = _figure(9, max(2.5, 0.35 * len(table) + 1.5))
+    fig = _figure(9, max(2.8, 0.35 * len(table) + 1.8))
     axis = fig.subplots()
     y = range(len(table))
     axis.barh(y, table["committed_seconds"], color="tab:green", label="committed")
     left = table["committed_seconds"].copy()
+    by_cause = all(lost_column(cause) in table for cause in LOST_CAUSES)
+    lost = [(lost_column(cause), color, f"lost to {cause}s") for cause, color in
+            zip(LOST_CAUSES, ("tab:red", "tab:orange", "tab:purple", "tab:brown"), strict=True)]  # fmt: skip
+    always = lost[0][0] if by_cause else "lost_seconds"
     for column, color, label in (
-        ("lost_seconds", "tab:red", "lost to evictions"),
+        *(lost if by_cause else [("lost_seconds", "tab:red", "lost")]),
         ("setup_seconds", "tab:blue", "input transfer and set-up"),
         ("uncommitted_seconds", "tab:grey", "running, not yet checkpointed"),
-    ):
-        if column == "lost_seconds" or table[column].sum() > 0:
+    ):  # the first kind of lost time is always in the legend: "none lost" is news too
+        if column == always or table[column].sum() > 0:
             axis.barh(y, table[column], left=left, color=color, label=label)
             left = left + table[column]
     axis.set_yticks(list(y), [f"{m} ({e} eviction{'' if e == 1 else 's'})" for m, e in zip(table["member"], table["evictions"], strict=True)])  # fmt: skip
+    axis.set_ylim(-0.6, len(table) - 0.4)
+    axis.set_xlim(0, max(float(left.max()) * 1.03, 1.0))
     axis.set(xlabel="execution time of the training jobs (s)")
     axis.grid(alpha=0.3, axis="x")
-    axis.legend(fontsize="small", loc="lower right")
-    return fig
+    handles, names = axis.get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside upper center", ncols=min(len(names), 3),
+               fontsize="small", frameon=False)  # fmt: skip
+    return _finish(fig)
 
 
 def png(fig: Figure, dpi: int = 100) -> bytes:
@@ -702,7 +845,8 @@ def make_plots(data: ReportData) -> tuple[list[Plot], list[str]]:
     else:
         notes.append("no member finished an epoch: learning curves skipped")
     if data.swept and "val_acc" in data.members and data.members["val_acc"].notna().any():
-        add("hyperparameters", plot_hyperparameters(data.members, data.swept),
+        log_scaled = log_distributed(data.run_dir / "spec.toml")
+        add("hyperparameters", plot_hyperparameters(data.members, data.swept, log_scaled),
             "One point per member (seeds give the spread).")  # fmt: skip
     elif data.swept:
         notes.append("no final validation accuracy yet: hyperparameter plot skipped")
@@ -733,7 +877,8 @@ def make_plots(data: ReportData) -> tuple[list[Plot], list[str]]:
     if data.condor is not None and data.condor["execution_seconds"].sum() > 0:
         add("goodput", plot_goodput(data.condor),
             "From the jobs' own event logs: time up to a checkpoint or the job's end is committed; "
-            "time since the last checkpoint before an eviction is lost; from a run's input "
+            "time since the last checkpoint before an eviction, hold or failure is lost, and a "
+            "removal loses all of the job's time (its checkpoints go with it); from a run's input "
             "transfer to its execution is set-up. In all: HTCondor's RemoteWallClockTime.")  # fmt: skip
     return plots, notes
 
@@ -870,15 +1015,22 @@ def _summary(data: ReportData) -> list[str]:
             f"on {int(ensemble['images'])} labelled test images."
         )
     if data.condor is not None:
-        c = data.condor
-        lost, executed = c["lost_seconds"].sum(), c["execution_seconds"].sum()
-        share = f" ({100 * lost / executed:.1f}%)" if executed else ""
-        lines.append(
-            f"Training jobs: {int(c['runs'].sum())} run(s), {int(c['checkpoints'].sum())} "
-            f"checkpoint(s), {int(c['evictions'].sum())} eviction(s); {executed:.0f} s on execute "
-            f"points, {lost:.0f} s{share} lost to evictions."
-        )
+        lines.append(_condor_summary(data.condor))
     return lines
+
+
+def _condor_summary(c: pd.DataFrame) -> str:
+    """The training jobs' counts (summed over the members, as the HTCondor table shows each)
+    and their lost time by cause."""
+    lost, executed = c["lost_seconds"].sum(), c["execution_seconds"].sum()
+    share = f" ({100 * lost / executed:.1f}%)" if executed else ""
+    causes = [f"{c[lost_column(cause)].sum():.0f} s to {cause}s" for cause in LOST_CAUSES
+              if lost_column(cause) in c and c[lost_column(cause)].sum() >= 0.5]  # fmt: skip
+    counts = counts_line(*(int(c[name].sum()) for name in LEADERBOARD_COLUMNS))
+    return (
+        f"Training jobs of {len(c)} member(s), in all: {counts}; {executed:.0f} s on execute "
+        f"points, {lost:.0f} s{share} lost" + (f" ({', '.join(causes)})." if causes else ".")
+    )
 
 
 def render_html(data: ReportData, plots: list[Plot], missing: list[str], files: list[str]) -> str:
@@ -925,8 +1077,14 @@ def render_html(data: ReportData, plots: list[Plot], missing: list[str], files: 
         parts += [
             '<section id="htcondor"><h2>HTCondor: training jobs</h2>',
             "<p>Runs are executions on an execute point (a restart after exit 85 in the same "
-            "sandbox is not a new run); execution is HTCondor's RemoteWallClockTime, committed its "
-            "CommittedTime; goodput = committed / execution.</p>",
+            "sandbox is not a new run); checkpoints are checkpoint transfers back (040 while the "
+            "job runs); evictions are 004 events that announced no hold or removal. Execution is "
+            "HTCondor's RemoteWallClockTime; lost time is split by cause: since the last "
+            "checkpoint at an eviction, a hold or a failed exit, and at a removal (condor_rm, "
+            "Ctrl-C of condorml run) also every checkpoint, which HTCondor deletes with the job. "
+            "Committed is the rest after set-up (HTCondor's CommittedTime for jobs that ended "
+            "well); goodput = committed / execution. The note says why a member's node is held, "
+            "failed or removed.</p>",
             _table_html(data.condor, "htcondor-table"),
             "</section>",
         ]

@@ -13,16 +13,24 @@ same ids, hyperparameters and folders.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
+import re
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from condorml.config import TrainConfig
+from condorml.config import (
+    INFER_PRECISIONS,
+    OPTION_RULES,
+    OptionRule,
+    TrainConfig,
+    combination_problems,
+)
 from condorml.errors import CondormlError
 from condorml.htcondor.passthrough import extra_commands
 
@@ -57,7 +65,26 @@ INFERENCE_KEYS = ("shards", "batch_size", "precision", "with_stats", "resources"
 THROTTLE_KEYS = ("max_train_jobs", "max_infer_jobs", "retries")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform")
 SIGNIFICANT_DIGITS = 4  # random floats are rounded: readable ids, CSVs and command lines
-_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+INFERENCE_RULES = {
+    "shards": OptionRule(int, low=1),
+    "batch_size": OptionRule(int, low=1),
+    "precision": OptionRule(str, choices=INFER_PRECISIONS),
+    "with_stats": OptionRule(bool),
+}
+# [resources] values that are not text (sizes may be text or a number: "8GB", 8192)
+RESOURCE_RULES = {
+    "cpus": OptionRule(int, low=1),
+    "gpus": OptionRule(int, low=0),
+    "gpu_capability_min": OptionRule(float, low=1, below=100),
+    "gpu_capability_max": OptionRule(float, low=1, below=100),
+}
+# A run folder's copy of a spec names the folder its relative paths are relative to.
+RELATIVE_TO = "relative_to"
+_RELATIVE_TO_LINE = re.compile(rf"^{RELATIVE_TO}\s*=.*(\n|$)", re.MULTILINE)
+_COPY_HEADER = (
+    "# Copied by condorml sweep. Relative paths below are relative to relative_to (itself relative\n"
+    "# to this file's folder): this copy reads the same files as the spec it was copied from.\n"
+)
 
 
 @dataclass(frozen=True)
@@ -98,196 +125,372 @@ class SweepSpec:
         return (*self.grid, *self.random)
 
 
-def _fail(where: str, message: str) -> CondormlError:
-    return CondormlError(f"{where}: {message}")
+def _fail(path: Path, table: str, key: str | None, message: str) -> CondormlError:
+    """``<spec>: [table] key: what is wrong; what to do`` (``[table]:`` for a whole table)."""
+    return CondormlError(f"{path}: [{table}]{f' {key}' if key else ''}: {message}")
 
 
-def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+def _toml(value: Any) -> str:
+    """A value as the spec would write it (``"3"``, ``true``, ``3.5``), for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], path: Path, name: str) -> None:
     for key in table:
         if key not in allowed:
-            raise _fail(
-                f"{where}.{key}" if where else key, f"unknown key; valid keys: {', '.join(allowed)}"
-            )
+            raise _fail(path, name, key, f"unknown key; valid keys: {', '.join(allowed)}")
 
 
-def _table(doc: dict[str, Any], name: str, where: Path) -> dict[str, Any]:
+def _table(doc: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     value = doc.get(name, {})
     if not isinstance(value, dict):
-        raise _fail(f"{where}: [{name}]", "must be a table")
+        raise _fail(
+            path,
+            name,
+            None,
+            f"must be a table, not {_toml(value)}; write [{name}] and its keys below it",
+        )
     return value
 
 
-def load_spec(path: Path) -> SweepSpec:
+def _check_rule(rule: OptionRule, value: Any, path: Path, table: str, key: str) -> Any:
+    """``value`` if ``rule`` accepts it (a float option's whole number as a float), else raise."""
+    problem = rule.problem(value)
+    if problem is not None:
+        raise _fail(path, table, key, f"got {_toml(value)}; {problem}")
+    return float(value) if rule.kind is float and isinstance(value, int) else value
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        text = path.read_text()
+        return text, tomllib.loads(text)
+    except FileNotFoundError:
+        raise CondormlError(f"{path}: no such sweep specification") from None
+    except IsADirectoryError:
+        raise CondormlError(
+            f"{path}: a folder; give the sweep specification (.toml) file"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise CondormlError(f"{path}: not valid TOML ({err})") from None
+
+
+def spec_folder(path: Path, doc: dict[str, Any]) -> Path:
+    """The folder a spec's relative paths are relative to: its own, or ``relative_to`` from it.
+
+    A run folder's copy of a spec (``RUN_DIR/spec.toml``) records ``relative_to`` so that it
+    reads the same files as the spec it was copied from.
+    """
+    base = doc.get(RELATIVE_TO, ".")
+    if not isinstance(base, str) or not base:
+        raise CondormlError(
+            f"{path}: {RELATIVE_TO}: got {_toml(base)}; a folder, relative to this file's folder"
+        )
+    return Path(os.path.normpath(os.path.abspath(path.parent / base)))
+
+
+def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
     """Read and validate a sweep specification.
 
-    Relative data paths are taken relative to the spec file's folder.
+    Relative paths (``[data]``, ``[train] pretrained_weights``, a local ``.sif`` image) are
+    taken relative to the spec file's folder (or its ``relative_to``); with ``check_paths``
+    each must exist (URLs pass through unchecked): a job would otherwise go on hold.
 
     Raises
     ------
     CondormlError
-        For a missing or malformed file, unknown sections or keys, unknown hyperparameters, empty
-        grids, impossible ranges or member counts, naming the key and the valid choices.
+        For a missing or malformed file, unknown sections or keys, values of the wrong type or
+        out of range (checked against :data:`condorml.config.OPTION_RULES`), empty or
+        impossible grids and ranges, member counts that can never succeed, or a missing file:
+        ``<spec>: [table] key: what is wrong; what to do``.
     """
-    try:
-        text = path.read_text()
-        doc = tomllib.loads(text)
-    except FileNotFoundError:
-        raise CondormlError(f"{path}: no such sweep specification") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise CondormlError(f"{path}: not valid TOML ({err})") from None
-    _check_keys(doc, SECTIONS, f"{path}: section")
-    data = _table(doc, "data", path)
-    _check_keys(data, DATA_KEYS, f"{path}: data")
-    for key in ("train", "test"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise _fail(
-                f"{path}: data.{key}",
-                "required: the training zip and the test images (a path or an osdf:/// URL)",
+    text, doc = _read(path)
+    base = spec_folder(path, doc)
+    doc = {k: v for k, v in doc.items() if k != RELATIVE_TO}
+    for name, value in doc.items():
+        if name not in SECTIONS and not isinstance(value, dict):
+            raise CondormlError(
+                f"{path}: {name} = {_toml(value)}: a key outside any table; put it under its table, e.g. [train]"
             )
-    if "labels" in data and not isinstance(data["labels"], str):
-        raise _fail(f"{path}: data.labels", "a path to a fileid,is_dog CSV")
-    data = {key: _resolve(value, path.parent) for key, value in data.items()}
+        if name not in SECTIONS:
+            raise _fail(path, name, None, f"unknown section; valid sections: {', '.join(SECTIONS)}")
+    where = _Where(path, base, check_paths)
+
+    data = _table(doc, "data", path)
+    _check_keys(data, DATA_KEYS, path, "data")
+    for key in ("train", "test"):
+        if key not in data:
+            raise _fail(
+                path, "data", key,
+                "required: the training zip and the test images (a path or an osdf:/// URL)",
+            )  # fmt: skip
+    data = {key: where.input("data", key, value) for key, value in data.items()}
 
     train = dict(_table(doc, "train", path))
-    _check_keys(train, HYPERPARAMETERS + FIXED_ONLY, f"{path}: train")
+    _check_keys(train, HYPERPARAMETERS + FIXED_ONLY, path, "train")
+    for key, value in train.items():
+        if key == "pretrained_weights":
+            train[key] = where.input("train", key, value)
+        else:
+            train[key] = _check_rule(OPTION_RULES[key], value, path, "train", key)
     grid = _grid(_table(doc, "grid", path), path)
     random_table = dict(_table(doc, "random", path))
     samples = random_table.pop("samples", 1 if random_table else 0)
     random_seed = random_table.pop("seed", 0)
-    if not isinstance(samples, int) or samples < (1 if random_table else 0):
-        raise _fail(f"{path}: random.samples", "a positive integer")
-    if not isinstance(random_seed, int):
-        raise _fail(f"{path}: random.seed", "an integer")
+    _check_rule(OptionRule(int, low=1 if random_table else 0), samples, path, "random", "samples")
+    _check_rule(OptionRule(int), random_seed, path, "random", "seed")
     random = {name: _distribution(name, spec, path) for name, spec in random_table.items()}
     for name in set(train) & (set(grid) | set(random)):
         raise _fail(
-            f"{path}: train.{name}", "is also swept in [grid] or [random]; give it in one place"
+            path, "train", name, "is also swept in [grid] or [random]; give it in one place"
         )
     for name in set(grid) & set(random):
-        raise _fail(f"{path}: random.{name}", "is also in [grid]; give it in one place")
+        raise _fail(path, "random", name, "is also in [grid]; give it in one place")
 
     ensemble = _table(doc, "ensemble", path)
-    _check_keys(ensemble, ENSEMBLE_KEYS, f"{path}: ensemble")
+    _check_keys(ensemble, ENSEMBLE_KEYS, path, "ensemble")
     seeds = _seeds(ensemble, path)
-    min_members = ensemble.get("min_members", 1)
-    if not isinstance(min_members, int) or min_members < 1:
-        raise _fail(f"{path}: ensemble.min_members", "a positive integer")
+    min_members = _check_rule(
+        OptionRule(int, low=1), ensemble.get("min_members", 1), path, "ensemble", "min_members"
+    )
+    configurations = math.prod(len(values) for values in grid.values()) * max(samples, 1)
+    total = configurations * len(seeds)
+    if min_members > total:
+        raise _fail(
+            path, "ensemble", "min_members",
+            f"{min_members} is more than the {total} member(s) this spec makes, so the sweep could never succeed; lower it to {total} or add members",
+        )  # fmt: skip
 
-    resources = _table(doc, "resources", path)
-    _check_keys(resources, RESOURCE_KEYS, f"{path}: resources")
+    resources = _resources(_table(doc, "resources", path), where, "resources")
     inference = dict(_table(doc, "inference", path))
-    _check_keys(inference, INFERENCE_KEYS, f"{path}: inference")
-    _check_keys(inference.get("resources", {}), RESOURCE_KEYS, f"{path}: inference.resources")
+    _check_keys(inference, INFERENCE_KEYS, path, "inference")
+    for key, rule in INFERENCE_RULES.items():
+        if key in inference:
+            inference[key] = _check_rule(rule, inference[key], path, "inference", key)
+    if "resources" in inference:
+        inference["resources"] = _resources(
+            _table(inference, "resources", path), where, "inference.resources"
+        )
     submit = extra_commands(_table(doc, "submit", path), f"{path}: [submit]")
     if "submit" in inference:
-        if not isinstance(inference["submit"], dict):
-            raise _fail(f"{path}: [inference.submit]", "must be a table")
-        inference["submit"] = extra_commands(inference["submit"], f"{path}: [inference.submit]")
+        inference["submit"] = extra_commands(
+            _table(inference, "submit", path), f"{path}: [inference.submit]"
+        )
     throttle = _table(doc, "throttle", path)
-    _check_keys(throttle, THROTTLE_KEYS, f"{path}: throttle")
+    _check_keys(throttle, THROTTLE_KEYS, path, "throttle")
     for key, value in throttle.items():
-        if not isinstance(value, int) or value < 0:
-            raise _fail(f"{path}: throttle.{key}", "a non-negative integer")
+        _check_rule(OptionRule(int, low=0), value, path, "throttle", key)
     return SweepSpec(path, text, data, train, grid, random, samples, random_seed, seeds,
-                     min_members, dict(resources), inference, dict(throttle), submit)  # fmt: skip
+                     min_members, resources, inference, dict(throttle), submit)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Resolves and checks the local paths of one spec."""
+
+    path: Path  # the spec file
+    base: Path  # the folder its relative paths are relative to (absolute)
+    check: bool
+
+    def input(self, table: str, key: str, value: Any) -> str:
+        """A file a job transfers: a URL as given, a local path resolved (and checked)."""
+        if not isinstance(value, str) or not value.strip():
+            raise _fail(
+                self.path, table, key,
+                f"got {_toml(value)}; a path (relative to {self.base}) or a URL such as osdf:///path",
+            )  # fmt: skip
+        if "://" in value:
+            return value
+        resolved = _resolve(value, self.base)
+        if self.check and not os.path.exists(resolved):
+            raise _fail(
+                self.path, table, key,
+                f"{_toml(value)} does not exist (looked for {os.path.abspath(resolved)}); give an existing path or a URL such as osdf:///path",
+            )  # fmt: skip
+        return resolved
+
+
+def _resources(table: dict[str, Any], where: _Where, name: str) -> dict[str, Any]:
+    """A ``[resources]`` table with its types checked; sizes may be numbers (MiB, KiB)."""
+    _check_keys(table, RESOURCE_KEYS, where.path, name)
+    checked = {}
+    for key, value in table.items():
+        if (
+            key in ("memory", "disk", "gpu_memory_min")
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
+            value = str(value)  # fmt: skip
+        checked[key] = _check_rule(
+            RESOURCE_RULES.get(key, OptionRule(str)), value, where.path, name, key
+        )
+    image = checked.get("container_image")
+    if isinstance(image, str) and image.endswith(".sif") and "://" not in image:
+        checked["container_image"] = where.input(name, "container_image", image)
+    return checked
 
 
 def _resolve(value: str, folder: Path) -> str:
-    """A spec-relative path as a path relative to the working directory (URLs, absolute as given).
+    """A spec-relative path as a path relative to the working directory (absolute as given).
 
     Kept relative so that the submit files, which write local paths relative to each member's
     folder, stay relative too: a run folder can move with its data.
     """
-    if "://" in value or Path(value).is_absolute():
+    if Path(value).is_absolute():
         return value
     return os.path.relpath(os.path.abspath(folder / value))
 
 
 def _grid(table: dict[str, Any], path: Path) -> dict[str, list[Any]]:
-    _check_keys(table, HYPERPARAMETERS, f"{path}: grid")
+    _check_keys(table, HYPERPARAMETERS, path, "grid")
+    grid = {}
     for name, values in table.items():
-        if not isinstance(values, list) or not values:
-            raise _fail(f"{path}: grid.{name}", "an empty grid; give a non-empty list of values")
-        if len({repr(v) for v in values}) != len(values):
+        if not isinstance(values, list):
             raise _fail(
-                f"{path}: grid.{name}", "lists a value twice: the members would be duplicates"
+                path, "grid", name,
+                f"got {_toml(values)}; expected a list of values, e.g. {name} = [{_toml(values)}] (a single value belongs in [train])",
+            )  # fmt: skip
+        if not values:
+            raise _fail(path, "grid", name, "an empty list; give at least one value")
+        grid[name] = [_check_rule(OPTION_RULES[name], v, path, "grid", name) for v in values]
+        if len({repr(v) for v in grid[name]}) != len(values):
+            raise _fail(
+                path,
+                "grid",
+                name,
+                "lists a value twice: the members would be duplicates; remove one",
             )
-        for value in values:
-            _check_value(name, value, f"{path}: grid.{name}")
-    return dict(table)
+    return grid
 
 
 def _distribution(name: str, spec: Any, path: Path) -> Any:
-    where = f"{path}: random.{name}"
     if name not in HYPERPARAMETERS:
-        raise _fail(where, f"unknown hyperparameter; valid names: {', '.join(HYPERPARAMETERS)}")
+        raise _fail(
+            path,
+            "random",
+            name,
+            f"unknown hyperparameter; valid names: {', '.join(HYPERPARAMETERS)}",
+        )
+    rule = OPTION_RULES[name]
     if isinstance(spec, list):
         if not spec:
-            raise _fail(where, "an empty list of choices")
-        for value in spec:
-            _check_value(name, value, where)
-        return list(spec)
+            raise _fail(path, "random", name, "an empty list of choices; give at least one")
+        return [_check_rule(rule, value, path, "random", name) for value in spec]
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
         raise _fail(
-            where,
-            f"a list of choices or one of {{{' | '.join(f'{d} = [low, high]' for d in DISTRIBUTIONS)}}}",
-        )
+            path, "random", name,
+            f"got {_toml(spec)}; give a list of choices or one of {{{' | '.join(f'{d} = [low, high]' for d in DISTRIBUTIONS)}}}",
+        )  # fmt: skip
     kind, bounds = next(iter(spec.items()))
     if (not isinstance(bounds, list) or len(bounds) != 2
             or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)):  # fmt: skip
-        raise _fail(where, f"{kind} needs [low, high]")
+        raise _fail(path, "random", name, f"{kind} needs [low, high], two numbers")
     low, high = bounds
     if not low < high:
-        raise _fail(where, f"impossible range [{low}, {high}]: low must be below high")
+        raise _fail(
+            path, "random", name, f"impossible range [{low}, {high}]: low must be below high"
+        )
     if kind == "log_uniform" and low <= 0:
-        raise _fail(where, f"log_uniform needs positive bounds, not [{low}, {high}]")
+        raise _fail(path, "random", name, f"log_uniform needs positive bounds, not [{low}, {high}]")
     if kind == "int_uniform" and not (isinstance(low, int) and isinstance(high, int)):
-        raise _fail(where, "int_uniform needs integer bounds")
-    expected = _TYPES[name]
-    if kind != "int_uniform" and "float" not in str(expected):
-        raise _fail(where, f"{name} takes whole numbers or choices, not a {kind} range")
-    for bound in bounds:
-        _check_value(name, bound, where)
-    return {kind: [low, high]}
-
-
-def _check_value(name: str, value: Any, where: str) -> None:
-    """Validate one value by building the training configuration it belongs to."""
-    expected = str(_TYPES[name])
-    ok = (
-        (isinstance(value, bool) and "bool" in expected)
-        or (isinstance(value, int) and not isinstance(value, bool) and ("int" in expected or "float" in expected))
-        or (isinstance(value, float) and "float" in expected)
-        or (isinstance(value, str) and "str" in expected)
-    )  # fmt: skip
-    if not ok:
-        raise _fail(where, f"{value!r} is not a valid {name} ({expected})")
-    try:
-        TrainConfig(Path("."), Path("."), **{name: value}).validate()
-    except CondormlError as err:
-        raise _fail(where, str(err)) from None
+        raise _fail(path, "random", name, "int_uniform needs whole-number bounds")
+    if kind != "int_uniform" and rule.kind is not float:
+        raise _fail(
+            path, "random", name,
+            f"{name} takes whole numbers or choices, not a {kind} range; use int_uniform or a list",
+        )  # fmt: skip
+    bounds = [_check_rule(rule, bound, path, "random", name) for bound in bounds]
+    return {kind: bounds}
 
 
 def _seeds(ensemble: dict[str, Any], path: Path) -> tuple[int, ...]:
     if "seeds" in ensemble and "members" in ensemble:
-        raise _fail(f"{path}: ensemble", "give members (seeds 0..N-1) or seeds, not both")
+        raise _fail(path, "ensemble", None, "give members (seeds 0..N-1) or seeds, not both")
     if "seeds" in ensemble:
         seeds = ensemble["seeds"]
-        if (
-            not isinstance(seeds, list)
-            or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-        ):
-            raise _fail(f"{path}: ensemble.seeds", "a non-empty list of integers")
+        if not isinstance(seeds, list) or not seeds:
+            raise _fail(
+                path,
+                "ensemble",
+                "seeds",
+                f"got {_toml(seeds)}; give a non-empty list of whole numbers",
+            )
+        for seed in seeds:
+            _check_rule(OPTION_RULES["seed"], seed, path, "ensemble", "seeds")
         if len(set(seeds)) != len(seeds):
             raise _fail(
-                f"{path}: ensemble.seeds", "lists a seed twice: the members would be duplicates"
+                path, "ensemble", "seeds", "lists a seed twice: the members would be duplicates"
             )
         return tuple(seeds)
     members = ensemble.get("members", 1)
-    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
-        raise _fail(f"{path}: ensemble.members", "a positive integer (seeds 0 .. members-1)")
+    _check_rule(OptionRule(int, low=1), members, path, "ensemble", "members")
     return tuple(range(members))
+
+
+def spec_copy_text(spec: SweepSpec, run_dir: Path) -> str:
+    """The text of ``RUN_DIR/spec.toml``: the spec, reading the same files from the run folder.
+
+    A copy elsewhere than the spec's folder records ``relative_to`` (the spec's base folder,
+    relative to the run folder), so that ``condorml sweep spec.toml`` run on the copy, from any
+    folder, writes the same jobs; the rest of the text, comments included, is unchanged.
+    """
+    base = spec_folder(spec.path, tomllib.loads(spec.text))
+    text = _RELATIVE_TO_LINE.sub("", spec.text, count=1).removeprefix(_COPY_HEADER)
+    target = os.path.relpath(base, os.path.abspath(run_dir))
+    if target == ".":
+        return text
+    return _COPY_HEADER + f"{RELATIVE_TO} = {json.dumps(Path(target).as_posix())}\n" + text
+
+
+def same_spec(old: Path, spec: SweepSpec) -> bool:
+    """Whether the spec ``old`` (a run folder's copy) describes the same sweep as ``spec``.
+
+    Compared as data, with every relative path resolved, so that the copy (with its
+    ``relative_to``) and the spec it came from are the same, whichever folder they are read from.
+    """
+    _, doc = _read(old)
+    new = tomllib.loads(spec.text)
+    if {k: v for k, v in doc.items() if k != RELATIVE_TO} == new:
+        return True  # also a copy written before relative_to existed
+    return _canonical(old, doc) == _canonical(spec.path, new)
+
+
+def _canonical(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    base = spec_folder(path, doc)
+    doc = {k: dict(v) if isinstance(v, dict) else v for k, v in doc.items() if k != RELATIVE_TO}
+    for table, key in (*(("data", k) for k in DATA_KEYS), ("train", "pretrained_weights"),
+                       ("resources", "container_image")):  # fmt: skip
+        value = doc.get(table, {}).get(key) if isinstance(doc.get(table), dict) else None
+        if isinstance(value, str) and "://" not in value:
+            doc[table][key] = os.path.normpath(os.path.abspath(base / value))
+    return doc
+
+
+def _validate_combination(spec: SweepSpec, member: Member) -> None:
+    """Options valid alone but not together (an image size the model cannot take, ...)."""
+    options = member.options(spec.train)
+    config = TrainConfig(Path("."), Path("."), **options)
+    for name, problem in combination_problems(config):
+        table = next(
+            (t for t, keys in (("grid", spec.grid), ("random", spec.random)) if name in keys),
+            "train",
+        )
+        written = tomllib.loads(spec.text).get("train", {})  # a path as the spec gives it
+        value = written.get(name, options.get(name, getattr(config, name)))
+        swept = [f"{k} = {_toml(member.hyperparameters[k])}" for k in spec.swept]
+        which = f" (member {member.member}: {', '.join(swept)})" if swept else ""
+        raise _fail(
+            spec.path,
+            table,
+            name,
+            f"got {_toml(value)} with model = {_toml(config.model)}{which}; {problem}",
+        )
 
 
 def _sample(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -357,12 +560,3 @@ def expand(spec: SweepSpec) -> list[Member]:
             _validate_combination(spec, member)
             members.append(member)
     return members
-
-
-def _validate_combination(spec: SweepSpec, member: Member) -> None:
-    options = member.options(spec.train)
-    options.pop("pretrained_weights", None)
-    try:
-        TrainConfig(Path("."), Path("."), **options).validate()
-    except (CondormlError, TypeError) as err:
-        raise CondormlError(f"{spec.path}: member {member.member}: {err}") from None

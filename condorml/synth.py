@@ -5,11 +5,18 @@ noisy gradient with a few distractor rectangles, then blurred and JPEG-compresse
 size around the requested one. Colour carries no signal, so a model has to learn shape, and a
 small CNN learns it in a few epochs. Every image depends only on (seed, split, index), so a set
 is reproducible and growing ``--n-train`` keeps the images already made.
+
+A set is built in a hidden folder beside its destination and renamed into place when complete:
+an interrupted ``data synth`` leaves no half-written set, and it never mixes its images with
+those of an earlier set (a folder that already holds files is refused unless ``replace``).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import secrets
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +25,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from condorml.errors import CondormlError
-from condorml.fileio import atomic_write, atomic_write_text
+from condorml.fileio import TMP_PREFIX, atomic_write, atomic_write_text
 
 _SPLIT_CODES = {"train": 1, "test": 2}
+LABELS_CSV = "test_labels.csv"
+# Everything a set holds: a folder with only these (and our temporaries) may be replaced.
+SET_ENTRIES = frozenset({"train", "test", LABELS_CSV, "train.zip", "test.zip"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ def make_synthetic_dataset(
     size: tuple[int, int] = (128, 96),
     jitter: bool = True,
     make_zips: bool = False,
+    replace: bool = False,
 ) -> SynthSummary:
     """Write ``out/train/{cat,dog}.K.jpg``, ``out/test/K.jpg`` and ``out/test_labels.csv``.
 
@@ -120,11 +131,15 @@ def make_synthetic_dataset(
         Vary each image's size by up to 20%.
     make_zips : bool
         Also write ``out/train.zip`` and ``out/test.zip`` (what HTCondor jobs receive).
+    replace : bool
+        Replace the set already in ``out``, whole. Without it a folder holding anything is
+        refused; with it too, a folder holding files a set does not have (``out`` is not a set).
 
     Raises
     ------
     CondormlError
-        If there are fewer than 2 training images or a negative count.
+        If there are fewer than 2 training images or a negative count, ``out`` is a file, under
+        a file or not writable, or holds files (see ``replace``).
 
     Example
     -------
@@ -134,9 +149,73 @@ def make_synthetic_dataset(
         raise CondormlError(f"--n-train {n_train}: need at least 2 images (one cat, one dog)")
     if n_test < 0:
         raise CondormlError(f"--n-test {n_test}: must be 0 or more")
-    train_dir, test_dir = out / "train", out / "test"
-    train_dir.mkdir(parents=True, exist_ok=True)
-    test_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    existing = _existing_entries(out, replace)
+    build = _new_build_folder(out)
+    try:
+        summary = _write_set(build, n_train, n_test, seed, size, jitter, make_zips)
+        _publish(build, out, existing)
+    except BaseException as err:
+        shutil.rmtree(build, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk, a folder that went away
+            raise CondormlError(f"{out}: cannot write the data set ({err.strerror})") from None
+        raise
+    return SynthSummary(out, *summary[:3], tuple(out / path.name for path in summary[3]))
+
+
+def _existing_entries(out: Path, replace: bool) -> list[str]:
+    """What ``out`` holds now (nothing if it does not exist), refusing what may not be replaced."""
+    if out.exists() and not out.is_dir():
+        raise CondormlError(f"{out}: is a file, not a folder; give a new or empty folder")
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CondormlError(f"{out}: {ancestor} is a file, not a folder")
+    if not out.is_dir():
+        return []
+    try:
+        entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(TMP_PREFIX))
+    except OSError as err:
+        raise CondormlError(f"{out}: cannot list it ({err.strerror})") from None
+    foreign = [name for name in entries if name not in SET_ENTRIES]
+    if entries and not replace:
+        raise CondormlError(
+            f"{out}: already holds {', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}; "
+            "choose a new or empty folder, or --replace to replace that data set whole"
+        )
+    if foreign:
+        raise CondormlError(
+            f"{out}: holds {', '.join(foreign[:4])}, which no data set from condorml data synth "
+            "has; not replacing it: choose a new or empty folder"
+        )
+    return entries
+
+
+def _new_build_folder(out: Path) -> Path:
+    """A hidden folder beside ``out`` (same file system: publishing it is a rename)."""
+    parent = out.absolute().parent
+    build = parent / f"{TMP_PREFIX}{out.absolute().name}.{secrets.token_hex(4)}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        build.mkdir()
+    except OSError as err:
+        raise CondormlError(f"{out}: cannot create it in {parent} ({err.strerror})") from None
+    return build
+
+
+def _write_set(
+    root: Path,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    size: tuple[int, int],
+    jitter: bool,
+    make_zips: bool,
+) -> tuple[int, int, int, tuple[Path, ...]]:
+    train_dir, test_dir = root / "train", root / "test"
+    train_dir.mkdir()
+    test_dir.mkdir()
     n_cats = n_train // 2
     for label, name, count in ((0, "cat", n_cats), (1, "dog", n_train - n_cats)):
         for k in range(count):
@@ -149,13 +228,36 @@ def make_synthetic_dataset(
         label = int(rng.integers(2))
         (test_dir / f"{k}.jpg").write_bytes(_jpeg(_draw(rng, label, size, jitter), rng))
         rows.append(f"{k},{label}")
-    atomic_write_text(out / "test_labels.csv", "\n".join(rows) + "\n")
+    atomic_write_text(root / LABELS_CSV, "\n".join(rows) + "\n")
     zips = (
-        (_zip_folder(train_dir, out / "train.zip"), _zip_folder(test_dir, out / "test.zip"))
+        (_zip_folder(train_dir, root / "train.zip"), _zip_folder(test_dir, root / "test.zip"))
         if make_zips
         else ()
     )
-    return SynthSummary(out, n_cats, n_train - n_cats, n_test, zips)
+    return n_cats, n_train - n_cats, n_test, zips
+
+
+def _publish(build: Path, out: Path, existing: list[str]) -> None:
+    """Put the finished set at ``out``: one rename, or two when a set is replaced.
+
+    An empty folder is filled entry by entry instead, so that it stays the same folder (its
+    permissions, a shell's working directory); it held nothing that could be mixed in.
+    """
+    if not out.exists():
+        os.rename(build, out)
+    elif not existing:
+        for entry in sorted(build.iterdir(), key=lambda p: p.name == LABELS_CSV):  # labels last
+            os.rename(entry, out / entry.name)
+        build.rmdir()
+    else:
+        # Between the renames `out` is briefly absent, never half old and half new; if killed
+        # there, the old set is in the hidden .tmp- folder beside it.
+        old = (
+            out.absolute().parent / f"{TMP_PREFIX}{out.absolute().name}.old.{secrets.token_hex(4)}"
+        )
+        os.rename(out, old)
+        os.rename(build, out)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _zip_folder(folder: Path, target: Path) -> Path:

@@ -1,12 +1,13 @@
 """The checkpointing trainer: HTCondor's self-checkpointing protocol with exact resume.
 
-Every ``checkpoint_every`` epochs (and, with ``checkpoint_minutes``, at the first batch boundary
-after that many minutes of this run) the trainer writes ``C/model.pth`` and returns
-``"checkpointed"``; the CLI turns that into exit code 85, and HTCondor transfers the checkpoint and
-runs the same command again. Every start resumes from ``C/model.pth``. Because the checkpoint
-holds the model, optimizer, scheduler, scaler, the position inside the epoch, the epoch's data
-order, the running sums of its metrics and every RNG state, a run cut into any number of pieces
-ends bit-identical (on the CPU) to one that never stopped.
+Every ``checkpoint_every`` epochs (and, with ``checkpoint_minutes`` above 0, at the first batch
+boundary after that many minutes of this run; 0 turns that off) the trainer writes
+``C/model.pth`` and returns ``"checkpointed"``; the CLI turns that into exit code 85, and
+HTCondor transfers the checkpoint and runs the same command again. Every start resumes from
+``C/model.pth``. Because the checkpoint holds the model, optimizer, scheduler, scaler, the
+position inside the epoch, the epoch's data order, the running sums of its metrics and every RNG
+state, a run cut into any number of pieces ends bit-identical (on the CPU) to one that never
+stopped. The checkpoint folder is checked writable before any training.
 
 Reading order, like ``pytorch/examples``: configuration, setup, ``train_one_epoch`` and
 ``evaluate``, then :func:`train`.
@@ -35,7 +36,9 @@ from torch import nn
 from condorml import __version__
 from condorml.checkpoint import (
     CHECKPOINT_EXIT_CODE,
+    CHECKPOINT_FILE,
     capture_rng_state,
+    check_checkpoint_dir,
     checkpoint_files,
     discard_checkpoints,
     load_checkpoint,
@@ -357,6 +360,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     try:
         listed = training_images(source)
         data_fingerprint = fingerprint([image.file for image in listed])
+        check_checkpoint_dir(config.checkpoint_dir)  # now, not after an interval of training
         saved = _resume_point(config, data_fingerprint)  # before decoding: a mismatch fails fast
         # An "auto" precision resumes with what the run started with, even on another machine.
         wanted = saved["config"]["precision"] if saved and config.precision == "auto" else None
@@ -420,12 +424,12 @@ class _Trainer:
         self.state = _Run()
         self.wall_before = 0.0  # wall time of earlier runs
         self.n_batches = math.ceil(len(self.train_pos) / config.batch_size)
-        minutes = config.checkpoint_minutes
-        self.deadline = None if minutes is None else started + 60 * minutes
+        minutes = config.checkpoint_minutes  # None or 0: no time-based checkpoints
+        self.deadline = started + 60 * minutes if minutes else None
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.config.checkpoint_dir / "model.pth"
+        return self.config.checkpoint_dir / CHECKPOINT_FILE
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Load every piece of state a checkpoint holds."""

@@ -21,8 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from condorml.accounting import node_note
 from condorml.errors import CondormlError
-from condorml.events import NODES_LOG_SUFFIX, EventFollower, JobView, NodeView
+from condorml.events import (
+    NODES_LOG_SUFFIX,
+    EventFollower,
+    JobView,
+    NodeView,
+    looks_like_event_log,
+    short_reason,
+)
 from condorml.layout import job_logs, member_folder
 
 # What a job's state counts as, for --exit conditions
@@ -55,6 +63,11 @@ class MemberView:
         if self.train is not None:
             return f"train: {self.train.state}"
         return "waiting"
+
+    @property
+    def note(self) -> str:
+        """Why its furthest node is held, failed or removed (the hold reason, short)."""
+        return node_note(self.infer) or node_note(self.train)
 
 
 @dataclass
@@ -142,6 +155,14 @@ def parse_exit(value: str | None) -> tuple[str, str, int | None] | None:
     return parts[0], parts[1], status
 
 
+def check_interval(seconds: float) -> None:
+    """Refuse a ``--interval`` that is not a positive number of seconds."""
+    if not seconds > 0 or seconds == float("inf"):
+        raise CondormlError(
+            f"--interval {seconds:g}: give a positive number of seconds between reads (e.g. 2)"
+        )
+
+
 class Watch:
     """Follow a sweep run folder (or any DAG folder) or a list of job event logs.
 
@@ -157,6 +178,11 @@ class Watch:
             sources = [Path(".")]
         self.run_dir: Path | None = None
         self.dags: list[Path] = []
+        missing = [str(s) for s in sources if not s.exists()]
+        if missing:
+            raise CondormlError(
+                f"{', '.join(missing)}: no such file or folder; give a run folder or job event logs"
+            )
         folders = [s for s in sources if s.is_dir()]
         if folders:
             if len(sources) != 1:
@@ -170,11 +196,8 @@ class Watch:
                 )
             logs = [dag.with_name(dag.name + NODES_LOG_SUFFIX) for dag in self.dags]
         else:
-            missing = [str(s) for s in sources if not s.exists()]
-            if missing:
-                raise CondormlError(
-                    f"{', '.join(missing)}: no such file or folder; give a run folder or job event logs"
-                )
+            for source in sources:  # a CSV given as a log: refused now, not shown as no jobs
+                looks_like_event_log(source)
             logs = list(sources)
         self.members = self._read_members()
         if self.run_dir is not None:  # the jobs' own logs: the only ones with checkpoints
@@ -288,6 +311,15 @@ def _age(start: float | None, end: float | None) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+_NUMBERS = frozenset({"runs", "ckpts", "evictions", "epoch", "val acc"})
+_NOTE_WIDTH = 80
+
+
+def _cell(note: str) -> str:
+    """A note cut to the table's note width."""
+    return note if len(note) <= _NOTE_WIDTH else note[: _NOTE_WIDTH - 1].rstrip() + "\u2026"
+
+
 def render(snapshot: Snapshot, title: str = "") -> Any:
     """A rich renderable: the member (or node, or job) table and a progress line."""
     from rich.console import Group
@@ -297,8 +329,8 @@ def render(snapshot: Snapshot, title: str = "") -> Any:
 
     table = Table(title=title or None, title_justify="left")
     if snapshot.members:
-        for column in ("member", "state", "runs", "ckpts", "evictions", "epoch", "val acc"):
-            table.add_column(column, justify="left" if column in ("member", "state") else "right")
+        for column in ("member", "state", "runs", "ckpts", "evictions", "epoch", "val acc", "note"):
+            table.add_column(column, justify="right" if column in _NUMBERS else "left")
         for m in snapshot.members:
             train = m.train
             epoch = f"{m.epoch}/{m.epochs}" if m.epoch is not None else ""
@@ -310,11 +342,13 @@ def render(snapshot: Snapshot, title: str = "") -> Any:
                 str(train.total("evictions")) if train else "0",
                 epoch,
                 f"{m.val_acc:.3f}" if m.val_acc is not None else "",
+                _cell(m.note),
             )
         named = {f"{stage}_{m.member}" for m in snapshot.members for stage in ("train", "infer")}
         others = [node for node in snapshot.nodes if node.name not in named]
         for node in others:  # e.g. the collect node
-            table.add_row(node.name, node.state, str(node.total("runs")), "", "", "", "")
+            table.add_row(node.name, node.state, str(node.total("runs")), "", "", "", "",
+                          _cell(node_note(node)))  # fmt: skip
     elif snapshot.dag_nodes:
         for column in ("node", "state", "attempts", "runs", "ckpts", "evictions", "note"):
             table.add_column(column)
@@ -326,7 +360,7 @@ def render(snapshot: Snapshot, title: str = "") -> Any:
                 str(node.total("runs")),
                 str(node.total("checkpoints")),
                 str(node.total("evictions")),
-                node.reason[:60],
+                _cell(node_note(node)),
             )
     else:
         for column in ("job", "node", "state", "runs", "ckpts", "evictions", "time", "note"):
@@ -340,7 +374,7 @@ def render(snapshot: Snapshot, title: str = "") -> Any:
                 str(job.checkpoints),
                 str(job.evictions),
                 _age(job.started or job.submitted, job.ended),
-                job.reason[:60],
+                _cell(short_reason(job.reason)),
             )
     counts = snapshot.counts()
     done = counts["done"] + counts["failed"] + counts["removed"]
@@ -363,6 +397,8 @@ def summary_line(snapshot: Snapshot) -> str:
         if m.epoch is not None and m.train is not None and m.train.state == "running":
             acc = f" acc {m.val_acc:.3f}" if m.val_acc is not None else ""
             extra.append(f"{m.member} epoch {m.epoch}/{m.epochs}{acc}")
+        elif m.note:  # held, failed or removed: say why
+            extra.append(f"{m.member} {m.state}: {_cell(m.note)}")
     text = f"{snapshot.total} {'nodes' if snapshot.dag_nodes else 'jobs'}: " + (
         ", ".join(parts) or "nothing yet"
     )

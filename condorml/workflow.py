@@ -3,7 +3,8 @@
 The side-effect half of sweeps (:mod:`condorml.sweep` and :mod:`condorml.htcondor.dag` are
 pure). A run folder holds::
 
-    RUN_DIR/spec.toml            the spec, copied (a changed spec is refused unless --force)
+    RUN_DIR/spec.toml            the spec, copied (a changed spec is refused unless --force), with
+                                 relative_to: run on the copy, sweep reads the same files
     RUN_DIR/members.csv          every member's id, seed and hyperparameters
     RUN_DIR/sweep.dag            the DAG; train.sub, infer.sub, collect.sub and their wrappers
     RUN_DIR/members/<id>/        each member's initialdir: ckpt/ (checkpoints), out/ (predictions)
@@ -25,7 +26,8 @@ from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
 from condorml.htcondor.dag import DAG_FILE, SweepWorkflow, member_dir, sweep_workflow
 from condorml.htcondor.submit import CHECKPOINT_FOLDER, write_job
-from condorml.sweep import HYPERPARAMETERS, Member, SweepSpec, expand, load_spec
+from condorml.sweep import HYPERPARAMETERS, Member, SweepSpec, expand, load_spec, spec_copy_text
+from condorml.sweep import same_spec as _same_spec
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +97,6 @@ def plan_sweep(spec_path: Path, run_dir: Path) -> SweepPlan:
     return SweepPlan(spec, run_dir, members, sweep_workflow(spec, members, run_dir))
 
 
-def _same_spec(old_text: str, spec: SweepSpec) -> bool:
-    from condorml.sweep import tomllib
-
-    return tomllib.loads(old_text) == tomllib.loads(spec.text)
-
-
 def write_sweep(plan: SweepPlan, force: bool = False) -> list[Path]:
     """Write the run folder; refuse (or, with ``force``, set aside) one made from another spec.
 
@@ -117,7 +113,7 @@ def write_sweep(plan: SweepPlan, force: bool = False) -> list[Path]:
     """
     run_dir = plan.run_dir
     copy = run_dir / SPEC_COPY
-    if copy.exists() and not _same_spec(copy.read_text(), plan.spec):
+    if copy.exists() and not _same_spec(copy, plan.spec):
         if not force:
             raise CondormlError(
                 f"{run_dir} holds a run of another spec ({copy} differs from {plan.spec.path}); "
@@ -137,7 +133,7 @@ def write_sweep(plan: SweepPlan, force: bool = False) -> list[Path]:
             write_job(job, run_dir / f"{kind}.sub")
         _write_members_csv(run_dir / MEMBERS_CSV, plan.member_rows())
         atomic_write_text(plan.dag_file, "\n".join(plan.workflow.dag_lines) + "\n")
-        atomic_write_text(copy, plan.spec.text)
+        atomic_write_text(copy, spec_copy_text(plan.spec, run_dir))
     except OSError as err:
         raise CondormlError(
             f"{run_dir}: cannot write the run folder ({err.strerror or err})"

@@ -270,9 +270,43 @@ def test_a_model_file_that_would_run_code_is_refused(tmp_path: Path, synth: Path
 
     marker = tmp_path / "pwned"
     torch.save({"fc1.weight": _Exploit(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(CondormlError, match="not a loadable PyTorch weights file"):
+    with pytest.raises(CondormlError, match=r"objects other than tensors.*refusing to unpickle"):
         load_member(tmp_path / "evil.pth", torch.device("cpu"))
     assert not marker.exists()
+
+
+def test_cli_names_a_text_file_for_what_it_is_and_never_suggests_unsafe_loading(
+    synth: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.pth"
+    model.write_text("this is a text file\n")
+    proc = condorml_cli("infer", "-m", str(model), "-i", str(synth / "test"),
+                        "-o", str(tmp_path / "p.csv"))  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"condorml: error: --model {model}: not a PyTorch file at all (it is text: 'this is a text file')"
+    ]
+    assert "weights_only" not in proc.stderr + proc.stdout
+
+
+def test_a_checkpoint_taken_mid_training_warns_and_the_sidecar_says_so(
+    members, train_config, synth: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert train(train_config).status == "checkpointed"  # 1 of 2 epochs
+    partial = train_config.checkpoint_dir / "model.pth"
+    out = tmp_path / "p.csv"
+    with caplog.at_level(logging.WARNING):
+        infer(_config([partial, members[0]], synth / "test", out))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"{partial}: a checkpoint taken mid-training (1 of 2 epochs done); predicting with a "
+        "partly trained model"
+    ]
+    models = json.loads(sidecar_path(out).read_text())["models"]
+    assert [(m["epoch"], m["epochs"], m["finished"]) for m in models] == [
+        (1, 2, False),
+        (2, 2, True),
+    ]
 
 
 def test_duplicate_ids_are_an_error(members, synth: Path, tmp_path: Path) -> None:

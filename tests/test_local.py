@@ -7,6 +7,7 @@ Most tests run tiny shell jobs written into ``tmp_path``; their event logs are r
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -498,10 +499,35 @@ def test_max_jobs_option_runs_one_node_at_a_time(tmp_path: Path) -> None:
     dag = _timed_dag(tmp_path)
     run = condorml_cli("run", str(dag), "--max-jobs", "1")
     assert run.returncode == 0, run.stderr
-    assert "DAG finished: 3 node(s) done, 0 failed" in run.stdout
+    assert "DAG finished: 3/3 nodes done, 0 failed" in run.stdout
     spans = list(_intervals(tmp_path / "times.txt").values())
     assert len(spans) == 3
     assert not any(_overlap(x, y) for i, x in enumerate(spans) for y in spans[i + 1 :])
+
+
+def test_max_jobs_0_means_no_limit_and_a_negative_one_is_refused(tmp_path: Path) -> None:
+    """As ``condor_submit_dag -maxjobs 0``: every node runs (it ran only the FINAL node)."""
+    dag = _counted_dag(tmp_path, "JOB A counted.sub\nJOB B counted.sub\nFINAL F counted.sub\n")
+    assert _run(dag, max_jobs=0).done == ["A", "B"] and sorted(_runs(tmp_path)) == ["A", "B", "F"]
+    bad = condorml_cli("run", str(dag), "--max-jobs", "-1")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == (
+        "condorml: error: --max-jobs -1: give a number of jobs at once, or 0 for no limit"
+    )
+
+
+def test_run_accepts_a_run_folder_and_refuses_one_without_a_single_dag(tmp_path: Path) -> None:
+    dag = _counted_dag(tmp_path, "JOB A counted.sub\n")
+    run = condorml_cli("run", str(tmp_path))  # was an IsADirectoryError
+    assert run.returncode == 0, run.stderr
+    assert f"running {dag} with the local backend" in run.stdout and _runs(tmp_path) == ["A"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder, message in ((empty, "no *.dag files here (none)"),
+                            (tmp_path / "nope", "no such file or folder")):  # fmt: skip
+        bad = condorml_cli("run", str(folder))
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and message in bad.stderr
 
 
 def test_priority_orders_ready_nodes(tmp_path: Path) -> None:
@@ -852,6 +878,102 @@ def test_mistakes_in_a_dag_are_one_line_errors(tmp_path: Path, text: str, messag
     run = condorml_cli("run", str(dag))
     assert "Traceback" not in run.stderr
     assert run.returncode != 0 and message in run.stderr
+
+
+# --- one run, the same numbers everywhere ----------------------------------------------------------
+
+# A sweep's jobs in miniature: training checkpoints (exit 85) after its first two "epochs", as
+# condorml's trainer with ckpt/ as input, checkpoint and output; inference writes predictions.
+MINI_TRAIN = """\
+    #!/bin/sh
+    n=$(cat ckpt/state.txt 2>/dev/null || echo 0)
+    sleep 0.4
+    n=$((n + 1)); echo "$n" > ckpt/state.txt
+    [ "$n" -lt 3 ] && exit 85
+    exit 0
+"""
+MINI_INFER = """\
+    #!/bin/sh
+    mkdir -p out && printf 'fileid,prob\\n1,0.25\\n' > out/dog_probs.csv
+"""
+
+
+def _mini_sweep(run: Path) -> Path:
+    """Members m000 (all well) and m001, whose inference input is missing (the job is held)."""
+    _script(run / "train.sh", MINI_TRAIN)
+    _script(run / "infer.sh", MINI_INFER)
+    streams = {"log": "$(kind).log", "error": "$(kind).$(ClusterId).$(ProcId).err"}
+    _submit(run / "train.sub", str(run / "train.sh"), initialdir="$(member_dir)",
+            transfer_input_files="ckpt", checkpoint_exit_code="85",
+            transfer_checkpoint_files="ckpt", transfer_output_files="ckpt", **streams)  # fmt: skip
+    _submit(run / "infer.sub", str(run / "infer.sh"), initialdir="$(member_dir)",
+            transfer_input_files="$(test)", transfer_output_files="out", **streams)  # fmt: skip
+    _submit(run / "collect.sub", "/bin/true", universe="local", log="collect.log",
+            should_transfer_files=None, when_to_transfer_output=None)  # fmt: skip
+    (run / "members.csv").write_text("member,seed\nm000,0\nm001,1\n")
+    lines = []
+    for member, test in (("m000", "ckpt"), ("m001", "missing_test.zip")):
+        folder = run / "members" / member
+        (folder / "ckpt").mkdir(parents=True)
+        lines += [f"JOB train_{member} train.sub", f"JOB infer_{member} infer.sub",
+                  f'VARS train_{member} member_dir="{folder}" kind="train"',
+                  f'VARS infer_{member} member_dir="{folder}" kind="infer" test="{test}"',
+                  f"PARENT train_{member} CHILD infer_{member}"]  # fmt: skip
+    return _dag(run / "sweep.dag", "\n".join([*lines, "FINAL collect collect.sub", ""]))
+
+
+def test_one_run_gives_the_same_counts_in_every_output_and_says_why_a_member_failed(
+    tmp_path: Path,
+) -> None:
+    """runs = 001 events, checkpoints = 040 transfers back while running, evictions = 004 not
+    announcing a hold or removal: the same in dagman.out, run's last line, watch, the collect
+    step's leaderboard and the report (it said 6 starts / 5 checkpoints in dagman.out,
+    "8 nodes done" against watch's 9/9, 6/6 in the leaderboard and 1/5 in the HTCondor table)."""
+    import pandas as pd
+
+    from condorml.collect import collect
+    from condorml.report import gather, render_html
+    from condorml.watch import Watch, summary_line
+
+    run = tmp_path / "run"
+    _mini_sweep(run)
+    done = condorml_cli("run", str(run))  # the folder, as watch and report take it
+    assert done.returncode == 0, done.stderr
+    snapshot = Watch([run]).snapshot()
+    jobs = [sum(getattr(j, c) for j in snapshot.jobs) for c in ("runs", "checkpoints", "evictions")]
+    assert jobs == [4, 4, 0]  # 2 trainings of 1 run and 2 checkpoints, 1 inference, collect
+    assert snapshot.counts()["done"] == 4 and snapshot.total == 5  # FINAL included
+    assert done.stdout.splitlines()[-1] == (
+        "DAG finished: 4/5 nodes done, 1 failed; node jobs: 4 runs, 4 checkpoints, 0 evictions"
+    )
+    out = _lines(run / "sweep.dag.dagman.out")
+    job_line = re.compile(r"Node train_m000 job proc \(\d+\.0\.0\) completed successfully; "
+                          r"1 run, 2 checkpoints, 0 evictions$")  # fmt: skip
+    assert any(job_line.search(line) for line in out), out
+    status = [line.split(" ", 2)[2] for line in out if " nodes total: " in line]
+    assert all(a != b for a, b in itertools.pairwise(status)), status  # a line per change only
+
+    watched = {m.member: m for m in snapshot.members}
+    board = pd.read_csv(collect(run).leaderboard, dtype={"member": str}).set_index("member")
+    data = gather(run, use_defaults=False)
+    condor = data.condor.set_index("member")
+    shown = data.members.set_index("member")
+    for member in ("m000", "m001"):
+        train = watched[member].train
+        expected = [1, 2, 0]
+        assert [train.total(c) for c in ("runs", "checkpoints", "evictions")] == expected
+        for table in (board, condor, shown):
+            assert table.loc[member, ["runs", "checkpoints", "evictions"]].tolist() == expected
+    assert "Training jobs of 2 member(s), in all: 2 runs, 4 checkpoints, 0 evictions;" in (
+        render_html(data, [], [], [])
+    )
+    # the real cause, with the hold reason, where it said "inference did not finish"
+    held = "Transfer input files failure: reading from file missing_test.zip: No such file or directory"  # fmt: skip
+    assert board.at["m001", "status"] == f"failed: no predictions (inference held: {held})"
+    assert shown.at["m001", "status"] == f"failed: no predictions (inference held: {held})"
+    assert condor.at["m001", "note"] == held and board.at["m000", "status"] == "ok"
+    assert watched["m001"].note == held
+    assert f"m001 infer: held: {held[:40]}" in summary_line(snapshot)
 
 
 # --- a real sweep on the local backend (slow) --------------------------------------------------

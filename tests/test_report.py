@@ -42,14 +42,21 @@ def test_committed_and_lost_time_of_a_real_checkpointed_and_evicted_job() -> Non
     assert (job.runs, job.checkpoints, job.evictions) == (2, 2, 1)
 
 
-def test_time_since_the_last_checkpoint_is_lost_on_a_hold_or_removal_and_open_while_running() -> (
-    None
-):
+def test_lost_time_is_split_by_cause_and_a_removal_loses_the_checkpoints_too() -> None:
     def events(*items: tuple) -> list[Event]:  # (event number, time[, 040 transfer type])
         return [Event(*item) for item in items]
 
-    held = job_time(events((1, 0), (40, 10, 6), (40, 12, 5), (12, 15), (1, 20), (9, 26)))
-    assert (held.committed, held.lost) == (10.0, 11.0)
+    # 001, a checkpoint at 10, held at 15 (the spool keeps it), released: 001 at 20, a checkpoint
+    held = events((1, 0), (40, 10, 6), (40, 12, 5), (12, 15), (13, 18), (1, 20), (40, 22, 6))
+    spent = job_time(held, now=22)
+    assert (spent.committed, spent.lost_to["hold"], spent.uncommitted) == (12.0, 5.0, 0.0)
+    # ... then removed (condor_rm deletes the spool): what it had committed is lost with it
+    removed = job_time([*held, Event(9, 26)])
+    assert (removed.committed, removed.lost, removed.execution) == (0.0, 21.0, 21.0)
+    assert removed.lost_to == {"eviction": 0.0, "hold": 5.0, "removal": 16.0, "failure": 0.0}
+    # a failed job: its checkpoints came back with its output, the work after them did not
+    failed = job_time([*events((1, 0), (40, 10, 6), (40, 14, 6)), Event(5, 14, return_value=1)])
+    assert (failed.committed, failed.lost_to["failure"]) == (10.0, 4.0)
     # a run starts with its input transfer: until execution it is set-up, not committed
     moved = job_time(events((40, 0, 2), (40, 1, 3), (1, 5), (5, 15)))  # 040: 2 in started, 3 done
     assert (moved.committed, moved.setup, moved.execution) == (10.0, 5.0, 15.0)
@@ -57,6 +64,59 @@ def test_time_since_the_last_checkpoint_is_lost_on_a_hold_or_removal_and_open_wh
     assert (running.committed, running.lost, running.uncommitted) == (30.0, 0.0, 20.0)
     # an output transfer while the job is not running (after an eviction) commits nothing
     assert job_time(events((1, 0), (4, 5), (40, 6, 6))).committed == 0.0
+
+
+def _removed_and_rerun(run_dir: Path) -> None:
+    """A member's training removed by a Ctrl-C of ``condorml run`` after two checkpoints (its
+    spool deleted with it), then a new job that started over from epoch 0 and finished."""
+    from condorml.local.eventlog import EventLog, JobId
+
+    (run_dir / "members" / "m000").mkdir(parents=True)
+    (run_dir / "members.csv").write_text("member,seed\nm000,0\n")
+    log, nodes = run_dir / "members" / "m000" / "train.log", run_dir / "sweep.dag.nodes.log"
+
+    def job(cluster: int, start: int, checkpoints: tuple[int, ...], end: int, removed: bool):
+        events = EventLog([log], JobId(cluster), "train_m000", nodes)
+        clock = [start]
+        events.clock = lambda: clock[0]
+        events.submitted()
+        events.transfer("input", finished=False)
+        clock[0] += 1
+        events.transfer("input", finished=True)
+        events.executing(run_dir, 1, 128)
+        for at in (*checkpoints, end):
+            clock[0] = start + at
+            if at == end and removed:
+                events.evicted("Claim deactivated (the job was removed)")
+                events.aborted("via condorml run (DAG interrupted or aborted)")
+                return
+            events.transfer("output", finished=False)
+            events.transfer("output", finished=True)
+        events.terminated(0)
+
+    job(1, 1000, (61, 121), 134, removed=True)
+    job(3, 2000, (61,), 101, removed=False)
+
+
+def test_after_a_removal_the_lost_time_is_the_removals_with_the_checkpoints_it_deleted(
+    tmp_path: Path,
+) -> None:
+    """It said "0 evictions; 13 s lost to evictions" and counted the deleted checkpoints'
+    120 s as committed (goodput 0.94 for a member that started over)."""
+    from condorml.report import gather, render_html
+
+    _removed_and_rerun(tmp_path)
+    data = gather(tmp_path, use_defaults=False)
+    row = data.condor.set_index("member").loc["m000"]
+    assert (row["runs"], row["checkpoints"], row["evictions"]) == (2, 3, 0)
+    assert (row["committed_seconds"], row["setup_seconds"]) == (100.0, 2.0)
+    assert (row["lost_removal_seconds"], row["lost_eviction_seconds"]) == (133.0, 0.0)
+    assert row["lost_seconds"] == 133.0 and row["goodput"] == pytest.approx(100 / 235)
+    summary = re.search(r"<li>(Training jobs.*?)</li>", render_html(data, [], [], [])).group(1)
+    assert summary == (
+        "Training jobs of 1 member(s), in all: 2 runs, 3 checkpoints, 0 evictions; 235 s on "
+        "execute points, 133 s (56.6%) lost (133 s to removals)."
+    )
 
 
 def test_ensemble_size_curve_adds_members_best_first_and_calibration_bins() -> None:
@@ -162,7 +222,7 @@ def test_a_partial_run_shows_what_exists_and_says_what_is_missing(
     partial = tmp_path / "run"
     shutil.copytree(run_dir, partial, ignore=shutil.ignore_patterns(".condorml-local", "report"))
     shutil.copytree(run_dir.parent / "data", tmp_path / "data")  # where the run's files point
-    (partial / "members" / "m003" / "out" / "dog_probs.csv").unlink()  # inference did not finish
+    (partial / "members" / "m003" / "out" / "dog_probs.csv").unlink()  # lost after the job
     (partial / "members" / "m002" / "ckpt" / "metrics.csv").unlink()
     shutil.rmtree(partial / "members" / "m001")  # nothing came back yet
     for name in ("leaderboard.csv", "dog_probs.csv", "metrics.json", "sweep.dag.nodes.log"):
@@ -170,7 +230,8 @@ def test_a_partial_run_shows_what_exists_and_says_what_is_missing(
 
     report = make_report(partial)
     missing = "\n".join(report.missing)
-    assert "m003: no predictions (inference did not finish)" in missing
+    # the cause from the job's log, not a guess: its inference job did end well
+    assert "m003: no predictions (inference finished but wrote no predictions)" in missing
     assert "m002: no training metrics" in missing
     assert "m001: no member folder" in missing and missing.count("m001:") == 1  # one note
     assert "no training job of m001 in the event logs" in missing
@@ -187,7 +248,7 @@ def test_a_partial_run_shows_what_exists_and_says_what_is_missing(
     assert condor.at["m000", "state"] == "done"  # the jobs' own logs, without DAGMan's
     assert condor.at["m000", "checkpoints"] == leaderboard.at["m000", "checkpoints"] > 0
     page = report.html.read_text()
-    assert "m003: no predictions (inference did not finish)" in page
+    assert "m003: no predictions (inference finished but wrote no predictions)" in page
     assert 'id="plot-learning_curves"' in page and 'id="plot-ensemble_size"' in page
 
 

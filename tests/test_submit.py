@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -205,6 +206,9 @@ def test_chtc_profile_picks_a_job_length_that_fits_a_run(tmp_path: Path) -> None
         chtc_job_length(7 * 24 * 60)
     cpu_only = _write_train(tmp_path, resources=Resources(cpus=2))
     assert not [k for k in cpu_only if k.startswith("My.")]
+    # 0 turns time-based checkpoints off: no run length is known, so no job length is guessed
+    with pytest.raises(CondormlError, match="give --gpu-job-length"):
+        _write_train(tmp_path, checkpoint_minutes=0.0)
 
 
 HOSTILE = [
@@ -214,7 +218,7 @@ HOSTILE = [
     "$ENV(SECRET).zip",
     'tr"ain.zip',
     "a.zip, /etc/passwd",
-    "train zip.zip",
+    "train\tzip.zip",
     "train.zip\\",  # a trailing backslash continues the line: it would swallow the next command
 ]
 
@@ -317,17 +321,151 @@ def test_docker_universe_overrides_the_entry_point(tmp_path: Path) -> None:
         )
 
 
-def test_same_file_name_twice_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(CondormlError, match=r"two inputs are named model\.pth"):
-        infer_description(
-            ["m0/model.pth", "m1/model.pth"],
-            "t.zip",
-            InferJob(),
-            Resources(),
-            Container(),
-            Profile(),
-            tmp_path,
-        )
+def _listing_sandbox(submit_file: Path, tmp_path: Path) -> list[str]:
+    """The files the local backend puts in the job's sandbox for ``submit_file``."""
+    from condorml.local.executor import Evictions, JobRunner
+    from condorml.local.jobs import load_jobs
+
+    class Events:  # the runner's event log, ignored here
+        def __getattr__(self, _name):
+            return lambda *args, **kwargs: None
+
+    (job,) = load_jobs(submit_file, submit_file.parent, 1)
+    runner = JobRunner(job, Events(), tmp_path / "scratch", tmp_path / "spool", [0], Evictions(0.0),
+                       threading.Event())  # fmt: skip
+    sandbox = runner._new_sandbox()
+    return sorted(p.relative_to(sandbox).as_posix() for p in sandbox.rglob("*") if p.is_file())
+
+
+def test_ensemble_models_named_alike_keep_their_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's layout (m000/model.pth, m001/model.pth): one job, both models, no collision.
+
+    On HTCondor 25.0 (checked on the pool): with preserve_relative_paths a relative input keeps its
+    folders in the sandbox, an absolute one lands at the top, and one with '..' is held.
+    """
+    monkeypatch.chdir(tmp_path)
+    for name in ("m000/model.pth", "m001/model.pth", "data/test.zip"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / "jobs").mkdir()
+    result = CliRunner().invoke(app, ["submit", "infer", "-m", "m000/model.pth", "-m", "m001/model.pth",
+                                      "-i", "data/test.zip", "-o", "jobs/infer.sub"])  # fmt: skip
+    assert (
+        result.exit_code == 2 and result.output.count("\n") == 1
+    )  # '..' would put the job on hold
+    assert "would arrive in the job as model.pth" in result.output
+    result = CliRunner().invoke(app, ["submit", "infer", "-m", "m000/model.pth", "-m", "m001/model.pth",
+                                      "-i", "data/test.zip", "-o", "infer.sub", "--with-stats"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    parsed = htcondor2.Submit((tmp_path / "infer.sub").read_text())
+    assert parsed["preserve_relative_paths"] == "true"
+    assert parsed["transfer_input_files"] == "m000/model.pth, m001/model.pth, data/test.zip"
+    args = _job_args(parsed)
+    params = get_command(app).commands["infer"].make_context("infer", args[1:]).params
+    assert params["model"] == [Path("m000/model.pth"), Path("m001/model.pth")]
+    assert params["images"] == Path("data/test.zip")
+    # the local backend puts them where HTCondor does, so the job finds its inputs
+    assert _listing_sandbox(tmp_path / "infer.sub", tmp_path) == [
+        "condorml_infer.sh", "data/test.zip", "m000/model.pth", "m001/model.pth",
+    ]  # fmt: skip
+    # images outside the submit file's folder: written absolute, they land at the top
+    job = infer_description(["jobs/a/model.pth", "jobs/b/model.pth"], "data/test.zip", InferJob(),
+                            Resources(), Container(), Profile(), tmp_path / "jobs")  # fmt: skip
+    assert job.submit["transfer_input_files"] == (
+        f"a/model.pth, b/model.pth, {tmp_path.as_posix()}/data/test.zip"
+    )
+    assert split_condor_arguments(job.submit["arguments"])[:7] == [
+        "infer", "--model", "a/model.pth", "--model", "b/model.pth", "--images", "test.zip",
+    ]  # fmt: skip
+    # distinct names: the flat sandbox, as before
+    flat = infer_description(["a/m0.pth", "b/m1.pth"], "t.zip", InferJob(), Resources(),
+                             Container(), Profile(), tmp_path)  # fmt: skip
+    assert "preserve_relative_paths" not in flat.submit
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["train", "-d", "missing/train.zip"], "--data-dir missing/train.zip"),
+        (["train", "-d", "train.zip", "--model", "resnet18", "--pretrained-weights", "w.pth"],
+         "--pretrained-weights w.pth"),
+        (["train", "-d", "train.zip", "--container-image", "img.sif"], "--container-image img.sif"),
+        (["infer", "-m", "model.pth", "-m", "m1/model.pth", "-i", "test.zip"], "--model m1/model.pth"),
+        (["infer", "-m", "model.pth", "-i", "images.zip"], "--images images.zip"),
+    ],
+)  # fmt: skip
+def test_missing_local_inputs_are_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], option: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("train.zip", "test.zip", "model.pth"):
+        (tmp_path / name).touch()
+    result = CliRunner().invoke(app, ["submit", *command, "-o", "job.sub"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert f"{option}: no such file or folder (looked for {tmp_path}/" in result.output
+    assert not (tmp_path / "job.sub").exists()
+
+
+def test_urls_are_not_checked_and_existing_inputs_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.pth").touch()
+    for command in (["train", "-d", "osdf:///chtc/staging/u/train.zip"],
+                    ["infer", "-m", "model.pth", "-i", "https://example.org/test.zip"]):  # fmt: skip
+        result = CliRunner().invoke(app, ["submit", *command, "-o", "job.sub"])
+        assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--val-fraction", "1.5"], "--val-fraction 1.5: must be at least 0 and below 1"),
+        (["--image-size", "8"], "--image-size 8: too small for the cnn model; use 37 or more"),
+        (["--model", "resnet18", "--image-size", "16"], "too small for the resnet18 model; use 32"),
+        (["--pretrained-weights", "w.pth"], "--pretrained-weights w.pth: only resnet18 takes"),
+        (["--model", "resnet18", "--freeze-backbone"], "--freeze-backbone: needs pretrained weights"),
+        (["--momentum", "1.5", "--optimizer", "sgd"], "--momentum 1.5: must be at least 0 and below 1"),
+        (["--seed", "-1"], "--seed -1: must be at least 0"),
+    ],
+)  # fmt: skip
+def test_training_options_out_of_range_are_refused_when_the_job_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], message: str
+) -> None:
+    """The ranges of condorml.config.OPTION_RULES, on the command line of condorml submit train."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("train.zip", "w.pth"):
+        (tmp_path / name).touch()
+    result = CliRunner().invoke(app, ["submit", "train", "-d", "train.zip", *options])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "train.sub").exists()
+
+
+def test_the_smallest_image_sizes_are_the_models_own() -> None:
+    from condorml.config import MIN_IMAGE_SIZE
+    from condorml.models import build_model, cnn_feature_side
+
+    assert (
+        cnn_feature_side(MIN_IMAGE_SIZE["cnn"]) == 1
+        and cnn_feature_side(MIN_IMAGE_SIZE["cnn"] - 1) == 0
+    )
+    build_model("resnet18", MIN_IMAGE_SIZE["resnet18"])
+    with pytest.raises(CondormlError):
+        build_model("resnet18", MIN_IMAGE_SIZE["resnet18"] - 1)
+
+
+def test_paths_with_spaces_are_transferred_as_htcondor_reads_them(tmp_path: Path) -> None:
+    """HTCondor 25.0 splits transfer lists at commas only (checked on the pool: 'a b/x.zip'
+    arrives as x.zip; a quoted name is looked for with its quotes and the job is held)."""
+    job = train_description(_config(), "my data/train.zip", GPU, IMAGE, Profile(), tmp_path)
+    parsed = htcondor2.Submit(write_job(job, tmp_path / "t.sub").submit_file.read_text())
+    entry = parsed.expand("transfer_input_files")
+    assert entry.endswith("my data/train.zip") and '"' not in entry
+    with pytest.raises(CondormlError, match="commas, quotes and tabs"):
+        train_description(_config(), "my\tdata/train.zip", GPU, IMAGE, Profile(), tmp_path)
 
 
 # --- the wrappers --------------------------------------------------------------------------------
@@ -446,7 +584,10 @@ def test_the_real_trainer_through_the_wrapper_exits_85_then_0(
 
 
 def _submit_infer(tmp_path: Path, *extra: str):
-    args = ["submit", "infer", "-m", "m.pth", "-i", "t.zip", "-o", str(tmp_path / "i.sub"), *extra]
+    for name in ("m.pth", "t.zip"):
+        (tmp_path / name).touch()
+    model, images = str(tmp_path / "m.pth"), str(tmp_path / "t.zip")
+    args = ["submit", "infer", "-m", model, "-i", images, "-o", str(tmp_path / "i.sub"), *extra]
     return CliRunner().invoke(app, args)
 
 
@@ -511,12 +652,15 @@ def test_committed_submit_files_are_what_the_documented_commands_generate(
 ) -> None:
     commands = _documented_commands()
     assert len(commands) == 2 and all(c[:2] == ["condorml", "submit"] for c in commands)
-    (tmp_path / "submit").mkdir()
+    (tmp_path / "submit" / "ckpt").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    for name in ("data/train.zip", "data/test.zip", "submit/ckpt/model.pth"):  # inputs must exist
+        (tmp_path / name).touch()
     monkeypatch.chdir(tmp_path)
     for command in commands:
         result = CliRunner().invoke(app, command[1:])
         assert result.exit_code == 0, result.output
-    generated = sorted(p.name for p in (tmp_path / "submit").iterdir())
+    generated = sorted(p.name for p in (tmp_path / "submit").iterdir() if p.is_file())
     assert generated == ["condorml_infer.sh", "condorml_train.sh", "infer.sub", "train.sub"]
     for name in generated:
         assert (tmp_path / "submit" / name).read_text() == (ROOT / "submit" / name).read_text(), (
@@ -697,7 +841,9 @@ def test_pass_through_cannot_replace_what_a_profile_writes(tmp_path: Path) -> No
                           extra=extra_commands({"+WantGPULab": False}, "--append"))  # fmt: skip
 
 
-def test_append_on_the_command_line(tmp_path: Path) -> None:
+def test_append_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.zip").touch()
     out = tmp_path / "t.sub"
     result = CliRunner().invoke(app, ["submit", "train", "-d", "x.zip", "-o", str(out),
                                       "-a", "+ProjectName = P1", "--append", "batch_name=sweep 1"])  # fmt: skip

@@ -31,6 +31,9 @@ test = "test.zip"
 
 
 def _spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
+    """A spec in ``tmp_path`` whose [data] files exist there (empty: nothing reads them)."""
+    for data in ("train.zip", "test.zip"):
+        (tmp_path / data).touch()
     path = tmp_path / name
     path.write_text(BASE + body)
     return path
@@ -39,16 +42,16 @@ def _spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("[grids]\nlr = [0.1]\n", "section.grids: unknown key; valid keys: data, train, grid"),
+        ("[grids]\nlr = [0.1]\n", "[grids]: unknown section; valid sections: data, train, grid"),
         (
             "[grid]\nlearning_rate = [0.1]\n",
-            "grid.learning_rate: unknown key; valid keys: epochs, model",
+            "[grid] learning_rate: unknown key; valid keys: epochs, model",
         ),
         (
             "[random]\nsamples = 2\nlearning_rate = [0.1]\n",
-            "random.learning_rate: unknown hyperparameter",
+            "[random] learning_rate: unknown hyperparameter",
         ),
-        ("[grid]\nlr = []\n", "grid.lr: an empty grid"),
+        ("[grid]\nlr = []\n", "[grid] lr: an empty list; give at least one value"),
         ("[random]\nsamples = 2\nlr = { uniform = [0.1, 0.01] }\n", "impossible range [0.1, 0.01]"),
         (
             "[random]\nsamples = 2\nlr = { log_uniform = [0, 0.01] }\n",
@@ -58,15 +61,18 @@ def _spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
             "[random]\nsamples = 2\nbatch_size = { uniform = [8, 64] }\n",
             "batch_size takes whole numbers",
         ),
-        ("[grid]\nlr = [-0.1]\n", "--lr -0.1: must be a positive number"),
-        ("[grid]\nmodel = ['cnn', 'vgg']\n", "--model vgg: choose one of cnn, resnet18"),
+        ("[grid]\nlr = [-0.1]\n", "[grid] lr: got -0.1; must be a positive number"),
+        (
+            "[grid]\nmodel = ['cnn', 'vgg']\n",
+            '[grid] model: got "vgg"; choose one of cnn, resnet18',
+        ),
         ("[grid]\nlr = [0.1, 0.1]\n", "lists a value twice"),
-        ("[train]\nlr = 0.1\n[grid]\nlr = [0.2]\n", "train.lr: is also swept"),
-        ("[ensemble]\nmembers = 0\n", "ensemble.members: a positive integer"),
+        ("[train]\nlr = 0.1\n[grid]\nlr = [0.2]\n", "[train] lr: is also swept"),
+        ("[ensemble]\nmembers = 0\n", "[ensemble] members: got 0; must be 1 or more"),
         ("[ensemble]\nseeds = [1, 1]\n", "lists a seed twice"),
         ("[random]\nsamples = 5\noptimizer = ['adam', 'sgd']\n", "would be identical"),
-        ("[resources]\ngpu = 1\n", "resources.gpu: unknown key; valid keys: cpus"),
-        ("[train]\ndata_dir = 'x'\n", "train.data_dir: unknown key"),
+        ("[resources]\ngpu = 1\n", "[resources] gpu: unknown key; valid keys: cpus"),
+        ("[train]\ndata_dir = 'x'\n", "[train] data_dir: unknown key"),
         ("[submit]\nexecutable = '/bin/sh'\n", "[submit] executable: condorml writes this command"),
         ("[submit]\nlr = 0.5\n", "[submit] lr: not a submit command condorml passes through"),
         ("[submit]\nbatch_name = '$(HOME)'\n", "[submit] batch_name '$(HOME)': contains '$'"),
@@ -83,7 +89,7 @@ def test_bad_specs_are_clear_errors_naming_the_key(tmp_path: Path, body: str, me
 
 def test_missing_data_and_bad_toml_are_errors(tmp_path: Path) -> None:
     (tmp_path / "a.toml").write_text("[data]\ntrain = 'x.zip'\n")
-    with pytest.raises(CondormlError, match=r"data\.test: required"):
+    with pytest.raises(CondormlError, match=r"\[data\] test: required"):
         load_spec(tmp_path / "a.toml")
     (tmp_path / "b.toml").write_text("[data\n")
     with pytest.raises(CondormlError, match="not valid TOML"):
@@ -131,6 +137,8 @@ def test_member_ids_widen_past_999() -> None:
 def _golden_outputs(tmp_path: Path) -> dict[str, str]:
     for name in ("small.toml",):
         shutil.copy(GOLDEN / name, tmp_path / name)
+    for data in ("train.zip", "test.zip", "test_labels.csv"):  # small.toml's [data]
+        (tmp_path / data).touch()
     plan = plan_sweep(tmp_path / "small.toml", tmp_path / "run")
     write_sweep(plan)
     return {  # the collect step's interpreter is this machine's: a placeholder in the golden files
@@ -208,6 +216,7 @@ def test_hostile_values_in_vars_are_refused_or_escaped(tmp_path: Path) -> None:
     assert 'VARS x:0 v="a\\"b\\\\c"' in lines  # quotes and backslashes escaped, as DAGMan requires
     bad_data = _spec(tmp_path, "").read_text().replace('"train.zip"', '"a,b.zip"')
     (tmp_path / "bad.toml").write_text(bad_data)
+    (tmp_path / "a,b.zip").touch()
     with pytest.raises(CondormlError, match="commas"):
         plan_sweep(tmp_path / "bad.toml", tmp_path / "run")
 
@@ -440,3 +449,204 @@ requirements = '(OpSys == "LINUX")'
         generating_python(),
         "collect",
     ]
+
+
+# --- values and paths checked when the spec is read (issue 12) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[train]\nepochs = 3.5\n", "[train] epochs: got 3.5; must be a whole number, 1 or more"),
+        ('[train]\nepochs = "3"\n', '[train] epochs: got "3"; must be a whole number, 1 or more (written without quotes)'),
+        ('[train]\nlr = "fast"\n', '[train] lr: got "fast"; must be a positive number'),
+        ("[grid]\nlr = 0.001\n", "[grid] lr: got 0.001; expected a list of values, e.g. lr = [0.001]"),
+        ("[grid]\nepochs = [2, 2.5]\n", "[grid] epochs: got 2.5; must be a whole number"),
+        ('[random]\nlr = ["fast"]\n', '[random] lr: got "fast"; must be a positive number'),
+        ("[random]\nsamples = 2\nlr = { uniform = [0.0, 0.1] }\n", "[random] lr: got 0.0; must be a positive number"),
+        ("[ensemble]\nmembers = 2\nmin_members = 5\n", "[ensemble] min_members: 5 is more than the 2 member(s) this spec makes"),
+        ("[grid]\nlr = [0.1, 0.2]\n[ensemble]\nmin_members = 3\n", "more than the 2 member(s)"),
+        ("[ensemble]\nmembers = true\n", "[ensemble] members: got true; must be a whole number"),
+        ("[ensemble]\nseeds = [-1]\n", "[ensemble] seeds: got -1; must be at least 0"),
+        ("[train]\nval_fraction = 1.5\n", "[train] val_fraction: got 1.5; must be at least 0 and below 1"),
+        ("[train]\nimage_size = 8\n", '[train] image_size: got 8 with model = "cnn"; too small for the cnn model; use 37 or more'),
+        ("[grid]\nmodel = ['cnn', 'resnet18']\n[train]\nimage_size = 36\n", 'image_size: got 36 with model = "cnn" (member m000: model = "cnn")'),
+        ('[train]\npretrained_weights = "train.zip"\n', '[train] pretrained_weights: got "train.zip" with model = "cnn"; only resnet18 takes pretrained weights'),
+        ("[train]\nmodel = 'resnet18'\nfreeze_backbone = true\n", "[train] freeze_backbone: got true with model"),
+        ("[train]\nfreeze_backbone = 'yes'\n", '[train] freeze_backbone: got "yes"; must be true or false'),
+        ('[inference]\nshards = "2"\n', '[inference] shards: got "2"; must be a whole number, 1 or more (written without quotes)'),
+        ('[inference]\nprecision = "fp16"\n', "[inference] precision: got \"fp16\"; choose one of auto, fp32, bf16"),
+        ("[throttle]\nretries = -1\n", "[throttle] retries: got -1; must be 0 or more"),
+        ('[resources]\ncpus = "4"\n', '[resources] cpus: got "4"; must be a whole number, 1 or more'),
+        ("[random]\nsamples = true\nlr = [0.1]\n", "[random] samples: got true; must be a whole number"),
+        ("epochs = 3\n", 'epochs = 3: a key outside any table; put it under its table'),
+        ("[data.x]\n", "[data] x: unknown key"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_refused_when_the_spec_is_read(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    """Each of these used to be written into every job (or gave a Python error): now one line,
+    ``<spec>: [table] key: what is wrong; what to do``, from the sweep command, nothing written."""
+    text = body if body.startswith("epochs") else BASE + body
+    spec = tmp_path / "spec.toml"
+    for data in ("train.zip", "test.zip"):
+        (tmp_path / data).touch()
+    spec.write_text(text + (BASE if body.startswith("epochs") else ""))
+    with pytest.raises(CondormlError) as caught:
+        plan_sweep(spec, tmp_path / "run")
+    assert str(caught.value).startswith(f"{spec}: ") and message in str(caught.value), caught.value
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_the_spec_and_the_command_line_share_one_table_of_ranges(tmp_path: Path) -> None:
+    from condorml.config import OPTION_RULES
+    from condorml.sweep import FIXED_ONLY, HYPERPARAMETERS
+
+    assert set(HYPERPARAMETERS + FIXED_ONLY) - {"pretrained_weights"} <= set(OPTION_RULES)
+    # an integer where a float is expected is the float (lr = 1 and lr = 1.0 are one member)
+    spec = load_spec(_spec(tmp_path, "[grid]\nlr = [1]\n[train]\nweight_decay = 0\n"))
+    assert spec.grid["lr"] == [1.0] and isinstance(spec.train["weight_decay"], float)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ('[data]\ntrain = "nope/train.zip"\ntest = "test.zip"\n', '[data] train: "nope/train.zip" does not exist'),
+        ('[data]\ntrain = "train.zip"\ntest = "nope.zip"\n', '[data] test: "nope.zip" does not exist'),
+        ('[data]\ntrain = "train.zip"\ntest = "test.zip"\nlabels = "labels.csv"\n', '[data] labels: "labels.csv" does not exist'),
+        ('[data]\ntrain = "train.zip"\ntest = "test.zip"\n[train]\nmodel = "resnet18"\npretrained_weights = "w.pth"\n',
+         '[train] pretrained_weights: "w.pth" does not exist'),
+        ('[data]\ntrain = "train.zip"\ntest = "test.zip"\n[resources]\ncontainer_image = "c.sif"\n',
+         '[resources] container_image: "c.sif" does not exist'),
+    ],
+)  # fmt: skip
+def test_missing_local_paths_are_refused_naming_the_key(
+    tmp_path: Path, body: str, where: str
+) -> None:
+    """Every training job of such a DAG went on hold; now the sweep is refused, naming the key."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    for data in ("train.zip", "test.zip"):
+        (folder / data).touch()
+    (folder / "spec.toml").write_text(body)
+    result = CliRunner().invoke(
+        app, ["sweep", str(folder / "spec.toml"), "-o", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"{folder / 'spec.toml'}: {where} (looked for {folder}/" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_urls_pass_unchecked_and_relative_paths_follow_the_spec_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "specs"
+    (folder / "w").mkdir(parents=True)
+    (folder / "w" / "resnet.pth").touch()
+    (folder / "spec.toml").write_text(
+        '[data]\ntrain = "osdf:///chtc/staging/u/train.zip"\ntest = "https://example.org/test.zip"\n'
+        '[train]\nmodel = "resnet18"\nimage_size = 32\npretrained_weights = "w/resnet.pth"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    plan = plan_sweep(Path("specs/spec.toml"), Path("run"))
+    train = plan.workflow.jobs["train"].submit
+    assert train["transfer_input_files"] == (
+        "osdf:///chtc/staging/u/train.zip, ../../../specs/w/resnet.pth, ckpt"
+    )
+
+
+def _run_files(run: Path) -> dict[str, str]:
+    names = ("sweep.dag", "train.sub", "infer.sub", "collect.sub", "members.csv")
+    files = {name: (run / name).read_text() for name in names}
+    files["sweep.dag"] = files["sweep.dag"].split("\n", 1)[1]  # its first line names the spec file
+    return files
+
+
+def test_sweep_run_again_on_the_run_folders_copy_writes_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy records relative_to, so that it reads the files the original spec named.
+
+    It used to be read relative to the run folder: submit files pointing nowhere, silently.
+    """
+    (tmp_path / "data").mkdir()
+    for data in ("train.zip", "test.zip", "labels.csv"):
+        (tmp_path / "data" / data).touch()
+    (tmp_path / "dags").mkdir()
+    original = tmp_path / "dags" / "sweep.toml"
+    original.write_text(
+        "# my sweep\n[data]  # relative to this file\n"
+        'train = "../data/train.zip"\ntest = "../data/test.zip"\nlabels = "../data/labels.csv"\n'
+        "[grid]\nlr = [0.1, 0.2]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs/first")
+    write_sweep(plan_sweep(Path("dags/sweep.toml"), run))
+    before = _run_files(run)
+    copy = (run / "spec.toml").read_text()
+    assert 'relative_to = "../../dags"' in copy and "# my sweep" in copy
+    monkeypatch.chdir(run)  # the user, inside the run folder, on its copy
+    result = CliRunner().invoke(app, ["sweep", "spec.toml", "--out", "."])
+    assert result.exit_code == 0, result.output
+    assert _run_files(Path(".")) == before and Path("spec.toml").read_text() == copy
+    monkeypatch.chdir(tmp_path)
+    write_sweep(plan_sweep(original, run))  # the original again: the same spec, continued
+    assert _run_files(run) == before
+    # the copy as the spec of another run folder reads the same data
+    write_sweep(plan_sweep(run / "spec.toml", Path("runs/second")))
+    assert 'relative_to = "../../dags"' in Path("runs/second/spec.toml").read_text()
+    assert _run_files(Path("runs/second")) == {
+        k: v.replace("runs/first", "runs/second") for k, v in before.items()
+    }
+
+
+def test_a_copy_without_relative_to_is_refused_not_rewritten(tmp_path: Path) -> None:
+    """A run folder written before relative_to existed: its copy names files that are not there."""
+    (tmp_path / "data").mkdir()
+    for data in ("train.zip", "test.zip"):
+        (tmp_path / "data" / data).touch()
+    run = tmp_path / "runs" / "old"
+    run.mkdir(parents=True)
+    (run / "spec.toml").write_text(
+        '[data]\ntrain = "../data/train.zip"\ntest = "../data/test.zip"\n'
+    )
+    with pytest.raises(
+        CondormlError, match=r'\[data\] train: "\.\./data/train\.zip" does not exist'
+    ):
+        plan_sweep(run / "spec.toml", run)
+
+
+def test_a_run_folder_with_a_space_in_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It failed with an error about a --model option the user never gave: the model's path
+    (my runs/x/members/m000/ckpt/model.pth) was checked instead of what the file says (ckpt/model.pth)."""
+    monkeypatch.chdir(tmp_path)
+    spec = _spec(tmp_path, "[train]\nepochs = 2\n")
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--out", "my runs/x"])
+    assert result.exit_code == 0, result.output
+    infer = htcondor2.Submit((tmp_path / "my runs" / "x" / "infer.sub").read_text())
+    assert infer["transfer_input_files"] == "ckpt/model.pth, ../../../../test.zip"
+    # data in a folder with a space: transferred as HTCondor 25.0 reads it (commas split, not spaces)
+    (tmp_path / "my data").mkdir()
+    (tmp_path / "my data" / "train.zip").touch()
+    spaced = _spec(tmp_path, "[train]\nepochs = 2\n", "spaced.toml")
+    spaced.write_text(spaced.read_text().replace('"train.zip"', '"my data/train.zip"'))
+    plan = plan_sweep(spaced, tmp_path / "run")
+    assert plan.workflow.jobs["train"].submit["transfer_input_files"] == (
+        "../../../my data/train.zip, ckpt"
+    )
+    args = split_condor_arguments(plan.workflow.jobs["train"].submit["arguments"])
+    assert args[args.index("--data-dir") + 1] == "train.zip"
+
+
+def test_the_cli_and_the_library_name_the_same_inference_precisions() -> None:
+    from typing import get_args
+
+    from condorml.cli import _options
+    from condorml.config import INFER_PRECISIONS
+
+    assert get_args(_options.InferPrecision) == INFER_PRECISIONS

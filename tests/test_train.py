@@ -22,6 +22,7 @@ from condorml.train import METRIC_COLUMNS, train
 from tests.helpers import IMAGE_SIZE, condorml_cli, run_until_finished
 
 SCORES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+EVERY_BATCH = 1e-9  # --checkpoint-minutes so short that every batch boundary checkpoints
 
 
 def _final(config) -> dict:
@@ -44,8 +45,10 @@ def test_any_number_of_restarts_ends_bit_identical_to_an_uninterrupted_run(
     base = replace(train_config, epochs=3, precision=precision)
     straight = replace(base, checkpoint_dir=tmp_path / "straight", exit_on_checkpoint=False)
     assert train(straight).status == "finished"
-    # Mid-epoch: checkpoint_minutes=0 checkpoints after every batch, and each run exits.
-    every_batch = replace(base, checkpoint_dir=tmp_path / "every-batch", checkpoint_minutes=0.0)
+    # Mid-epoch: a tiny checkpoint_minutes checkpoints after every batch, and each run exits.
+    every_batch = replace(
+        base, checkpoint_dir=tmp_path / "every-batch", checkpoint_minutes=EVERY_BATCH
+    )
     result, runs = run_until_finished(every_batch)
     assert result.status == "finished" and runs == 3 * 6  # 6 batches per epoch
     _assert_same_training(_final(straight), _final(every_batch))
@@ -57,7 +60,7 @@ def test_any_number_of_restarts_ends_bit_identical_to_an_uninterrupted_run(
 
 
 def test_checkpoint_holds_the_whole_training_state(train_config) -> None:
-    result = train(replace(train_config, checkpoint_minutes=0.0))
+    result = train(replace(train_config, checkpoint_minutes=EVERY_BATCH))
     assert result.status == "checkpointed" and result.exit_code == 85
     state = _final(train_config)
     assert (state["epoch"], state["batch"]) == (0, 1)  # mid-epoch, after the first batch
@@ -89,6 +92,26 @@ def test_epoch_interval_exit_codes_and_metrics_file(train_config) -> None:
     again = train(config)
     assert (again.status, again.epochs_done) == ("finished", 3)
     assert _final(config)["counters"]["runs"] == 2  # the no-op start wrote nothing
+
+
+def test_checkpoint_minutes_0_turns_time_based_checkpoints_off(train_config) -> None:
+    result = train(replace(train_config, checkpoint_minutes=0.0))
+    assert (result.status, result.epochs_done) == ("checkpointed", 1)  # the epoch interval only
+    state = _final(train_config)
+    assert (state["epoch"], state["batch"], state["counters"]["checkpoints"]) == (1, 0, 1)
+
+
+def test_in_a_job_the_transferred_folder_holds_one_generation(
+    train_config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The folder HTCondor transfers at every exit 85 (transfer_checkpoint_files = ckpt).
+    monkeypatch.setenv("_CONDOR_SCRATCH_DIR", str(tmp_path))
+    _, runs = run_until_finished(train_config)
+    assert runs == 2
+    ckpt = train_config.checkpoint_dir
+    assert sorted(p.name for p in ckpt.iterdir()) == ["metrics.csv", "model.pth", "state.json"]
+    previous = tmp_path / ".condorml-previous" / "ckpt" / "model.prev.pth"
+    assert read_checkpoint(previous)["epoch"] == 1
 
 
 def test_no_exit_on_checkpoint_trains_in_one_process(train_config) -> None:
@@ -144,6 +167,12 @@ def test_force_restart_sets_aside_a_mismatched_checkpoint_but_resumes_a_matching
     assert (train_config.checkpoint_dir / "model.pth.discarded").exists()
     second = train(changed)  # HTCondor restarts it with the same arguments
     assert (second.status, second.epochs_done) == ("finished", 2)
+    # A second --force-restart keeps the first discarded checkpoint too.
+    assert train(replace(changed, lr=0.02)).epochs_done == 1
+    discarded = sorted(p.name for p in train_config.checkpoint_dir.glob("*.discarded*"))
+    assert discarded == ["model.prev.pth.discarded", "model.pth.discarded", "model.pth.discarded.2"]
+    lrs = [read_checkpoint(train_config.checkpoint_dir / n)["config"]["lr"] for n in discarded]
+    assert lrs == [0.01, 0.001, 0.01]
 
 
 def test_force_restart_recovers_from_an_unreadable_checkpoint(train_config) -> None:
@@ -180,6 +209,7 @@ def test_threads_and_workers_follow_the_cpus_the_job_was_given(
         ({"epochs": 0}, "--epochs 0: must be 1 or more"),
         ({"lr": -1.0}, "--lr -1.0"),
         ({"optimizer": "rmsprop"}, "--optimizer rmsprop: choose one of adam, adamw, sgd"),
+        ({"checkpoint_minutes": -1.0}, "--checkpoint-minutes -1.0"),
         ({"precision": "fp16", "device": "cpu"}, "--precision fp16: needs a CUDA device"),
         ({"device": "cuda"}, None),
     ],
@@ -226,6 +256,18 @@ def test_cli_reports_user_errors_in_one_line_with_exit_2(tmp_path: Path, train_c
     assert lines == [f"condorml: error: {tmp_path / 'missing'}: no such file or directory"]
     proc = condorml_cli("train", "--data-dir", "x", "--checkpoint-dir", "y", "--model", "vgg")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_cli_refuses_an_unwritable_checkpoint_folder_before_training(
+    tmp_path: Path, train_config
+) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    under_a_file = tmp_path / "file" / "ckpt"
+    proc = condorml_cli(*_cli_args(replace(train_config, checkpoint_dir=under_a_file)))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"condorml: error: {under_a_file}: cannot write")
+    assert "not a folder" in lines[0] and "free space" not in lines[0]
 
 
 @pytest.mark.slow

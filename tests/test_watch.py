@@ -90,14 +90,32 @@ def test_watch_cli_without_a_terminal(tmp_path: Path) -> None:
         "watch", str(FIXTURES / "checkpoint" / "ckpt.log"), "--exit", "all,done,7", timeout=30
     )
     assert custom.returncode == 7
+    csv = tmp_path / "dog_probs.csv"
+    csv.write_text("fileid,prob\n1,0.5\n")
     for args, message in (
         (["--exit", "sometimes"], "--exit 'sometimes'"),
         ([str(tmp_path / "nope.log")], "no such file or folder"),
+        ([str(tmp_path / "nope")], f"{tmp_path / 'nope'}: no such file or folder"),
         ([str(tmp_path)], "no *.dag file here"),
+        # a CSV as a log: it showed an empty table and exit 0
+        ([str(csv)], f"{csv}: not an HTCondor job event log"),
+        # a traceback without --once (time.sleep(-5))
+        (["--interval", "-5", str(FIXTURES / "dag")], "--interval -5: give a positive number"),
+        (["--interval", "0", str(FIXTURES / "dag")], "--interval 0: give a positive number"),
     ):
-        bad = condorml_cli("watch", "--once", *args)
-        assert bad.returncode == 2 and message in bad.stderr
+        bad = condorml_cli("watch", *args) if "--interval" in args else (
+            condorml_cli("watch", "--once", *args))  # fmt: skip
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_held_job_shows_its_hold_reason_short() -> None:
+    once = condorml_cli(
+        "watch", "--once", str(FIXTURES / "held" / "held.log"), env={"COLUMNS": "200"}
+    )
+    assert once.returncode == 0, once.stderr
+    # held, then removed: the 012's HoldReason, without the execute point and the sandbox path
+    assert "held: Transfer output files failure: reading from file missing.csv: No" in once.stdout
 
 
 # --- a job's own log and DAGMan's nodes log ---------------------------------------------------

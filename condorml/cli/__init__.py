@@ -21,14 +21,17 @@ from condorml.cli import (
     train,
     watch,
 )
+from condorml.cli._common import HelpGroup, use_plain_help
 
 app = typer.Typer(
     name="condorml",
     help="Train PyTorch image classifiers on HTCondor pools: checkpointing jobs, sweeps, one CSV.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="markdown",  # for usage errors; --help is plain (HelpGroup, HelpCommand)
+    cls=HelpGroup,
+    # help wraps to the terminal, up to 100 columns (click's default stops at 80)
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 app.add_typer(data.app, name="data")
 app.add_typer(submit.app, name="submit")
@@ -42,6 +45,7 @@ app.command("run")(run.run_command)
 app.command("watch")(watch.watch_command)
 app.command("report")(report.report_command)
 app.command("demo")(demo.demo_command)
+use_plain_help(app)  # sub-apps' commands too: help that reads at 80 columns
 
 
 def _version(value: bool) -> None:

@@ -1,16 +1,21 @@
-"""What every command shares: error reporting, logging, and progress display."""
+"""What every command shares: error reporting, logging, progress display, help layout, and the
+commands printed for the user to copy."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 
 from condorml.errors import CondormlError
+from condorml.htcondor.quoting import shell_line
 from condorml.progress import LogProgress, Progress
 
 T = TypeVar("T")
@@ -26,6 +31,15 @@ def call(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     except CondormlError as err:
         typer.echo(f"condorml: error: {err}", err=True)
         raise typer.Exit(USAGE_ERROR) from None
+
+
+def print_command(label: str, *commands: Sequence[str | os.PathLike[str]]) -> None:
+    """Print ``label`` and a command line to copy: quoted, on one line however narrow the terminal.
+
+    Plain ``echo``, never a rich console: rich would break a long line into several (and colour
+    parts of it), and a pasted half-command runs the wrong thing.
+    """
+    typer.echo(f"{label} {shell_line(*commands)}")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -101,3 +115,80 @@ class RichProgress:
     def close(self) -> None:
         """Stop drawing (call once, after the last task)."""
         self._bars.stop()
+
+
+# --- help layout ---------------------------------------------------------------------------------
+# typer's rich panels share 80 columns between five fixed columns and cut option names to
+# "--checkpoint-d…"; click's plain layout puts a long name on its own line and wraps only the help.
+_LIST_TYPE = re.compile(r"<list\[(.+?)\]>")
+
+
+def _argument_label(param: Any, usage: bool = False) -> str:
+    """An argument as click writes it: ``OUT``, ``PARTS...``, in usage ``[RUN_DIR]`` when optional
+    (typer writes ``{out}`` and ``[run_dir]``)."""
+    label = (param.metavar or param.name or "").upper()
+    label = f"[{label}]" if usage and not param.required else label
+    return f"{label}..." if param.nargs != 1 else label
+
+
+class _PlainHelp:
+    """Help in click's plain layout: option names whole, arguments in capitals, no ``<bool>``."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.format_usage(ctx, formatter)  # type: ignore[attr-defined]
+        self.format_help_text(ctx, formatter)  # type: ignore[attr-defined]
+        self.format_options(ctx, formatter)  # type: ignore[attr-defined]
+        self.format_epilog(ctx, formatter)  # type: ignore[attr-defined]
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []  # type: ignore[attr-defined]
+        pieces += [
+            _argument_label(p, usage=True)
+            for p in self.get_params(ctx)  # type: ignore[attr-defined]
+            if p.param_type_name == "argument"
+        ]
+        subcommands = getattr(self, "subcommand_metavar", None)
+        return [*pieces, subcommands] if subcommands else pieces
+
+    def format_parameters(self, ctx: Any, formatter: Any) -> None:
+        """The Arguments and Options sections."""
+        arguments, options = [], []
+        for param in self.get_params(ctx):  # type: ignore[attr-defined]
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_label(param), record[1]))
+            else:  # a repeatable option takes one value each time: <path>, not <list[Path]>
+                names = _LIST_TYPE.sub(lambda m: f"<{m.group(1).lower()}>", record[0])
+                options.append((names, record[1]))
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class HelpCommand(_PlainHelp, typer.core.TyperCommand):
+    """A command whose ``--help`` reads at 80 columns (see :class:`_PlainHelp`)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        self.format_parameters(ctx, formatter)
+
+
+class HelpGroup(_PlainHelp, typer.core.TyperGroup):
+    """A group whose ``--help`` reads at 80 columns (see :class:`_PlainHelp`)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        self.format_parameters(ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+
+def use_plain_help(app: typer.Typer) -> None:
+    """Give every command and group under ``app`` (sub-apps included) the plain help layout."""
+    for command in app.registered_commands:
+        if command.cls in (None, typer.core.TyperCommand):  # typer's default; keep a custom one
+            command.cls = HelpCommand
+    for group in app.registered_groups:
+        group.cls = HelpGroup
+        if group.typer_instance is not None:
+            use_plain_help(group.typer_instance)

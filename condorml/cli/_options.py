@@ -67,7 +67,7 @@ def training_options(
     checkpoint_minutes: float | None = typer.Option(
         None,
         "--checkpoint-minutes",
-        help="Also checkpoint at the first batch boundary after M minutes of this run, even mid-epoch.",
+        help="Also checkpoint at the first batch boundary after M minutes of this run, even mid-epoch; 0 or unset: only every --checkpoint-every epochs.",
     ),
     model: Model = typer.Option(
         "cnn",
@@ -125,7 +125,7 @@ def inference_options(
         help="Images per batch (decoded together, then run through every model).",
     ),
     workers: int | None = typer.Option(
-        None, "--workers", help="Decoding threads [default: the CPUs this job was given]."
+        None, "--workers", min=1, help="Decoding threads [default: the CPUs this job was given]."
     ),
     device: Device = typer.Option("auto", "--device", help="auto picks cuda, then mps, then cpu."),
     precision: InferPrecision = typer.Option(

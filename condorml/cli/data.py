@@ -27,9 +27,13 @@ def synth_command(
     zip_: bool = typer.Option(
         False, "--zip", help="Also write train.zip and test.zip, as HTCondor jobs receive them."
     ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Replace the data set already in OUT, whole (never mixed)."
+    ),
 ) -> None:
     """Write a synthetic, learnable cat/dog set: OUT/train/cat.K.jpg, OUT/train/dog.K.jpg,
-    OUT/test/K.jpg and OUT/test_labels.csv (fileid,is_dog). Cats are triangles, dogs ellipses."""
+    OUT/test/K.jpg and OUT/test_labels.csv (fileid,is_dog). Cats are triangles, dogs ellipses.
+    OUT must be new or empty (or --replace); the set appears there only when complete."""
     from condorml.synth import make_synthetic_dataset, parse_size
 
     setup_logging()
@@ -41,6 +45,7 @@ def synth_command(
         seed=seed,
         size=call(parse_size, size),
         make_zips=zip_,
+        replace=replace,
     )
     typer.echo(
         f"wrote {summary.n_cats} cats and {summary.n_dogs} dogs to {out / 'train'}, "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from condorml.cli._common import call, setup_logging
+from condorml.cli._common import call, print_command, setup_logging
 
 
 def demo_command(
@@ -17,6 +17,8 @@ def demo_command(
     inject_evictions: float = typer.Option(
         0.0,
         "--inject-evictions",
+        min=0.0,
+        max=1.0,
         help="Evict each job start with this probability; results stay the same (exact resume).",
     ),
 ) -> None:
@@ -36,10 +38,7 @@ def demo_command(
     console = Console()
     run_dir = out / RUN_NAME
     show = SummaryLines(lambda: Watch([run_dir]))  # one line per change of the DAG's state
-    console.print(
-        f"demo in {out}: follow it from another terminal with  condorml watch {run_dir}",
-        highlight=False,
-    )
+    print_command(f"demo in {out}: follow it from another terminal with", ["condorml", "watch", run_dir])  # fmt: skip
     started = time.monotonic()
     result = call(run_demo, out, epochs=epochs, evictions=inject_evictions, on_change=show.update)
     console.print(
@@ -81,4 +80,4 @@ def demo_command(
         f"logs:        {run_dir / 'sweep.dag.nodes.log'} (DAGMan's), {run_dir / 'members'}/<id>/train.log "
         f"(each job's own, with its checkpoints), {run_dir / 'sweep.dag.dagman.out'}"
     )
-    typer.echo(f"look again:  condorml watch --once {run_dir}")
+    print_command("look again: ", ["condorml", "watch", "--once", run_dir])

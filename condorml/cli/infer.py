@@ -39,9 +39,11 @@ def infer_command(
     ensemble mean with several --model. Undecodable images are left out and listed in the
     sidecar; the CSV appears only when complete."""
     from condorml.devices import keep_freed_memory_for_reuse
+    from condorml.fileio import check_output_file
     from condorml.infer import InferConfig, Shard, infer
 
     setup_logging()
+    call(check_output_file, output, "--output")  # before minutes of inference, not after
     keep_freed_memory_for_reuse()
     strict = options.pop("strict")
     config = InferConfig(

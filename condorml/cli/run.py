@@ -6,21 +6,28 @@ from pathlib import Path
 
 import typer
 
-from condorml.cli._common import call, setup_logging
+from condorml.cli._common import call, print_command, setup_logging
 
 # The local backend's options that `condorml sweep --submit --backend local` passes on too
 MAX_JOBS_OPTION = typer.Option(
-    None, "--max-jobs", help="At most N node jobs at once [default: as CPUs and memory allow]."
+    None,
+    "--max-jobs",
+    min=0,  # checked before `sweep --submit` writes anything
+    help="At most N node jobs at once; 0 for no limit, as condor_submit_dag -maxjobs [default: as CPUs and memory allow].",
 )
 INJECT_EVICTIONS_OPTION = typer.Option(
     0.0,
     "--inject-evictions",
+    min=0.0,
+    max=1.0,
     help="Evict each start of a job with this probability, at a random moment (SIGTERM, SIGKILL after a grace period; a fresh sandbox follows).",
 )
 
 
 def run_command(
-    dag_file: Path = typer.Argument(..., help="The DAG file (e.g. RUN_DIR/sweep.dag)."),
+    dag_file: Path = typer.Argument(
+        ..., help="The DAG file (e.g. RUN_DIR/sweep.dag), or a run folder holding one."
+    ),
     max_jobs: int | None = MAX_JOBS_OPTION,
     inject_evictions: float = INJECT_EVICTIONS_OPTION,
     eviction_window: float = typer.Option(
@@ -56,6 +63,7 @@ def run_dag_here(
     restart: bool = False,
 ) -> None:
     """Run a DAG with the local backend and exit with its result (see ``condorml run``)."""
+    from condorml.local.dagfile import find_dag
     from condorml.local.executor import Evictions
     from condorml.local.runner import DagRunner, RunOptions
 
@@ -65,6 +73,7 @@ def run_dag_here(
             err=True,
         )
         raise typer.Exit(2)
+    dag_file = call(find_dag, dag_file)
     options = RunOptions(
         max_jobs=max_jobs,
         evictions=Evictions(evictions, (0.5, max(window, 0.5)), seed=seed),
@@ -74,9 +83,9 @@ def run_dag_here(
     typer.echo(
         f"running {dag_file} with the local backend; progress in {runner.out_path.name}, events in {runner.nodes_log.name}"
     )
-    typer.echo(f"follow it with: condorml watch {dag_file.parent}")
+    print_command("follow it with:", ["condorml", "watch", dag_file.parent])
     result = runner.run()
-    summary = f"{len(result.done)} node(s) done, {len(result.failed)} failed"
+    summary = result.summary()
     if result.interrupted:
         typer.echo(
             f"interrupted: {summary}; rescue DAG {result.rescue}; run the same command again to continue"

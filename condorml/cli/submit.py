@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from condorml.cli._common import call, setup_logging
+from condorml.cli._common import call, print_command, setup_logging
 from condorml.cli._options import (
     inference_options,
     resource_options,
@@ -47,6 +47,8 @@ def submit_train(
 
     setup_logging()
     resources, container, profile, extra, submit = _resources(options)
+    weights = options["pretrained_weights"]
+    _check_inputs(container, ("--data-dir", data_dir), ("--pretrained-weights", weights))
     config = TrainConfig(data_dir=Path(data_dir), checkpoint_dir=Path("ckpt"), **options)
     job = call(train_description, config, data_dir, resources, container, profile, output.parent,
                extra=extra)  # fmt: skip
@@ -84,6 +86,7 @@ def submit_infer(
 
     setup_logging()
     resources, container, profile, extra, submit = _resources(options)
+    _check_inputs(container, *(("--model", m) for m in model), ("--images", images))
     job = InferJob(output_name=csv, shards=shards, **options)
     description = call(
         infer_description, model, images, job, resources, container, profile, output.parent,
@@ -108,6 +111,18 @@ def _resources(options: dict[str, Any]):
     return Resources(**values), container, profile, extra, submit
 
 
+def _check_inputs(container: Any, *inputs: tuple[str, Any]) -> None:
+    """Every local input exists now (URLs pass): a job for a missing file would go on hold."""
+    from condorml.htcondor.submit import check_exists, is_url
+
+    image = container.image
+    if image and image.endswith(".sif") and not is_url(image):
+        inputs = (*inputs, ("--container-image", image))
+    for option, value in inputs:
+        if value is not None:
+            call(check_exists, str(value), option)
+
+
 def _write(job: Any, output: Path, submit: bool) -> None:
     from condorml.htcondor.schedd import submit_job
     from condorml.htcondor.submit import write_job
@@ -118,10 +133,6 @@ def _write(job: Any, output: Path, submit: bool) -> None:
     typer.echo(f"wrote {written.submit_file} and {written.wrapper}")
     if submit:
         cluster = call(submit_job, job.submit, written.submit_file)
-        typer.echo(
-            f"submitted as cluster {cluster}; follow it with: condor_watch_q -clusters {cluster}"
-        )
+        print_command(f"submitted as cluster {cluster}; follow it with:", ["condor_watch_q", "-clusters", str(cluster)])  # fmt: skip
     else:
-        typer.echo(
-            f"submit it with: cd {written.submit_file.parent} && condor_submit {written.submit_file.name}"
-        )
+        print_command("submit it with:", ["cd", written.submit_file.parent], ["condor_submit", written.submit_file.name])  # fmt: skip

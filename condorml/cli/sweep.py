@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from condorml.cli._common import call, setup_logging
+from condorml.cli._common import call, print_command, setup_logging
 from condorml.cli.run import INJECT_EVICTIONS_OPTION, MAX_JOBS_OPTION
 from condorml.errors import CondormlError
 
@@ -66,9 +66,8 @@ def sweep_command(
             check_dag_folder(plan.dag_file)
         except CondormlError as err:
             typer.echo(f"note: {err}")
-        typer.echo(
-            f"run it: cd {out} && condor_submit_dag sweep.dag    or here: condorml run {plan.dag_file}"
-        )
+        print_command("run it:", ["cd", out], ["condor_submit_dag", plan.dag_file.name])
+        print_command("or here:", ["condorml", "run", plan.dag_file])
         return
     _submit(plan, backend, max_jobs, inject_evictions)
 

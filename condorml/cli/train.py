@@ -20,7 +20,7 @@ def train_command(
         ...,
         "--checkpoint-dir",
         "-c",
-        help="Where model.pth, model.prev.pth and metrics.csv go; resumed from on every start.",
+        help="Where model.pth, model.prev.pth (kept beside it in an HTCondor job) and metrics.csv go; resumed from on every start.",
     ),
     no_exit_on_checkpoint: bool = typer.Option(
         False,

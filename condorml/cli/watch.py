@@ -35,13 +35,14 @@ def watch_command(
         2.0, "--interval", help="Seconds between two reads of the logs."
     ),
 ) -> None:
-    """Show per member (or job) its state, runs, checkpoints, evictions, epoch and validation
-    accuracy, read from HTCondor job event logs with htcondor2. Works on logs from a pool and from
+    """Show per member (or job) its state, runs, checkpoints, evictions, epoch, validation
+    accuracy and why it is held or failed (the hold reason), read from HTCondor job event logs with htcondor2. Works on logs from a pool and from
     the local backend, with or without a terminal (then it prints one line per change)."""
     from rich.console import Console
 
-    from condorml.watch import Watch, parse_exit, render
+    from condorml.watch import Watch, check_interval, parse_exit, render
 
+    call(check_interval, interval)
     rule = call(parse_exit, exit_when)
     watch = call(Watch, list(sources or []))
     console = Console()

@@ -149,7 +149,10 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
 
     collect_args = [".", "--min-members", str(spec.min_members)]
     if "labels" in spec.data:
-        collect_args += ["--labels", local_path(spec.data["labels"], run_dir, "data.labels")]
+        collect_args += [
+            "--labels",
+            local_path(spec.data["labels"], run_dir, "[data] labels", transferred=False),
+        ]
     if with_stats:
         collect_args.append("--with-stats")
     collect = collect_description(collect_args, generating_python())

@@ -10,7 +10,10 @@ quotes ``arguments`` by HTCondor's "new syntax" rules. Generated values that *sh
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from condorml.errors import CondormlError
@@ -84,11 +87,17 @@ def _refuse_breakouts(value: str, what: str) -> None:
 
 
 def list_item(value: str, what: str) -> str:
-    """A value that becomes one item of a comma-separated list (``transfer_input_files``)."""
+    """A value that becomes one item of a comma-separated list (``transfer_input_files``).
+
+    HTCondor splits these lists at commas only and strips each item, so a space inside a path
+    is fine (``my runs/train.zip`` arrives as ``train.zip``; checked with HTCondor 25.0), while
+    a quote is taken literally (``"a b/x.zip"`` is looked for under that name, quotes included:
+    the job goes on hold). Commas, quotes and other white space are refused.
+    """
     safe_value(value, what)
-    if "," in value or any(c.isspace() for c in value) or '"' in value or "'" in value:
+    if "," in value or any(c.isspace() and c != " " for c in value) or '"' in value or "'" in value:
         raise CondormlError(
-            f"{what} {value!r}: commas, spaces and quotes cannot appear in a file HTCondor transfers; rename or link it"
+            f"{what} {value!r}: commas, quotes and tabs cannot appear in a file HTCondor transfers; rename or link it"
         )
     if not value:
         raise CondormlError(f"{what}: empty path")
@@ -193,3 +202,12 @@ def classad_string(value: str, what: str) -> str:
     """A ClassAd string literal (``"short"``) for a ``My.`` attribute."""
     safe_value(value, what)
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def shell_line(*commands: Sequence[str | os.PathLike[str]]) -> str:
+    """Commands (argument lists) as one POSIX shell line, each argument quoted, joined by ``&&``.
+
+    Every command condorml prints for the user to copy goes through this, so a folder with a
+    space or a quote pastes back as the same path.
+    """
+    return " && ".join(shlex.join(os.fspath(arg) for arg in command) for command in commands)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from condorml.errors import CondormlError
+from condorml.htcondor.quoting import shell_line
 
 _SUBMITTED = re.compile(r"submitted to cluster (\d+)")
 _VERSION = re.compile(r"\$CondorVersion:\s*(\d+)\.(\d+)\.(\d+)")
@@ -70,7 +71,9 @@ def submit_job(description: Any, submit_file: Path, schedd: Any = None) -> int:
     tool = pool_tool("condor_submit") if schedd is None else None
     if tool is not None:
         proc = _run([tool, submit_file.name], folder)
-        return _cluster(proc, "condor_submit", f"cd {folder} && condor_submit {submit_file.name}")
+        return _cluster(
+            proc, "condor_submit", shell_line(["cd", folder], ["condor_submit", submit_file.name])
+        )
     import htcondor2
 
     # Relative paths in the description mean "relative to the submit file's folder" (see
@@ -85,7 +88,9 @@ def submit_job(description: Any, submit_file: Path, schedd: Any = None) -> int:
         schedd = schedd if schedd is not None else htcondor2.Schedd()
         result = schedd.submit(copy)
     except htcondor2.HTCondorException as err:
-        raise bindings_error(err, f"cd {folder} && condor_submit {submit_file.name}") from None
+        raise bindings_error(
+            err, shell_line(["cd", folder], ["condor_submit", submit_file.name])
+        ) from None
     return int(result.cluster())
 
 
@@ -99,7 +104,7 @@ def submit_dag(dag_file: Path, schedd: Any = None) -> int | None:
     """
     check_dag_folder(dag_file)
     folder = dag_file.resolve().parent
-    by_hand = f"cd {folder} && condor_submit_dag {dag_file.name}"
+    by_hand = shell_line(["cd", folder], ["condor_submit_dag", dag_file.name])
     tool = pool_tool("condor_submit_dag") if schedd is None else None
     if tool is not None:
         return _cluster(_run([tool, dag_file.name], folder), "condor_submit_dag", by_hand)

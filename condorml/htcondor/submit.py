@@ -40,11 +40,12 @@ from condorml.htcondor.quoting import (
     classad_string,
     condor_arguments,
     list_item,
+    plain_name,
     safe_value,
     size_value,
 )
 from condorml.htcondor.wrappers import PYTHON_OPTION, wrapper_script
-from condorml.layout import job_log_name
+from condorml.layout import job_log_name, job_stream_name
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +240,40 @@ def is_url(value: str) -> bool:
     return value.startswith(URL_SCHEMES)
 
 
-def local_path(value: str, submit_dir: Path, what: str) -> str:
-    """A local path written relative to the submit file's folder (absolute paths stay so)."""
-    list_item(value, what)
+def local_path(value: str, submit_dir: Path, what: str, transferred: bool = True) -> str:
+    """A local path written relative to the submit file's folder (absolute paths stay so).
+
+    A ``transferred`` path becomes an item of ``transfer_input_files``: the path as written
+    there (not as typed: a run folder may have a space in its name that the relative path
+    does not) must be one HTCondor can read as one item.
+    """
+    safe_value(value, what)
     path = Path(value)
     if path.is_absolute():
-        return path.as_posix()
-    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(submit_dir))).as_posix()
+        written = path.as_posix()
+    else:
+        written = Path(
+            os.path.relpath(os.path.abspath(path), os.path.abspath(submit_dir))
+        ).as_posix()
+    if transferred:
+        list_item(written, what if written == value else f"{what} {value!r}, written as")
+    return written
+
+
+def check_exists(value: str, what: str) -> None:
+    """Refuse a local input that does not exist now (URLs pass): its job would go on hold.
+
+    Raises
+    ------
+    CondormlError
+        Naming the option, the path as given and where it was looked for.
+    """
+    safe_value(value, what)  # a hostile value is refused as such, before it reaches a message
+    if is_url(value) or os.path.exists(value):
+        return
+    raise CondormlError(
+        f"{what} {value}: no such file or folder (looked for {os.path.abspath(value)}); give an existing path, or a URL such as osdf:///path"
+    )
 
 
 def input_entry(value: str, submit_dir: Path, what: str) -> tuple[str, str]:
@@ -259,6 +287,20 @@ def input_entry(value: str, submit_dir: Path, what: str) -> tuple[str, str]:
     if not name:
         raise CondormlError(f"{what} {value!r}: names a folder, not a file")
     return value, name
+
+
+def _preserved(entry: str, name: str, submit_dir: Path) -> tuple[str, str]:
+    """(entry, where it lands in the sandbox) with ``preserve_relative_paths``.
+
+    A relative entry lands at its own path, an absolute one or a URL at the top, under its
+    name. An entry that climbs (``../x``) would put the job on hold ("illegal sandbox path"),
+    so it is written absolute (all three checked with HTCondor 25.0 on a pool).
+    """
+    if is_url(entry):
+        return entry, name
+    if PurePosixPath(entry).parts[:1] == ("..",):
+        entry = Path(os.path.abspath(submit_dir / entry)).as_posix()
+    return entry, name if PurePosixPath(entry).is_absolute() else entry
 
 
 @dataclass(frozen=True)
@@ -341,7 +383,11 @@ def _common(
     commands.update(resources.commands())
     stem = "$(ClusterId).$(ProcId)"
     commands.update(
-        {"output": f"{kind}.{stem}.out", "error": f"{kind}.{stem}.err", "log": job_log_name(kind)}
+        {
+            "output": job_stream_name(kind, "out", stem),
+            "error": job_stream_name(kind, "err", stem),
+            "log": job_log_name(kind),
+        }
     )
     return commands
 
@@ -351,7 +397,7 @@ def _unique_names(names: list[str]) -> None:
     for name in names:
         if name in seen:
             raise CondormlError(
-                f"two inputs are named {name}: a job receives its inputs by file name; rename one (e.g. m000.pth) or run one job per model and merge"
+                f"two inputs would arrive in the job as {name}: rename one (e.g. m000.pth), or, for models, keep them in distinct folders below the submit file's folder"
             )
         seen.add(name)
 
@@ -427,6 +473,12 @@ def train_description(
     if initialdir is not None:
         commands = {"initialdir": initialdir, **commands}
     if profile.name == "chtc" and resources.gpus:
+        if not profile.gpu_job_length and not config.checkpoint_minutes:
+            raise CondormlError(
+                "--checkpoint-minutes 0 (no time-based checkpoints) with --profile chtc --gpus: a run "
+                "between checkpoints has no bound, so no GPU job length fits; give --gpu-job-length, "
+                "or a number of minutes"
+            )
         length = profile.gpu_job_length or chtc_job_length(config.checkpoint_minutes)  # type: ignore[arg-type]
         commands.update(
             {
@@ -548,12 +600,20 @@ def infer_description(
         raise CondormlError(
             f"--output {job.output_name!r}: a file name ending in .csv (it is written to out/)"
         )
-    list_item(job.output_name, "--output")
+    plain_name(job.output_name, "--output")  # also inside a macro of the arguments: no spaces
     entries = [input_entry(m, submit_dir, "--model") for m in models]
     image_entry, image_name = input_entry(images, submit_dir, "--images")
-    _unique_names([name for _, name in entries] + [image_name])
+    names = [name for _, name in entries]
+    # An ensemble's models are often all model.pth (members/<id>/model.pth): they keep their
+    # folders in the sandbox (preserve_relative_paths) instead of colliding at its top.
+    preserve = len(set(names)) != len(names)
+    if preserve:
+        entries = [_preserved(entry, name, submit_dir) for entry, name in entries]
+        image_entry, image_name = _preserved(image_entry, image_name, submit_dir)
+        names = [name for _, name in entries]
+    _unique_names([*names, image_name])
     args: list[Token] = ["infer"]
-    for _, name in entries:
+    for name in names:
         args += ["--model", name]
     args += [
         "--images",
@@ -583,6 +643,8 @@ def infer_description(
     commands = _common(
         "infer", INFER_WRAPPER, args, inputs, RESULTS_FOLDER, resources, container, submit_dir
     )
+    if preserve:
+        commands["preserve_relative_paths"] = "true"
     if initialdir is not None:
         commands = {"initialdir": initialdir, **commands}
     if job.shards > 1:

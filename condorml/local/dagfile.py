@@ -87,6 +87,30 @@ def _fail(path: Path, number: int, line: str, message: str) -> CondormlError:
     return CondormlError(f"{path}:{number}: {message}: {line.strip()}")
 
 
+def find_dag(path: Path) -> Path:
+    """The DAG file ``path`` names: itself, or the one ``*.dag`` of a run folder.
+
+    Raises
+    ------
+    CondormlError
+        For a folder with no ``*.dag`` or with several, or a path that does not exist.
+    """
+    if not path.is_dir():
+        if not path.exists():
+            raise CondormlError(
+                f"{path}: no such file or folder; give a DAG file or its run folder"
+            )
+        return path
+    dags = sorted(path.glob("*.dag"))
+    if len(dags) != 1:
+        found = ", ".join(d.name for d in dags) if dags else "none"
+        raise CondormlError(
+            f"{path}: {'several' if dags else 'no'} *.dag files here ({found}); "
+            "give the DAG file to run (e.g. RUN_DIR/sweep.dag)"
+        )
+    return dags[0]
+
+
 def read_dag(path: Path) -> Dag:
     """Parse a DAG file.
 

@@ -16,12 +16,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from condorml.events import Event, JobView
+
 _HOST = "<127.0.0.1:0?alias={host}&condorml-local>"
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
 
 SUBMIT, EXECUTE, EVICTED, TERMINATED, ABORTED, HELD = 0, 1, 4, 5, 9, 12
 POST_SCRIPT_TERMINATED, FILE_TRANSFER = 16, 40
+# 040's FileTransferEventType (htcondor2): (direction, finished) -> type
+_TRANSFER_TYPES = {
+    ("input", False): 2,
+    ("input", True): 3,
+    ("output", False): 5,
+    ("output", True): 6,
+}
 NOT_IN_NODES_LOG = frozenset({FILE_TRANSFER})  # what a real DAGMan's nodes log leaves out
 
 
@@ -55,6 +64,15 @@ class EventLog:
     nodes_log : Path, optional
         DAGMan's ``<dag>.nodes.log``: it gets only the events a real DAGMan's nodes log has,
         no 040 file transfers (checked on HTCondor 25.0: they are in the job's own log only).
+
+    Attributes
+    ----------
+    clock : callable
+        The time of each event (``time.time``; tests set other times).
+    view : JobView
+        The job as a reader of its own log sees it (runs, checkpoints, evictions counted as
+        :class:`condorml.events.JobView` counts them for ``watch`` and ``report``), kept up to
+        date with every event written.
     """
 
     def __init__(
@@ -64,9 +82,13 @@ class EventLog:
         self.nodes_log = Path(nodes_log).absolute() if nodes_log is not None else None
         self.job, self.node = job, node
         self.host = _HOST.format(host=socket.gethostname())
+        self.view = JobView(job.cluster, job.proc)
+        self.clock = time.time
 
-    def _write(self, code: int, text: str, body: list[str] = ()) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    def _write(self, code: int, text: str, body: list[str] = (), **values: object) -> None:
+        now = self.clock()
+        self.view.apply(Event(code, float(int(now)), **values))  # type: ignore[arg-type]
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         header = f"{code:03d} ({self.job.cluster:03d}.{self.job.proc:03d}.000) {stamp} {text}"
         event = "\n".join([header, *body, "..."]) + "\n"
         paths = list(self.paths)
@@ -82,7 +104,9 @@ class EventLog:
         return [f"    DAG Node: {self.node}"] if self.node else []
 
     def submitted(self) -> None:
-        self._write(SUBMIT, f"Job submitted from host: {self.host}", self._node_line())
+        self._write(
+            SUBMIT, f"Job submitted from host: {self.host}", self._node_line(), node=self.node
+        )
 
     def executing(self, scratch: Path, cpus: int, memory_mb: int) -> None:
         self._write(
@@ -105,7 +129,8 @@ class EventLog:
             if direction == "input" and not finished
             else []
         )
-        self._write(FILE_TRANSFER, f"{what} transferring {direction} files", body)
+        self._write(FILE_TRANSFER, f"{what} transferring {direction} files", body,
+                    transfer=_TRANSFER_TYPES[direction, finished])  # fmt: skip
 
     def evicted(self, reason: str) -> None:
         self._write(
@@ -129,19 +154,22 @@ class EventLog:
             status = [f"\t(0) Abnormal termination (signal {signal})", "\t(0) No core file"]
         usage = ("Run Remote", "Run Local", "Total Remote", "Total Local")
         body = [f"\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  {kind} Usage" for kind in usage]
-        self._write(TERMINATED, "Job terminated.", status + body)
+        self._write(TERMINATED, "Job terminated.", status + body, normal=signal is None,
+                    return_value=return_value, signal=signal)  # fmt: skip
 
     def held(self, reason: str, code: int, subcode: int) -> None:
-        self._write(HELD, "Job was held.", [f"\t{reason}", f"\tCode {code} Subcode {subcode}"])
+        self._write(HELD, "Job was held.", [f"\t{reason}", f"\tCode {code} Subcode {subcode}"],
+                    reason=reason)  # fmt: skip
 
     def aborted(self, reason: str) -> None:
-        self._write(ABORTED, "Job was aborted.", [f"\t{reason}"])
+        self._write(ABORTED, "Job was aborted.", [f"\t{reason}"], reason=reason)
 
     def post_script_terminated(self, return_value: int) -> None:
         self._write(
             POST_SCRIPT_TERMINATED,
             "POST Script terminated.",
             [f"\t(1) Normal termination (return value {return_value})", *self._node_line()],
+            return_value=return_value,
         )
 
 

@@ -268,18 +268,37 @@ class JobRunner:
         process.wait()
 
     def _checkpoint(self, sandbox: Path) -> None:
+        """Spool ``transfer_checkpoint_files`` as HTCondor 25.0 does (checked on a pool).
+
+        Without ``preserve_relative_paths`` an entry comes back under its last name
+        (``ckpt/model.pth`` as ``model.pth``, ``sub/deep`` as ``deep``), a trailing slash
+        (``ckpt/``) sends the folder's contents, and a listed file that does not exist fails
+        the upload: the checkpoint is not committed, the job is evicted and held (code 36).
+        """
         job = self.job
         self.events.transfer("output", finished=False)
         entries = job.checkpoint_files if job.checkpoint_files is not None else (job.outputs or [])
         staged = self.spool.with_name(self.spool.name + ".new")
         shutil.rmtree(staged, ignore_errors=True)
         staged.mkdir(parents=True)
+        listed = job.checkpoint_files or []
+        if any(not (sandbox / entry).exists() for entry in listed):
+            shutil.rmtree(staged, ignore_errors=True)
+            self.events.transfer("output", finished=True)
+            slot = f"slot1@{os.uname().nodename}"
+            reason = f"Error from {slot}: Starter failed to upload checkpoint"
+            self.events.evicted(reason)
+            raise _Held(reason, 36, -1)
         for entry in [*entries, STDOUT, STDERR]:  # stdout/err are part of a checkpoint (9.0.6+)
             source = sandbox / entry
-            if source.exists():
-                name = entry if job.preserve_relative_paths else Path(entry).name
-                (staged / name).parent.mkdir(parents=True, exist_ok=True)
-                _copy(source, staged / name)
+            if not source.exists():  # stdout/stderr of a job that wrote nothing
+                continue
+            if entry.endswith("/") and source.is_dir():
+                _copy_contents(source, staged)
+                continue
+            name = entry if job.preserve_relative_paths else Path(entry).name
+            (staged / name).parent.mkdir(parents=True, exist_ok=True)
+            _copy(source, staged / name)
         old = self.spool.with_name(self.spool.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if self.spool.exists():

@@ -32,7 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from condorml.accounting import LEADERBOARD_COLUMNS, counts_line
 from condorml.errors import CondormlError
+from condorml.events import JobView
 from condorml.local.dagfile import (
     Dag,
     Node,
@@ -60,7 +62,8 @@ class RunOptions:
     Attributes
     ----------
     max_jobs : int or None
-        At most this many node jobs at once (DAGMan's ``-maxjobs``); None: as resources allow.
+        At most this many node jobs at once (DAGMan's ``-maxjobs``); None or 0 (as for
+        ``condor_submit_dag -maxjobs``): as resources allow.
     cpus, memory_mb : int
         The machine's share the jobs may use (defaults: the CPUs and memory available here).
     evictions : Evictions
@@ -87,6 +90,7 @@ class NodeState:
     reason: str = ""
     cluster: int | None = None
     runs: list[JobOutcome] = field(default_factory=list)
+    jobs: list[JobView] = field(default_factory=list)  # every job of every attempt, as logged
 
 
 @dataclass
@@ -99,6 +103,15 @@ class DagResult:
     failed: dict[str, str]  # node -> reason
     rescue: Path | None
     interrupted: bool = False
+    nodes: int = 0  # in the DAG, the FINAL node included (as watch counts them)
+    final_done: bool = False  # the FINAL node succeeded
+    jobs: list[JobView] = field(default_factory=list)  # every node job that ran, as logged
+
+    def summary(self) -> str:
+        """``8/9 nodes done, 1 failed; node jobs: 6 runs, 5 checkpoints, 1 eviction``."""
+        done = len(self.done) + self.final_done
+        counts = counts_line(*(sum(getattr(j, c) for j in self.jobs) for c in LEADERBOARD_COLUMNS))
+        return f"{done}/{self.nodes} nodes done, {len(self.failed)} failed; node jobs: {counts}"
 
 
 @dataclass
@@ -125,6 +138,10 @@ class DagRunner:
         on_change: Callable[[DagRunner], None] | None = None,
     ) -> None:
         self.dag_path, self.options, self.on_change = dag_path.absolute(), options, on_change
+        if options.max_jobs is not None and options.max_jobs < 0:
+            raise CondormlError(
+                f"--max-jobs {options.max_jobs}: give a number of jobs at once, or 0 for no limit"
+            )
         self.dag: Dag = read_dag(self.dag_path)
         self._rescue_setup()
         self.states = {name: NodeState(node) for name, node in self.dag.nodes.items()}
@@ -144,6 +161,7 @@ class DagRunner:
             str, tuple[list[int], int, str | None]
         ] = {}  # node -> cores, memory, category
         self.abort: tuple[str, int] | None = None
+        self._status_line = ""  # the last node-count line in dagman.out
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -246,7 +264,7 @@ class DagRunner:
 
     def _fits(self, state: NodeState) -> bool:
         node = state.node
-        if self.options.max_jobs is not None and len(self.running) >= self.options.max_jobs:
+        if self.options.max_jobs and len(self.running) >= self.options.max_jobs:
             return False
         category = node.category
         if category in self.dag.maxjobs:
@@ -326,11 +344,14 @@ class DagRunner:
         }
         for state in self.states.values():
             counts[state.status] = counts.get(state.status, 0) + 1
-        self._out(
+        line = (
             f"Of {len(self.states)} nodes total: Done {counts['done']} Pre {counts['pre']} Queued {counts['queued']} "
             f"Post {counts['post']} Ready {counts['ready']} Un-Ready {counts['not_ready']} Failed {counts['error']} "
             f"Futile {counts['futile']}"
         )
+        if line != self._status_line:  # called at every poll: a line only when a count changed
+            self._out(line)
+            self._status_line = line
         if self.on_change:
             self.on_change(self)
 
@@ -431,9 +452,11 @@ class DagRunner:
             job, events, self.local / "execute", spool, cores, self.options.evictions, self.cancel
         )
         outcome = runner.run()
+        self.states[node.name].jobs.append(events.view)
+        view = events.view  # counted as watch and report count them, from the same events
         self._out(
             f"Node {node.name} job proc ({job.cluster}.{job.proc}.0) {_describe(outcome) or 'completed successfully'}; "
-            f"{outcome.starts} start(s), {outcome.checkpoints} checkpoint(s), {outcome.evictions} eviction(s)"
+            + counts_line(*(getattr(view, c) for c in LEADERBOARD_COLUMNS))
         )
         return outcome
 
@@ -524,7 +547,10 @@ class DagRunner:
         else:
             exit_code = 0 if not unfinished else 1
         self._out(f"**** condorml local backend EXITING WITH STATUS {exit_code}")
-        return DagResult(exit_code, status, done, failed, rescue, interrupted)
+        jobs = [job for state in self.states.values() for job in state.jobs]
+        final_done = self.dag.final is not None and self.states[self.dag.final].status == "done"
+        return DagResult(exit_code, status, done, failed, rescue, interrupted, len(self.states),
+                         final_done, jobs)  # fmt: skip
 
 
 def _describe(outcome: JobOutcome) -> str:

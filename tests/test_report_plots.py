@@ -1,0 +1,153 @@
+"""The report's plots, checked for what a reader would see: nothing clipped, nothing overlapping,
+bars inside their axes, learning rates on a log axis. Synthetic frames, no training."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from condorml import report
+
+pytest.importorskip("matplotlib")
+
+
+def _frames(n: int, long_ids: bool) -> dict[str, Any]:
+    """The frames :mod:`condorml.report` plots, for ``n`` members (2 learning rates, as the demo)."""
+    import numpy as np
+    import pandas as pd
+
+    from condorml.accounting import LOST_CAUSES, lost_column
+
+    rng = np.random.default_rng(0)
+    ids = [f"lr{i % 2}_bs64_wd0_seed{i:03d}" if long_ids else f"m{i:03d}" for i in range(n)]
+    members = pd.DataFrame({"member": ids, "lr": [0.001, 0.002] * (n // 2),
+                            "optimizer": ["adam", "sgd"] * (n // 2),
+                            "val_acc": rng.uniform(0.5, 0.95, n)})  # fmt: skip
+    epochs = pd.DataFrame([{"member": m, "epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e,
+                            "train_acc": 1 - 0.5 / e, "val_acc": 1 - 0.6 / e}
+                           for m in ids for e in (1, 2, 3)])  # fmt: skip
+    # log losses far from 0: an axis zoomed onto them cuts the bars off at the bottom
+    scores = pd.DataFrame({"member": [*ids, "ensemble"], "accuracy": rng.uniform(0.6, 1, n + 1),
+                           "log_loss": rng.uniform(0.5, 0.9, n + 1)})  # fmt: skip
+    curve = pd.DataFrame({"k": range(1, n + 1), "added": ids, "accuracy": rng.uniform(0.7, 0.9, n),
+                          "log_loss": rng.uniform(0.3, 0.5, n)})  # fmt: skip
+    calibration = report.calibration_table(rng.uniform(0, 1, 100), rng.integers(0, 2, 100))
+    condor = pd.DataFrame({"member": ids, "committed_seconds": rng.uniform(100, 3000, n),
+                           "setup_seconds": 5.0, "uncommitted_seconds": 0.0,
+                           "evictions": rng.integers(0, 3, n)})  # fmt: skip
+    for cause in LOST_CAUSES:
+        condor[lost_column(cause)] = rng.uniform(0, 300, n)
+    condor["lost_seconds"] = sum(condor[lost_column(c)] for c in LOST_CAUSES)
+    image = np.full((30, 40, 3), 128, dtype=np.uint8)
+    samples = [(f"{'a_long_test_image_id_' if long_ids else ''}{i}", image) for i in range(8)]
+    return {"members": members, "epochs": epochs, "scores": scores, "curve": curve,
+            "calibration": calibration, "condor": condor, "ids": ids, "samples": samples}  # fmt: skip
+
+
+def _figures(n: int, long_ids: bool) -> dict[str, Any]:
+    """Every plot of the report, drawn from :func:`_frames`."""
+    f = _frames(n, long_ids)
+    probs = {fileid: 0.7 for fileid, _ in f["samples"]}
+    return {
+        "learning_curves": report.plot_learning_curves(f["epochs"]),
+        "hyperparameters": report.plot_hyperparameters(f["members"], ["lr", "optimizer"]),
+        "ensemble_vs_members": report.plot_ensemble_vs_members(f["scores"], f["ids"]),
+        "ensemble_size": report.plot_ensemble_size(f["curve"]),
+        "calibration": report.plot_calibration(f["calibration"]),
+        "sample_images": report.plot_sample_images(f["samples"], probs, dict.fromkeys(probs, 1)),
+        "goodput": report.plot_goodput(f["condor"]),
+    }
+
+
+def _inside(box: Any, outer: Any, slack: float = 1.0) -> bool:
+    """Whether ``box`` lies within ``outer`` (pixels, give or take ``slack``)."""
+    return (box.x0 >= outer.x0 - slack and box.x1 <= outer.x1 + slack
+            and box.y0 >= outer.y0 - slack and box.y1 <= outer.y1 + slack)  # fmt: skip
+
+
+def _shown(ticks: Any) -> list[Any]:
+    """The tick labels an axis draws: inside its view, visible, not empty."""
+    low, high = sorted(ticks.get_view_interval())
+    pairs = zip(ticks.get_majorticklocs(), ticks.get_majorticklabels(), strict=True)
+    return [label for at, label in pairs if low <= at <= high and label.get_visible() and label.get_text()]  # fmt: skip
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two boxes share area (touching edges do not count)."""
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize(
+    ("n", "long_ids"),
+    [
+        pytest.param(4, False, id="4 members"),
+        pytest.param(40, True, id="40", marks=pytest.mark.slow),
+    ],
+)
+def test_nothing_is_clipped_or_overlaps_and_bars_fit_their_axes(n: int, long_ids: bool) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figures = _figures(n, long_ids)
+    assert set(figures) == set(report.PLOTS)  # every plot is checked
+    for name, fig in figures.items():
+        renderer = FigureCanvasAgg(fig).get_renderer()  # the PNG's renderer
+        fig.draw_without_rendering()
+        page = fig.bbox
+        titles = [a.title for a in fig.axes if a.title.get_text()]
+        for text in [*titles, *(t for legend in fig.legends for t in legend.get_texts())]:
+            assert _inside(text.get_window_extent(renderer), page), (name, text.get_text())
+        for a, b in combinations(titles, 2):
+            assert not _overlap(a.get_window_extent(renderer), b.get_window_extent(renderer)), name
+        for axis in fig.axes:
+            if not axis.axison:
+                continue
+            for ticks in (_shown(axis.xaxis), _shown(axis.yaxis)):
+                boxes = [t.get_window_extent(renderer) for t in ticks]
+                for (i, a), (j, b) in combinations(enumerate(boxes), 2):
+                    assert not _overlap(a, b), (name, ticks[i].get_text(), ticks[j].get_text())
+                for box in boxes:
+                    assert _inside(box, page), name
+            (x0, x1), (y0, y1) = sorted(axis.get_xlim()), sorted(axis.get_ylim())
+            for bar in axis.patches:  # the bars of bar and barh, in data coordinates
+                left, bottom = bar.get_x(), bar.get_y()
+                right, top = left + bar.get_width(), bottom + bar.get_height()
+                assert x0 <= min(left, right) and max(left, right) <= x1 + 1e-9, name
+                assert y0 <= min(bottom, top) and max(bottom, top) <= y1 + 1e-9, name
+    # the ensemble's bar keeps its label however many members are thinned out
+    assert _shown(figures["ensemble_vs_members"].axes[0].xaxis)[-1].get_text() == "ensemble"
+
+
+def _xscale(members: Any, name: str, log_scaled: set[str] | None = None) -> str:
+    fig = report.plot_hyperparameters(members, [name], *([log_scaled] if log_scaled else []))
+    return fig.axes[0].get_xscale()
+
+
+def test_learning_rates_and_log_uniform_hyperparameters_get_a_log_axis(tmp_path: Path) -> None:
+    import pandas as pd
+
+    # the demo's grid: 0.001 and 0.002, a factor 2 apart, still compared by ratio
+    members = _frames(4, False)["members"]
+    assert _xscale(members, "lr") == "log"
+    ticks = report.plot_hyperparameters(members, ["lr"]).axes[0].get_xticklabels()
+    assert [t.get_text() for t in ticks] == ["0.001", "0.002"]  # the grid's values
+    momentum = pd.DataFrame({"member": ["a", "b", "c"], "momentum": [0.5, 0.8, 0.99],
+                             "val_acc": [0.6, 0.7, 0.8]})  # fmt: skip
+    assert _xscale(momentum, "momentum") == "linear"
+    # ... unless the spec draws it from log_uniform (read from the run folder's spec.toml)
+    for name in ("train.zip", "test.zip"):
+        (tmp_path / name).write_bytes(b"")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[data]\ntrain = "train.zip"\ntest = "test.zip"\n'
+        "[random]\nsamples = 3\nmomentum = { log_uniform = [0.5, 0.99] }\nlr = [0.001, 0.01]\n"
+    )
+    assert report.log_distributed(spec) == {"momentum"}
+    assert _xscale(momentum, "momentum", report.log_distributed(spec)) == "log"
+    assert report.log_distributed(tmp_path / "missing.toml") == set()
+    # values two decades apart, all positive: log; with a zero: linear
+    spread = momentum.assign(momentum=[1e-6, 1e-5, 1e-4])
+    assert _xscale(spread, "momentum") == "log"
+    assert _xscale(spread.assign(momentum=[0.0, 1e-5, 1e-4]), "momentum") == "linear"
