@@ -511,9 +511,8 @@ def test_max_jobs_0_means_no_limit_and_a_negative_one_is_refused(tmp_path: Path)
     assert _run(dag, max_jobs=0).done == ["A", "B"] and sorted(_runs(tmp_path)) == ["A", "B", "F"]
     bad = condorml_cli("run", str(dag), "--max-jobs", "-1")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == (
-        "condorml: error: --max-jobs -1: give a number of jobs at once, or 0 for no limit"
-    )
+    assert bad.stderr.strip().startswith("condorml: error: Invalid value for '--max-jobs'")
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_run_accepts_a_run_folder_and_refuses_one_without_a_single_dag(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ app = typer.Typer(
     help="Train PyTorch image classifiers on HTCondor pools: checkpointing jobs, sweeps, one CSV.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",  # for usage errors; --help is plain (HelpGroup, HelpCommand)
+    rich_markup_mode=None,  # plain --help (HelpGroup, HelpCommand), one-line usage errors
     cls=HelpGroup,
     # help wraps to the terminal, up to 100 columns (click's default stops at 80)
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

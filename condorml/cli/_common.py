@@ -3,6 +3,7 @@ commands printed for the user to copy."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -131,8 +132,50 @@ def _argument_label(param: Any, usage: bool = False) -> str:
     return f"{label}..." if param.nargs != 1 else label
 
 
+# click's exceptions, from wherever this typer takes click (recent typers vendor it privately)
+_clicks = importlib.import_module(typer.BadParameter.__module__)
+
+
+class UsageProblem(_clicks.ClickException):  # type: ignore[name-defined,misc]
+    """A command line click cannot parse, shown as condorml's one-line error (exit 2).
+
+    typer draws these in a boxed panel after the usage line; condorml says every mistake in one
+    line, naming the option and what to do, as its own errors do.
+    """
+
+    exit_code = USAGE_ERROR
+
+    def __init__(self, err: Any) -> None:
+        param = getattr(err, "param", None)
+        if isinstance(err, _clicks.MissingParameter) and param is not None:
+            what = _argument_label(param) if param.param_type_name == "argument" else param.opts[0]
+            message = f"missing {what}"
+        else:
+            message = err.format_message().rstrip(".").replace("Value error, ", "")
+        self.command_path = err.ctx.command_path if err.ctx is not None else "condorml"
+        super().__init__(message)
+
+    def show(self, file: Any = None) -> None:
+        typer.echo(f"condorml: error: {self.message} (see: {self.command_path} -h)", err=True)
+
+
 class _PlainHelp:
-    """Help in click's plain layout: option names whole, arguments in capitals, no ``<bool>``."""
+    """Help in click's plain layout: option names whole, arguments in capitals, no ``<bool>``;
+    command-line mistakes as one line (:class:`UsageProblem`)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)  # type: ignore[misc]
+        except _clicks.NoArgsIsHelpError:
+            raise  # prints the help: not a mistake
+        except _clicks.UsageError as err:
+            raise UsageProblem(err) from None
+
+    def resolve_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().resolve_command(*args, **kwargs)  # type: ignore[misc]
+        except _clicks.UsageError as err:  # no such command
+            raise UsageProblem(err) from None
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self.format_usage(ctx, formatter)  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from condorml.cli._common import call, setup_logging
 app = typer.Typer(
     help="Make and inspect cat/dog image sets (Kaggle layout).",
     no_args_is_help=True,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
 )
 
 

@@ -19,7 +19,7 @@ from condorml.cli._options import (
 app = typer.Typer(
     help="Write HTCondor submit descriptions (and their wrapper scripts) for condorml jobs.",
     no_args_is_help=True,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
 )
 
 
