@@ -197,6 +197,7 @@ BAD_FILES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the test writes one on purpose
 @pytest.mark.parametrize("kind", BAD_FILES)
 def test_unloadable_files_are_named_for_what_they_are_without_unsafe_advice(
     tmp_path: Path, kind: str
