@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from condorml.checkpoint import PREVIOUS_FILE, previous_path
-from condorml.synth import make_synthetic_dataset
-from condorml.train import TrainConfig, train
+from condorml.job.checkpoint import PREVIOUS_FILE, previous_path
+from condorml.job.synth import make_synthetic_dataset
+from condorml.job.train import TrainConfig, train
 
 IMAGE_SIZES = {"cnn": 224, "resnet18": 64}  # the CNN's size sets its fc1; ResNet-18's does not
 

@@ -3,7 +3,7 @@
 Prints images/s of
   * the original pipeline (PIL open, Resize((224, 224)), ToTensor, Normalize, DataLoader with no
     workers, batch 100, the same CNN, softmax, rows written as it goes);
-  * condorml's inference loop (`condorml.infer.infer`: decoding with one thread per CPU, channels-
+  * condorml's inference loop (`condorml.job.infer.infer`: decoding with one thread per CPU, channels-
     last, --precision auto), for one model and for an ensemble of three;
   * the ceiling 1 / (1/a + 1/b), where a = decoding plus resizing alone (condorml's decoder, one
     thread per CPU) and b = the model alone on ready tensors (condorml's layout and precision),
@@ -26,12 +26,12 @@ import torch
 from chtc_original import InferDataset
 from torch.utils.data import DataLoader
 
-from condorml.devices import autocast, job_cpus, keep_freed_memory_for_reuse, resolve_precision
-from condorml.images import decode_resized
-from condorml.infer import InferConfig, infer
-from condorml.models import CatAndDogConvNet
-from condorml.synth import make_synthetic_dataset, parse_size
-from condorml.train import TrainConfig, train
+from condorml.job.devices import autocast, job_cpus, keep_freed_memory_for_reuse, resolve_precision
+from condorml.job.images import decode_resized
+from condorml.job.infer import InferConfig, infer
+from condorml.job.models import CatAndDogConvNet
+from condorml.job.synth import make_synthetic_dataset, parse_size
+from condorml.job.train import TrainConfig, train
 
 BATCH = 100  # the example's
 CONDORML_BATCH = InferConfig.__dataclass_fields__["batch_size"].default

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from condorml.workflow import plan_sweep, write_sweep
+from condorml.sweep.plan import plan_sweep, write_sweep
 
 SPEC = """
 [data]

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from chtc_original import CatDogDataset
 from torch.utils.data import DataLoader
 
-from condorml.devices import autocast, job_cpus, keep_freed_memory_for_reuse, resolve_precision
-from condorml.models import CatAndDogConvNet
-from condorml.synth import make_synthetic_dataset, parse_size
-from condorml.train import TrainConfig, train
+from condorml.job.devices import autocast, job_cpus, keep_freed_memory_for_reuse, resolve_precision
+from condorml.job.models import CatAndDogConvNet
+from condorml.job.synth import make_synthetic_dataset, parse_size
+from condorml.job.train import TrainConfig, train
 
 BATCH = 64
 

@@ -1,6 +1,6 @@
 """The training configuration and its choices: plain data, no torch.
 
-Kept apart from :mod:`condorml.train` so that code which only *describes* runs (sweep expansion,
+Kept apart from :mod:`condorml.job.train` so that code which only *describes* runs (sweep expansion,
 submit-file generation, the command line) can name and validate hyperparameters without
 importing PyTorch.
 """
@@ -22,7 +22,7 @@ INFER_PRECISIONS = ("auto", "fp32", "bf16")  # inference has no fp16 loss scalin
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "cosine", "step")
 # The smallest image each model takes: the CNN's three conv + pool stages need 37 pixels to keep
-# one feature (condorml.models.cnn_feature_side; a test keeps them equal), ResNet-18 needs 32.
+# one feature (condorml.job.models.cnn_feature_side; a test keeps them equal), ResNet-18 needs 32.
 MIN_IMAGE_SIZE = {"cnn": 37, "resnet18": 32}
 PRETRAINED_MODELS = ("resnet18",)  # the models that take --pretrained-weights
 MEMBER_ID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
@@ -117,7 +117,7 @@ def _number(text: str) -> object:
 
 
 # The one table of valid training options: TrainConfig.validate (condorml train, condorml submit
-# train) and sweep specifications (condorml.sweep) check values against it.
+# train) and sweep specifications (condorml.sweep.spec) check values against it.
 OPTION_RULES: dict[str, OptionRule] = {
     "epochs": OptionRule(int, low=1),
     "checkpoint_every": OptionRule(int, low=1),
@@ -198,7 +198,7 @@ class TrainConfig:
         Folder or ``.zip`` with ``train/cat.N.jpg`` and ``train/dog.N.jpg``.
     checkpoint_dir : Path
         Where ``model.pth``, ``metrics.csv`` and the previous generation live (see
-        :func:`condorml.checkpoint.previous_path`).
+        :func:`condorml.job.checkpoint.previous_path`).
     epochs, checkpoint_every : int
         Total epochs, and the checkpoint (and exit-85) interval in epochs.
     checkpoint_minutes : float or None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from condorml.synth import make_synthetic_dataset
+from condorml.job.synth import make_synthetic_dataset
 from tests.helpers import IMAGE_SIZE
 
 
@@ -27,7 +27,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def train_config(synth: Path, cache_dir: Path, tmp_path: Path):
     """A tiny, fast TrainConfig; tests ``replace()`` what they vary."""
-    from condorml.train import TrainConfig
+    from condorml.job.train import TrainConfig
 
     return TrainConfig(
         data_dir=synth,

@@ -11,7 +11,7 @@ IMAGE_SIZE = 48  # the smallest comfortable size for the CHTC CNN; keeps the sui
 
 def run_until_finished(config, max_runs: int = 200):
     """Call train() again after every checkpoint, as HTCondor restarts a job after exit 85."""
-    from condorml.train import train
+    from condorml.job.train import train
 
     for runs in range(1, max_runs + 1):
         result = train(config)

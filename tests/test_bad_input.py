@@ -29,8 +29,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, synth: Path) -> dict[str, st
     {model} (an untrained CNN's state_dict: enough for inference to get as far as writing)."""
     import torch
 
-    from condorml.models import build_model
-    from condorml.synth import make_synthetic_dataset
+    from condorml.job.models import build_model
+    from condorml.job.synth import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("bad-input")
     torch.save(build_model("cnn", 224).state_dict(), root / "model.pth")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from condorml.checkpoint import (
+from condorml.errors import CheckpointError, CondormlError
+from condorml.job.checkpoint import (
     PREVIOUS_FILE,
     capture_rng_state,
     check_checkpoint_dir,
@@ -27,7 +28,6 @@ from condorml.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from condorml.errors import CheckpointError, CondormlError
 
 
 def _state(step: int, size: int = 1000) -> dict:
@@ -202,8 +202,8 @@ BAD_FILES = {
 def test_unloadable_files_are_named_for_what_they_are_without_unsafe_advice(
     tmp_path: Path, kind: str
 ) -> None:
-    from condorml.infer import load_member
-    from condorml.models import build_model
+    from condorml.job.infer import load_member
+    from condorml.job.models import build_model
 
     make, expected = BAD_FILES[kind]
     path = tmp_path / "model.pth"
@@ -303,7 +303,7 @@ _SAVER = textwrap.dedent(
     import sys, torch
     from pathlib import Path
     from tests.test_checkpoint import _state
-    from condorml.checkpoint import save_checkpoint
+    from condorml.job.checkpoint import save_checkpoint
     step = 0
     while True:
         step += 1
@@ -357,7 +357,7 @@ PROBE_JOB = """\
 
 
 def _probe(tmp_path: Path, checkpoint_files: str):
-    from condorml.local.executor import Evictions
+    from condorml.backends.local.executor import Evictions
     from tests.test_local import _dag, _events, _run, _script, _shape, _submit
 
     _script(tmp_path / "probe.sh", PROBE_JOB)

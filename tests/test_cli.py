@@ -55,7 +55,7 @@ def test_help_does_not_import_torch_or_pandas() -> None:
 
 def test_cli_choices_match_the_library_tables() -> None:
     from condorml.config import DEVICES, MODEL_NAMES, OPTIMIZERS, PRECISIONS, SCHEDULERS
-    from condorml.models import MODELS
+    from condorml.job.models import MODELS
 
     assert tuple(MODELS) == MODEL_NAMES
     assert get_args(cli_options.Model) == MODEL_NAMES
@@ -102,8 +102,8 @@ def test_demo_runs_an_ensemble_sweep_with_checkpoint_exits_on_the_local_backend(
 
     import pandas as pd
 
-    from condorml.demo import run_demo
-    from condorml.watch import Watch
+    from condorml.monitor.watch import Watch
+    from condorml.sweep.demo import run_demo
 
     result = run_demo(tmp_path, n_train=64, n_test=10, epochs=2, image_size=48)
     assert result.exit_code == 0

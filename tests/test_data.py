@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from condorml.data import ImageSource, fingerprint, label_from_name, split_indices, training_images
 from condorml.errors import DataError
-from condorml.imagecache import load_decoded
+from condorml.job.data import (
+    ImageSource,
+    fingerprint,
+    label_from_name,
+    split_indices,
+    training_images,
+)
+from condorml.job.imagecache import load_decoded
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from condorml.errors import CondormlError
-from condorml.evaluate import evaluate_file, roc_auc
+from condorml.results.evaluate import evaluate_file, roc_auc
 from tests.helpers import condorml_cli
 
 # Truth 1, 0, 0, 1 with P(dog) 0.9, 0.2, 0.6, 0.4: at 0.5 the predictions are 1, 0, 1, 0.
@@ -136,9 +136,9 @@ def test_merged_shards_are_byte_identical_to_the_unsharded_csv(
 ) -> None:
     """A model's float32 output for an image depends on the size of the batch it is in: shards
     of 3 images each (12 test images, 4 shards) computed 1 ULP off one batch of 12 before."""
-    from condorml.infer import InferConfig, Shard, infer
-    from condorml.merge import merge_predictions
-    from condorml.train import TrainConfig, train
+    from condorml.job.infer import InferConfig, Shard, infer
+    from condorml.job.train import TrainConfig, train
+    from condorml.results.merge import merge_predictions
     from tests.helpers import IMAGE_SIZE
 
     config = TrainConfig(

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from condorml.errors import CondormlError, DataError
-from condorml.images import decode_resized
-from condorml.infer import InferConfig, Shard, infer, load_member
-from condorml.merge import merge_predictions
-from condorml.predictions import sidecar_path, sort_ids
-from condorml.train import TrainConfig, train
+from condorml.job.images import decode_resized
+from condorml.job.infer import InferConfig, Shard, infer, load_member
+from condorml.job.train import TrainConfig, train
+from condorml.results.merge import merge_predictions
+from condorml.results.predictions import sidecar_path, sort_ids
 from tests.helpers import IMAGE_SIZE, condorml_cli
 
 
@@ -172,7 +172,7 @@ def test_a_failure_midway_leaves_the_previous_csv_untouched(
 ) -> None:
     out = tmp_path / "dog_probs.csv"
     out.write_text("fileid,prob\nold,0.5\n")
-    import condorml.infer as infer_module
+    import condorml.job.infer as infer_module
 
     calls = []
     real = infer_module._Run._forward
@@ -257,7 +257,7 @@ def test_a_bare_state_dict_and_the_examples_checkpoint_dict_load(
 
 
 def test_a_224_pixel_bare_cnn_needs_no_options(synth: Path, tmp_path: Path) -> None:
-    from condorml.models import build_model
+    from condorml.job.models import build_model
 
     path = tmp_path / "model.pth"
     torch.save(build_model("cnn", 224).state_dict(), path)

@@ -21,8 +21,8 @@ from pathlib import Path
 import htcondor2
 import pytest
 
-from condorml.local.executor import Evictions
-from condorml.local.runner import DAG_STATUS_ABORT, DagResult, DagRunner, RunOptions
+from condorml.backends.local.executor import Evictions
+from condorml.backends.local.runner import DAG_STATUS_ABORT, DagResult, DagRunner, RunOptions
 from tests.helpers import IMAGE_SIZE, condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"  # real HTCondor 25.0 output
@@ -930,9 +930,9 @@ def test_one_run_gives_the_same_counts_in_every_output_and_says_why_a_member_fai
     "8 nodes done" against watch's 9/9, 6/6 in the leaderboard and 1/5 in the HTCondor table)."""
     import pandas as pd
 
-    from condorml.collect import collect
-    from condorml.report import gather, render_html
-    from condorml.watch import Watch, summary_line
+    from condorml.monitor.report import gather, render_html
+    from condorml.monitor.watch import Watch, summary_line
+    from condorml.sweep.collect import collect
 
     run = tmp_path / "run"
     _mini_sweep(run)
@@ -1005,7 +1005,7 @@ MEMBER = Path("members") / "m000"
 @pytest.fixture(scope="module")
 def sweep_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-member sweep of a tiny CNN: 2 epochs, a checkpoint (exit 85) after the first."""
-    from condorml.synth import make_synthetic_dataset
+    from condorml.job.synth import make_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("local-sweep")
     make_synthetic_dataset(

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from condorml.errors import CondormlError
-from condorml.models import build_model, cnn_feature_side
+from condorml.job.models import build_model, cnn_feature_side
 
 
 class OriginalCatAndDogConvNet(nn.Module):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from condorml.events import EventFollower
-from condorml.watch import Watch
+from condorml.htcondor.events import EventFollower
+from condorml.monitor.watch import Watch
 from tests.helpers import condorml_cli
 from tests.pool import CONDORML, REQUIRED, Pool, copy_tree, python_install_paths, wait_for
 

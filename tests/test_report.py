@@ -15,10 +15,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from condorml.accounting import job_time, read_job_times
 from condorml.cli import app
-from condorml.events import Event
-from condorml.report import PLOTS, ReportResult, calibration_table, ensemble_curve, make_report
+from condorml.htcondor.events import Event
+from condorml.monitor.accounting import job_time, read_job_times
+from condorml.monitor.report import (
+    PLOTS,
+    ReportResult,
+    calibration_table,
+    ensemble_curve,
+    make_report,
+)
 from tests.helpers import condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
@@ -69,7 +75,7 @@ def test_lost_time_is_split_by_cause_and_a_removal_loses_the_checkpoints_too() -
 def _removed_and_rerun(run_dir: Path) -> None:
     """A member's training removed by a Ctrl-C of ``condorml run`` after two checkpoints (its
     spool deleted with it), then a new job that started over from epoch 0 and finished."""
-    from condorml.local.eventlog import EventLog, JobId
+    from condorml.backends.local.eventlog import EventLog, JobId
 
     (run_dir / "members" / "m000").mkdir(parents=True)
     (run_dir / "members.csv").write_text("member,seed\nm000,0\n")
@@ -103,7 +109,7 @@ def test_after_a_removal_the_lost_time_is_the_removals_with_the_checkpoints_it_d
 ) -> None:
     """It said "0 evictions; 13 s lost to evictions" and counted the deleted checkpoints'
     120 s as committed (goodput 0.94 for a member that started over)."""
-    from condorml.report import gather, render_html
+    from condorml.monitor.report import gather, render_html
 
     _removed_and_rerun(tmp_path)
     data = gather(tmp_path, use_defaults=False)
@@ -147,7 +153,7 @@ def test_a_folder_that_is_not_a_run_is_one_line_exit_2(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 4-member demo sweep (2 learning rates x 2 seeds), run on the local backend."""
-    from condorml.demo import run_demo
+    from condorml.sweep.demo import run_demo
 
     result = run_demo(
         tmp_path_factory.mktemp("demo"), n_train=64, n_test=10, epochs=2, image_size=48

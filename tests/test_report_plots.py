@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from condorml import report
+from condorml.monitor import report
 
 pytest.importorskip("matplotlib")
 
 
 def _frames(n: int, long_ids: bool) -> dict[str, Any]:
-    """The frames :mod:`condorml.report` plots, for ``n`` members (2 learning rates, as the demo)."""
+    """The frames :mod:`condorml.monitor.report` plots, for ``n`` members (2 learning rates, as the demo)."""
     import numpy as np
     import pandas as pd
 
-    from condorml.accounting import LOST_CAUSES, lost_column
+    from condorml.monitor.accounting import LOST_CAUSES, lost_column
 
     rng = np.random.default_rng(0)
     ids = [f"lr{i % 2}_bs64_wd0_seed{i:03d}" if long_ids else f"m{i:03d}" for i in range(n)]

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from condorml.backends import condor as schedd_module
 from condorml.cli import app
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
-from condorml.htcondor import schedd as schedd_module
 from condorml.htcondor.passthrough import extra_commands
 from condorml.htcondor.quoting import condor_arguments, split_condor_arguments
 from condorml.htcondor.submit import (
@@ -323,8 +323,8 @@ def test_docker_universe_overrides_the_entry_point(tmp_path: Path) -> None:
 
 def _listing_sandbox(submit_file: Path, tmp_path: Path) -> list[str]:
     """The files the local backend puts in the job's sandbox for ``submit_file``."""
-    from condorml.local.executor import Evictions, JobRunner
-    from condorml.local.jobs import load_jobs
+    from condorml.backends.local.executor import Evictions, JobRunner
+    from condorml.backends.local.jobs import load_jobs
 
     class Events:  # the runner's event log, ignored here
         def __getattr__(self, _name):
@@ -446,7 +446,7 @@ def test_training_options_out_of_range_are_refused_when_the_job_is_written(
 
 def test_the_smallest_image_sizes_are_the_models_own() -> None:
     from condorml.config import MIN_IMAGE_SIZE
-    from condorml.models import build_model, cnn_feature_side
+    from condorml.job.models import build_model, cnn_feature_side
 
     assert (
         cnn_feature_side(MIN_IMAGE_SIZE["cnn"]) == 1

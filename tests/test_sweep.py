@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from condorml.backends import condor as schedd_module
 from condorml.cli import app
-from condorml.collect import collect
 from condorml.errors import CondormlError
-from condorml.htcondor import schedd as schedd_module
 from condorml.htcondor.dag import generating_python
 from condorml.htcondor.quoting import split_condor_arguments
-from condorml.sweep import expand, load_spec, member_id
-from condorml.workflow import plan_sweep, submit_to_condor, write_sweep
+from condorml.sweep.collect import collect
+from condorml.sweep.plan import plan_sweep, submit_to_condor, write_sweep
+from condorml.sweep.spec import expand, load_spec, member_id
 
 GOLDEN = Path(__file__).parent / "golden"
 PYTHON_PLACEHOLDER = "/path/to/venv/bin/python"
@@ -202,7 +202,7 @@ def test_hostile_values_in_vars_are_refused_or_escaped(tmp_path: Path) -> None:
     import htcondor2.dags as dags
 
     from condorml.htcondor.dag import _train_vars
-    from condorml.sweep import Member
+    from condorml.sweep.spec import Member
 
     with pytest.raises(CondormlError, match="newline"):
         _train_vars(Member("m000", 0, {"scheduler": "cosine\nJOB evil evil.sub"}), ("scheduler",))
@@ -503,7 +503,7 @@ def test_bad_values_are_refused_when_the_spec_is_read(
 
 def test_the_spec_and_the_command_line_share_one_table_of_ranges(tmp_path: Path) -> None:
     from condorml.config import OPTION_RULES
-    from condorml.sweep import FIXED_ONLY, HYPERPARAMETERS
+    from condorml.sweep.spec import FIXED_ONLY, HYPERPARAMETERS
 
     assert set(HYPERPARAMETERS + FIXED_ONLY) - {"pretrained_weights"} <= set(OPTION_RULES)
     # an integer where a float is expected is the float (lr = 1 and lr = 1.0 are one member)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from condorml.errors import CondormlError
-from condorml.synth import make_synthetic_dataset, parse_size
+from condorml.job.synth import make_synthetic_dataset, parse_size
 
 
 def test_layout_counts_and_labels(synth: Path) -> None:
@@ -79,7 +79,7 @@ def test_replace_never_deletes_what_a_set_does_not_hold(tmp_path: Path) -> None:
 def test_an_interrupted_set_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import condorml.synth as synth_module
+    import condorml.job.synth as synth_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from condorml.checkpoint import read_checkpoint
-from condorml.devices import job_cpus
 from condorml.errors import CondormlError, ConfigMismatchError
-from condorml.train import METRIC_COLUMNS, train
+from condorml.job.checkpoint import read_checkpoint
+from condorml.job.devices import job_cpus
+from condorml.job.train import METRIC_COLUMNS, train
 from tests.helpers import IMAGE_SIZE, condorml_cli, run_until_finished
 
 SCORES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]
@@ -149,7 +149,7 @@ def test_a_checkpoint_of_another_configuration_is_refused_naming_the_fields(trai
 
 
 def test_other_data_is_refused(train_config, tmp_path: Path, synth: Path) -> None:
-    from condorml.synth import make_synthetic_dataset
+    from condorml.job.synth import make_synthetic_dataset
 
     train(train_config)
     other = make_synthetic_dataset(tmp_path / "other", n_train=20, n_test=0, seed=9, size=(56, 44))
@@ -195,7 +195,7 @@ def test_threads_and_workers_follow_the_cpus_the_job_was_given(
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert job_cpus() == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
-    code = "import os; os.sched_setaffinity(0, {0}); from condorml.devices import job_cpus; print(job_cpus())"
+    code = "import os; os.sched_setaffinity(0, {0}); from condorml.job.devices import job_cpus; print(job_cpus())"
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True

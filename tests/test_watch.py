@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from condorml.backends.local.eventlog import EventLog, JobId
 from condorml.errors import CondormlError
-from condorml.events import EventFollower
-from condorml.local.eventlog import EventLog, JobId
-from condorml.watch import Watch, parse_exit
+from condorml.htcondor.events import EventFollower
+from condorml.monitor.watch import Watch, parse_exit
 from tests.helpers import condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"

@@ -34,7 +34,7 @@ def synth_command(
     """Write a synthetic, learnable cat/dog set: OUT/train/cat.K.jpg, OUT/train/dog.K.jpg,
     OUT/test/K.jpg and OUT/test_labels.csv (fileid,is_dog). Cats are triangles, dogs ellipses.
     OUT must be new or empty (or --replace); the set appears there only when complete."""
-    from condorml.synth import make_synthetic_dataset, parse_size
+    from condorml.job.synth import make_synthetic_dataset, parse_size
 
     setup_logging()
     summary = call(

@@ -31,8 +31,8 @@ def demo_command(
     from rich.console import Console
 
     from condorml.cli.watch import SummaryLines
-    from condorml.demo import RUN_NAME, run_demo
-    from condorml.watch import Watch, render
+    from condorml.monitor.watch import Watch, render
+    from condorml.sweep.demo import RUN_NAME, run_demo
 
     setup_logging()
     console = Console()

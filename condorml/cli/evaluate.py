@@ -21,7 +21,7 @@ def evaluate_command(
 ) -> None:
     """Print accuracy, log loss, ROC AUC and the confusion matrix at 0.5, over the images that
     have both a prediction and a label (the others are counted, not scored)."""
-    from condorml.evaluate import evaluate_file
+    from condorml.results.evaluate import evaluate_file
 
     setup_logging()
     scores = call(evaluate_file, predictions, labels, output)

@@ -38,9 +38,9 @@ def infer_command(
     """Predict the probability of dog for every image: one row per image, sorted by id, the
     ensemble mean with several --model. Undecodable images are left out and listed in the
     sidecar; the CSV appears only when complete."""
-    from condorml.devices import keep_freed_memory_for_reuse
     from condorml.fileio import check_output_file
-    from condorml.infer import InferConfig, Shard, infer
+    from condorml.job.devices import keep_freed_memory_for_reuse
+    from condorml.job.infer import InferConfig, Shard, infer
 
     setup_logging()
     call(check_output_file, output, "--output")  # before minutes of inference, not after

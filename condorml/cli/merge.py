@@ -15,7 +15,7 @@ def merge_command(
 ) -> None:
     """Merge shard CSVs (and their .json sidecars) into one sorted CSV, refusing overlapping ids,
     missing or incomplete shards, and shards of other models or images."""
-    from condorml.merge import merge_predictions
+    from condorml.results.merge import merge_predictions
 
     setup_logging()
     result = call(merge_predictions, output, parts)

@@ -35,7 +35,7 @@ def report_command(
     the ensemble against its members and its size, calibration, sample test images, and the
     HTCondor view (runs, checkpoints, evictions, committed and lost time) in RUN_DIR/report/report.html,
     one file that opens offline. A partly finished run gets a partial report saying what is missing."""
-    from condorml.report import make_report
+    from condorml.monitor.report import make_report
 
     setup_logging()
     # matplotlib logs its font cache at INFO; the user's output is about the report

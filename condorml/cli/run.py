@@ -63,9 +63,9 @@ def run_dag_here(
     restart: bool = False,
 ) -> None:
     """Run a DAG with the local backend and exit with its result (see ``condorml run``)."""
-    from condorml.local.dagfile import find_dag
-    from condorml.local.executor import Evictions
-    from condorml.local.runner import DagRunner, RunOptions
+    from condorml.backends.local.dagfile import find_dag
+    from condorml.backends.local.executor import Evictions
+    from condorml.backends.local.runner import DagRunner, RunOptions
 
     if not 0.0 <= evictions <= 1.0:
         typer.echo(

@@ -124,7 +124,7 @@ def _check_inputs(container: Any, *inputs: tuple[str, Any]) -> None:
 
 
 def _write(job: Any, output: Path, submit: bool) -> None:
-    from condorml.htcondor.schedd import submit_job
+    from condorml.backends.condor import submit_job
     from condorml.htcondor.submit import write_job
 
     written = call(write_job, job, output)

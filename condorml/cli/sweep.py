@@ -46,14 +46,14 @@ def sweep_command(
     """Expand a sweep specification into ensemble members and write a DAGMan workflow: a training
     node per member, an inference node per member, and a FINAL collect node that averages the
     members into dog_probs.csv and writes leaderboard.csv."""
-    from condorml.workflow import plan_sweep, write_sweep
+    from condorml.sweep.plan import plan_sweep, write_sweep
 
     setup_logging()
     plan = call(plan_sweep, spec, out)
     if dry_run:
         _print_plan(plan, epoch_minutes)
         return
-    from condorml.htcondor.schedd import check_dag_folder
+    from condorml.backends.condor import check_dag_folder
 
     if submit:
         backend = _choose_backend(backend)
@@ -73,7 +73,7 @@ def sweep_command(
 
 
 def _choose_backend(backend: str | None) -> str:
-    from condorml.workflow import schedd_available
+    from condorml.sweep.plan import schedd_available
 
     if backend is None:
         backend = "condor" if schedd_available() else "local"
@@ -84,7 +84,7 @@ def _choose_backend(backend: str | None) -> str:
 
 
 def _submit(plan, backend: str, max_jobs: int | None, evictions: float) -> None:
-    from condorml.workflow import submit_to_condor
+    from condorml.sweep.plan import submit_to_condor
 
     if backend == "condor":
         submitted = call(submit_to_condor, plan)
@@ -152,7 +152,7 @@ def collect_command(
 ) -> None:
     """Average the members' predictions into RUN_DIR/dog_probs.csv and write leaderboard.csv (the
     DAG's FINAL node runs this; members that failed are listed, not fatal)."""
-    from condorml.collect import collect
+    from condorml.sweep.collect import collect
 
     setup_logging()
     result = call(collect, run_dir, min_members, labels, with_stats)

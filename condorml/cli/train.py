@@ -47,8 +47,8 @@ def train_command(
     codes: 0 finished, 85 checkpointed, 2 bad input, 1 unexpected failure, 143/130 stopped by
     SIGTERM/SIGINT after saving.
     """
-    from condorml.devices import keep_freed_memory_for_reuse
-    from condorml.train import TrainConfig, train
+    from condorml.job.devices import keep_freed_memory_for_reuse
+    from condorml.job.train import TrainConfig, train
 
     setup_logging(verbose)
     keep_freed_memory_for_reuse()

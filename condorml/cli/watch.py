@@ -13,7 +13,7 @@ import typer
 from condorml.cli._common import call
 
 if TYPE_CHECKING:
-    from condorml.watch import Snapshot, Watch
+    from condorml.monitor.watch import Snapshot, Watch
 
 
 def watch_command(
@@ -40,7 +40,7 @@ def watch_command(
     the local backend, with or without a terminal (then it prints one line per change)."""
     from rich.console import Console
 
-    from condorml.watch import Watch, check_interval, parse_exit, render
+    from condorml.monitor.watch import Watch, check_interval, parse_exit, render
 
     call(check_interval, interval)
     rule = call(parse_exit, exit_when)
@@ -88,7 +88,7 @@ class SummaryLines:
     Parameters
     ----------
     make_watch : callable
-        Returns the :class:`~condorml.watch.Watch` to read, on first use (a run folder's DAG
+        Returns the :class:`~condorml.monitor.watch.Watch` to read, on first use (a run folder's DAG
         may not be written yet when this is created).
     """
 
@@ -97,7 +97,7 @@ class SummaryLines:
 
     def update(self, *_: object) -> Snapshot:
         """Read the logs, print the summary if it changed; usable as a DAG runner's on_change."""
-        from condorml.watch import summary_line
+        from condorml.monitor.watch import summary_line
 
         if self.watch is None:
             self.watch = self.make_watch()

@@ -1,7 +1,7 @@
 """The DAGMan workflow of a sweep: train every member, infer with each, collect the ensemble.
 
 Pure describe code: :func:`sweep_workflow` returns the DAG's lines and the three submit
-descriptions; :mod:`condorml.workflow` writes them.
+descriptions; :mod:`condorml.sweep.plan` writes them.
 
 The graph, for members ``m000`` .. ``mNNN``::
 
@@ -47,8 +47,8 @@ from condorml.htcondor.submit import (
     local_path,
     train_description,
 )
-from condorml.layout import MEMBERS_FOLDER
-from condorml.sweep import Member, SweepSpec
+from condorml.sweep.rundir import MEMBERS_FOLDER
+from condorml.sweep.spec import Member, SweepSpec
 
 DAG_FILE = "sweep.dag"
 DEFAULT_RETRIES = 2

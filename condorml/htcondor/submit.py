@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from condorml import __version__
-from condorml.checkpoint import CHECKPOINT_EXIT_CODE
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
@@ -45,7 +44,8 @@ from condorml.htcondor.quoting import (
     size_value,
 )
 from condorml.htcondor.wrappers import PYTHON_OPTION, wrapper_script
-from condorml.layout import job_log_name, job_stream_name
+from condorml.job.checkpoint import CHECKPOINT_EXIT_CODE
+from condorml.sweep.rundir import job_log_name, job_stream_name
 
 log = logging.getLogger(__name__)
 

@@ -17,23 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from condorml import __version__
-from condorml.accounting import (
+from condorml.errors import CondormlError
+from condorml.fileio import atomic_write
+from condorml.monitor.accounting import (
     LEADERBOARD_COLUMNS,
     leaderboard_counts,
     member_accounting,
     no_predictions_reasons,
 )
-from condorml.errors import CondormlError
-from condorml.evaluate import evaluate_file
-from condorml.fileio import atomic_write
-from condorml.layout import member_folder
-from condorml.predictions import (
+from condorml.results.evaluate import evaluate_file
+from condorml.results.predictions import (
     prediction_writer,
     read_predictions,
     read_sidecar,
     sort_ids,
     write_sidecar,
 )
+from condorml.sweep.rundir import member_folder
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _member_predictions(folder: Path, why_none: str = "") -> tuple[Path | None, 
 
     ``why_none``: why the member has no predictions, from its jobs' logs (default: a guess).
     """
-    from condorml.merge import merge_predictions
+    from condorml.results.merge import merge_predictions
 
     out = folder / "out"
     csv = out / ENSEMBLE_CSV
@@ -82,7 +82,7 @@ def training_state(folder: Path) -> dict[str, Any]:
     """Progress and final metrics of a member's training, from files readable without torch.
 
     Runs and checkpoints are not taken from the trainer's own counters (which count process
-    starts and saves) but from HTCondor's event logs (:mod:`condorml.accounting`), as
+    starts and saves) but from HTCondor's event logs (:mod:`condorml.monitor.accounting`), as
     everywhere else.
     """
     import pandas as pd

@@ -15,7 +15,7 @@ from typing import Any
 from condorml import __version__
 from condorml.errors import CondormlError
 from condorml.fileio import check_input_file, check_output_file
-from condorml.predictions import (
+from condorml.results.predictions import (
     prediction_writer,
     read_predictions,
     read_sidecar,

@@ -1,6 +1,6 @@
 """Follow a sweep, a DAG or job event logs: per member, node and job, what happened so far.
 
-The events and what they mean are read by :mod:`condorml.events`. For a run folder, a watch
+The events and what they mean are read by :mod:`condorml.htcondor.events`. For a run folder, a watch
 follows DAGMan's ``<dag>.nodes.log`` (which jobs belong to the DAG, POST results) and every
 job's own log (``members/<id>/train.log``...), which alone holds the 040 transfers that mark a
 checkpoint on a real pool.
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from condorml.accounting import node_note
 from condorml.errors import CondormlError
-from condorml.events import (
+from condorml.htcondor.events import (
     NODES_LOG_SUFFIX,
     EventFollower,
     JobView,
@@ -31,7 +30,8 @@ from condorml.events import (
     looks_like_event_log,
     short_reason,
 )
-from condorml.layout import job_logs, member_folder
+from condorml.monitor.accounting import node_note
+from condorml.sweep.rundir import job_logs, member_folder
 
 # What a job's state counts as, for --exit conditions
 TERMINAL = frozenset({"done", "failed", "removed"})
@@ -209,7 +209,7 @@ class Watch:
     def _count_dag_nodes(self) -> int | None:
         if not self.dags:
             return None
-        from condorml.local.dagfile import read_dag
+        from condorml.backends.local.dagfile import read_dag
 
         return sum(len(read_dag(dag).nodes) for dag in self.dags)
 
@@ -277,7 +277,7 @@ class Watch:
     def _ckpt_folders(self, member: str, train: NodeView | None) -> list[Path]:
         """Where the member's checkpoint files may be, newest first."""
         assert self.run_dir is not None
-        from condorml.local.runner import LOCAL_FOLDER
+        from condorml.backends.local.runner import LOCAL_FOLDER
 
         folders = [member_folder(self.run_dir, member) / "ckpt"]
         if train is not None:  # a local run's spooled checkpoint, newer while the job runs

@@ -2,7 +2,7 @@
 
 One definition for every output (``leaderboard.csv``, ``condorml watch``, ``condorml
 report``, the local backend's ``dagman.out`` and ``condorml run``), HTCondor's own, counted by
-:class:`condorml.events.JobView`: a *run* is an execution on an execute point (001), a
+:class:`condorml.htcondor.events.JobView`: a *run* is an execution on an execute point (001), a
 *checkpoint* a checkpoint transfer back while the job kept running (an 040 output transfer of an
 exit 85), an *eviction* an 004 that did not announce a hold or a removal. :func:`counts_line`
 words them for text.
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condorml.errors import CondormlError
-from condorml.events import (
+from condorml.htcondor.events import (
     NODES_LOG_SUFFIX,
     Event,
     EventFollower,
@@ -45,7 +45,7 @@ from condorml.events import (
     NodeView,
     short_reason,
 )
-from condorml.layout import job_logs, job_stream_name, member_folder
+from condorml.sweep.rundir import job_logs, job_stream_name, member_folder
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from condorml.data import ImageSource, LabelledImage
 from condorml.errors import CondormlError, DataError
 from condorml.fileio import TMP_PREFIX, atomic_write_text
-from condorml.images import (
+from condorml.job.data import ImageSource, LabelledImage
+from condorml.job.images import (
     DECODE_ERRORS,
     PREPROCESS_VERSION,
     decode_resized,

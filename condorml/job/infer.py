@@ -23,19 +23,19 @@ import torch
 from torch import nn
 
 from condorml import __version__
-from condorml.checkpoint import FORMAT, describe_load_error
-from condorml.data import ImageFile, ImageSource, fingerprint
-from condorml.devices import autocast, job_cpus, resolve_device, resolve_precision
 from condorml.errors import CondormlError, DataError
-from condorml.images import (
+from condorml.job.checkpoint import FORMAT, describe_load_error
+from condorml.job.data import ImageFile, ImageSource, fingerprint
+from condorml.job.devices import autocast, job_cpus, resolve_device, resolve_precision
+from condorml.job.images import (
     DECODE_ERRORS,
     decode_resized,
     describe_decode_error,
     warm_up_decoder,
 )
-from condorml.models import MODELS, InputNormalizer, build_model, cnn_feature_side, model_spec
-from condorml.predictions import prediction_writer, sidecar_path, sort_ids, write_sidecar
+from condorml.job.models import MODELS, InputNormalizer, build_model, cnn_feature_side, model_spec
 from condorml.progress import NullProgress, Progress
+from condorml.results.predictions import prediction_writer, sidecar_path, sort_ids, write_sidecar
 
 log = logging.getLogger(__name__)
 

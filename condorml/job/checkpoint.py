@@ -56,7 +56,7 @@ _WRITE_HINTS = {
     errno.ENOTDIR: "a part of that path is a file, not a folder: use another --checkpoint-dir",
     errno.EEXIST: "a file of that name is in the way: use another --checkpoint-dir",
 }
-FORMAT = "condorml.checkpoint"
+FORMAT = "condorml.job.checkpoint"
 FORMAT_VERSION = 1
 _REQUIRED = (
     "config",

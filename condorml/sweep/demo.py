@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from condorml.collect import ENSEMBLE_CSV, LEADERBOARD, METRICS_JSON
 from condorml.errors import CondormlError
-from condorml.synth import make_synthetic_dataset
+from condorml.job.synth import make_synthetic_dataset
+from condorml.sweep.collect import ENSEMBLE_CSV, LEADERBOARD, METRICS_JSON
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ def run_demo(
     CondormlError
         If the folder cannot be written.
     """
-    from condorml.local.executor import Evictions
-    from condorml.local.runner import DagRunner, RunOptions
-    from condorml.workflow import plan_sweep, write_sweep
+    from condorml.backends.local.executor import Evictions
+    from condorml.backends.local.runner import DagRunner, RunOptions
+    from condorml.sweep.plan import plan_sweep, write_sweep
 
     data = out / "data"
     if not (data / "train.zip").exists() or not (data / "test.zip").exists():

@@ -1,6 +1,6 @@
 """``condorml sweep``: a spec becomes a run folder with a DAG, and the DAG goes to a backend.
 
-The side-effect half of sweeps (:mod:`condorml.sweep` and :mod:`condorml.htcondor.dag` are
+The side-effect half of sweeps (:mod:`condorml.sweep.spec` and :mod:`condorml.htcondor.dag` are
 pure). A run folder holds::
 
     RUN_DIR/spec.toml            the spec, copied (a changed spec is refused unless --force), with
@@ -26,8 +26,15 @@ from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
 from condorml.htcondor.dag import DAG_FILE, SweepWorkflow, member_dir, sweep_workflow
 from condorml.htcondor.submit import CHECKPOINT_FOLDER, write_job
-from condorml.sweep import HYPERPARAMETERS, Member, SweepSpec, expand, load_spec, spec_copy_text
-from condorml.sweep import same_spec as _same_spec
+from condorml.sweep.spec import (
+    HYPERPARAMETERS,
+    Member,
+    SweepSpec,
+    expand,
+    load_spec,
+    spec_copy_text,
+)
+from condorml.sweep.spec import same_spec as _same_spec
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +196,7 @@ def submit_to_condor(plan: SweepPlan, schedd: Any = None) -> Submitted:
     CondormlError
         If the run folder is one DAGMan refuses (under /tmp), or the DAG cannot be submitted.
     """
-    from condorml.htcondor.schedd import submit_dag
+    from condorml.backends.condor import submit_dag
 
     cluster = submit_dag(plan.dag_file, schedd)
     follow = f"condor_watch_q -clusters {cluster}" if cluster is not None else "condor_watch_q"

@@ -10,7 +10,7 @@ the output folder and ``report.html``, every plot embedded as a base64 PNG, so t
 no network access.
 
 The HTCondor view (runs, checkpoints, evictions, committed and lost time per member) is
-:func:`condorml.accounting.member_accounting`, the same that the collect step's leaderboard uses.
+:func:`condorml.monitor.accounting.member_accounting`, the same that the collect step's leaderboard uses.
 
 matplotlib, pandas and numpy are imported inside the functions, so that importing this module
 (and ``condorml --help``) stays fast.
@@ -31,7 +31,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from condorml import __version__
-from condorml.accounting import (
+from condorml.errors import CondormlError
+from condorml.fileio import atomic_write, atomic_write_text
+from condorml.monitor.accounting import (
     LEADERBOARD_COLUMNS,
     LOST_CAUSES,
     counts_line,
@@ -40,9 +42,7 @@ from condorml.accounting import (
     member_accounting,
     no_predictions_reasons,
 )
-from condorml.errors import CondormlError
-from condorml.evaluate import THRESHOLD, Scores, read_labels, score
-from condorml.fileio import atomic_write, atomic_write_text
+from condorml.results.evaluate import THRESHOLD, Scores, read_labels, score
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +53,7 @@ REPORT_FOLDER = "report"
 HTML_NAME = "report.html"
 SAMPLE_IMAGES = 16
 CALIBRATION_BINS = 10
-# The image types `condorml infer` reads (condorml.infer imports torch, so not imported from it)
+# The image types `condorml infer` reads (condorml.job.infer imports torch, so not imported from it)
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # Every plot the report can draw, in page order: file stem -> title
 PLOTS = {
@@ -294,7 +294,7 @@ def gather(
 
 def _state(folder: Path) -> tuple[dict[str, Any], str]:
     """The member's training counters and final metrics (as the collect step reads them)."""
-    from condorml.collect import training_state
+    from condorml.sweep.collect import training_state
 
     try:
         return training_state(folder), ""
@@ -322,8 +322,8 @@ def _member_probs(folder: Path, why_none: str = "") -> tuple[pd.Series | None, s
 
     ``why_none``: why the member has no predictions, from its jobs' logs (default: a guess).
     """
-    from condorml.merge import merge_predictions
-    from condorml.predictions import read_predictions
+    from condorml.results.merge import merge_predictions
+    from condorml.results.predictions import read_predictions
 
     out = folder / "out"
     csv = out / "dog_probs.csv"
@@ -344,7 +344,7 @@ def _member_probs(folder: Path, why_none: str = "") -> tuple[pd.Series | None, s
 
 
 def _sorted_index(ids: Iterable[str]) -> list[str]:
-    from condorml.predictions import sort_ids
+    from condorml.results.predictions import sort_ids
 
     return sort_ids(ids)
 
@@ -365,7 +365,7 @@ def _epoch_table(members: pd.DataFrame, frames: list[pd.DataFrame]) -> pd.DataFr
 
 def _swept(run_dir: Path, members: pd.DataFrame) -> list[str]:
     """The spec's swept hyperparameters; without a readable spec, the columns that vary."""
-    from condorml.sweep import load_spec
+    from condorml.sweep.spec import load_spec
 
     try:
         swept = list(load_spec(run_dir / "spec.toml", check_paths=False).swept)
@@ -500,8 +500,8 @@ def sample_images(
     """
     from PIL import Image
 
-    from condorml.data import ImageSource
-    from condorml.predictions import sort_ids
+    from condorml.job.data import ImageSource
+    from condorml.results.predictions import sort_ids
 
     images = ImageSource(source)  # DataError (a CondormlError) if unreadable
     try:
@@ -554,7 +554,7 @@ _LABEL_GAP = 2.0  # pixels between two tick labels
 
 def log_distributed(spec_file: Path) -> set[str]:
     """The hyperparameters a sweep spec draws from ``log_uniform`` (none if it cannot be read)."""
-    from condorml.sweep import load_spec
+    from condorml.sweep.spec import load_spec
 
     try:
         random = load_spec(spec_file, check_paths=False).random

@@ -34,7 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from condorml import __version__
-from condorml.checkpoint import (
+from condorml.config import IDENTITY_FIELDS, TrainConfig
+from condorml.errors import CondormlError, ConfigMismatchError
+from condorml.fileio import atomic_write, atomic_write_text
+from condorml.job.checkpoint import (
     CHECKPOINT_EXIT_CODE,
     CHECKPOINT_FILE,
     capture_rng_state,
@@ -45,13 +48,10 @@ from condorml.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from condorml.config import IDENTITY_FIELDS, TrainConfig
-from condorml.data import ImageSource, fingerprint, split_indices, training_images
-from condorml.devices import autocast, job_cpus, resolve_device, resolve_precision
-from condorml.errors import CondormlError, ConfigMismatchError
-from condorml.fileio import atomic_write, atomic_write_text
-from condorml.imagecache import DecodedImages, default_cache_dir, load_decoded
-from condorml.models import InputNormalizer, build_model, model_spec
+from condorml.job.data import ImageSource, fingerprint, split_indices, training_images
+from condorml.job.devices import autocast, job_cpus, resolve_device, resolve_precision
+from condorml.job.imagecache import DecodedImages, default_cache_dir, load_decoded
+from condorml.job.models import InputNormalizer, build_model, model_spec
 from condorml.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)

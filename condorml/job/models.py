@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condorml.checkpoint import describe_load_error
 from condorml.config import MIN_IMAGE_SIZE
 from condorml.errors import CondormlError
+from condorml.job.checkpoint import describe_load_error
 
 NUM_CLASSES = 2  # cat (0) and dog (1)
 

@@ -5,7 +5,7 @@ HTCondor jobs receive zips, so a ``.zip`` is read in place rather than unpacked.
 training image comes from its *file name's* prefix, never from the rest of its path
 (``/home/concat/dog.1.jpg`` is a dog).
 
-This module lists and reads files; decoding lives in :mod:`condorml.images`.
+This module lists and reads files; decoding lives in :mod:`condorml.job.images`.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from condorml.local.eventlog import EventLog
-from condorml.local.jobs import JobSpec
+from condorml.backends.local.eventlog import EventLog
+from condorml.backends.local.jobs import JobSpec
 
 STDOUT, STDERR = "_condor_stdout", "_condor_stderr"
 _POLL_S = 0.05

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from condorml.events import Event, JobView
+from condorml.htcondor.events import Event, JobView
 
 _HOST = "<127.0.0.1:0?alias={host}&condorml-local>"
 _LOCKS: dict[Path, threading.Lock] = {}
@@ -71,7 +71,7 @@ class EventLog:
         The time of each event (``time.time``; tests set other times).
     view : JobView
         The job as a reader of its own log sees it (runs, checkpoints, evictions counted as
-        :class:`condorml.events.JobView` counts them for ``watch`` and ``report``), kept up to
+        :class:`condorml.htcondor.events.JobView` counts them for ``watch`` and ``report``), kept up to
         date with every event written.
     """
 

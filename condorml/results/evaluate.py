@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write_text, check_input_file, check_output_file, read_csv
-from condorml.predictions import read_predictions
+from condorml.results.predictions import read_predictions
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -32,10 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from condorml.accounting import LEADERBOARD_COLUMNS, counts_line
-from condorml.errors import CondormlError
-from condorml.events import JobView
-from condorml.local.dagfile import (
+from condorml.backends.local.dagfile import (
     Dag,
     Node,
     Script,
@@ -44,9 +41,12 @@ from condorml.local.dagfile import (
     rescue_files,
     write_rescue,
 )
-from condorml.local.eventlog import EventLog, JobId, next_cluster_id
-from condorml.local.executor import Evictions, JobOutcome, JobRunner
-from condorml.local.jobs import JobSpec, load_jobs
+from condorml.backends.local.eventlog import EventLog, JobId, next_cluster_id
+from condorml.backends.local.executor import Evictions, JobOutcome, JobRunner
+from condorml.backends.local.jobs import JobSpec, load_jobs
+from condorml.errors import CondormlError
+from condorml.htcondor.events import JobView
+from condorml.monitor.accounting import LEADERBOARD_COLUMNS, counts_line
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""What comes back from the jobs: prediction CSVs and their sidecars, merging shards, scoring
+predictions against labels."""
