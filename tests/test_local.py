@@ -930,7 +930,8 @@ def test_one_run_gives_the_same_counts_in_every_output_and_says_why_a_member_fai
     "8 nodes done" against watch's 9/9, 6/6 in the leaderboard and 1/5 in the HTCondor table)."""
     import pandas as pd
 
-    from condorml.monitor.report import gather, render_html
+    from condorml.monitor.gather import gather
+    from condorml.monitor.report import render_html
     from condorml.monitor.watch import Watch, summary_line
     from condorml.sweep.collect import collect
 

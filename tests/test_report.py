@@ -18,13 +18,9 @@ from typer.testing import CliRunner
 from condorml.cli import app
 from condorml.htcondor.events import Event
 from condorml.monitor.accounting import job_time, read_job_times
-from condorml.monitor.report import (
-    PLOTS,
-    ReportResult,
-    calibration_table,
-    ensemble_curve,
-    make_report,
-)
+from condorml.monitor.gather import calibration_table, ensemble_curve
+from condorml.monitor.plots import PLOTS
+from condorml.monitor.report import ReportResult, make_report
 from tests.helpers import condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
@@ -109,7 +105,8 @@ def test_after_a_removal_the_lost_time_is_the_removals_with_the_checkpoints_it_d
 ) -> None:
     """It said "0 evictions; 13 s lost to evictions" and counted the deleted checkpoints'
     120 s as committed (goodput 0.94 for a member that started over)."""
-    from condorml.monitor.report import gather, render_html
+    from condorml.monitor.gather import gather
+    from condorml.monitor.report import render_html
 
     _removed_and_rerun(tmp_path)
     data = gather(tmp_path, use_defaults=False)

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from condorml.monitor import report
+from condorml.monitor import gather, plots
 
 pytest.importorskip("matplotlib")
 
 
 def _frames(n: int, long_ids: bool) -> dict[str, Any]:
-    """The frames :mod:`condorml.monitor.report` plots, for ``n`` members (2 learning rates, as the demo)."""
+    """The frames :mod:`condorml.monitor.plots` draws, for ``n`` members (2 learning rates, as the demo)."""
     import numpy as np
     import pandas as pd
 
@@ -34,7 +34,7 @@ def _frames(n: int, long_ids: bool) -> dict[str, Any]:
                            "log_loss": rng.uniform(0.5, 0.9, n + 1)})  # fmt: skip
     curve = pd.DataFrame({"k": range(1, n + 1), "added": ids, "accuracy": rng.uniform(0.7, 0.9, n),
                           "log_loss": rng.uniform(0.3, 0.5, n)})  # fmt: skip
-    calibration = report.calibration_table(rng.uniform(0, 1, 100), rng.integers(0, 2, 100))
+    calibration = gather.calibration_table(rng.uniform(0, 1, 100), rng.integers(0, 2, 100))
     condor = pd.DataFrame({"member": ids, "committed_seconds": rng.uniform(100, 3000, n),
                            "setup_seconds": 5.0, "uncommitted_seconds": 0.0,
                            "evictions": rng.integers(0, 3, n)})  # fmt: skip
@@ -52,13 +52,13 @@ def _figures(n: int, long_ids: bool) -> dict[str, Any]:
     f = _frames(n, long_ids)
     probs = {fileid: 0.7 for fileid, _ in f["samples"]}
     return {
-        "learning_curves": report.plot_learning_curves(f["epochs"]),
-        "hyperparameters": report.plot_hyperparameters(f["members"], ["lr", "optimizer"]),
-        "ensemble_vs_members": report.plot_ensemble_vs_members(f["scores"], f["ids"]),
-        "ensemble_size": report.plot_ensemble_size(f["curve"]),
-        "calibration": report.plot_calibration(f["calibration"]),
-        "sample_images": report.plot_sample_images(f["samples"], probs, dict.fromkeys(probs, 1)),
-        "goodput": report.plot_goodput(f["condor"]),
+        "learning_curves": plots.plot_learning_curves(f["epochs"]),
+        "hyperparameters": plots.plot_hyperparameters(f["members"], ["lr", "optimizer"]),
+        "ensemble_vs_members": plots.plot_ensemble_vs_members(f["scores"], f["ids"]),
+        "ensemble_size": plots.plot_ensemble_size(f["curve"]),
+        "calibration": plots.plot_calibration(f["calibration"]),
+        "sample_images": plots.plot_sample_images(f["samples"], probs, dict.fromkeys(probs, 1)),
+        "goodput": plots.plot_goodput(f["condor"]),
     }
 
 
@@ -91,7 +91,7 @@ def test_nothing_is_clipped_or_overlaps_and_bars_fit_their_axes(n: int, long_ids
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     figures = _figures(n, long_ids)
-    assert set(figures) == set(report.PLOTS)  # every plot is checked
+    assert set(figures) == set(plots.PLOTS)  # every plot is checked
     for name, fig in figures.items():
         renderer = FigureCanvasAgg(fig).get_renderer()  # the PNG's renderer
         fig.draw_without_rendering()
@@ -121,7 +121,7 @@ def test_nothing_is_clipped_or_overlaps_and_bars_fit_their_axes(n: int, long_ids
 
 
 def _xscale(members: Any, name: str, log_scaled: set[str] | None = None) -> str:
-    fig = report.plot_hyperparameters(members, [name], *([log_scaled] if log_scaled else []))
+    fig = plots.plot_hyperparameters(members, [name], *([log_scaled] if log_scaled else []))
     return fig.axes[0].get_xscale()
 
 
@@ -131,7 +131,7 @@ def test_learning_rates_and_log_uniform_hyperparameters_get_a_log_axis(tmp_path:
     # the demo's grid: 0.001 and 0.002, a factor 2 apart, still compared by ratio
     members = _frames(4, False)["members"]
     assert _xscale(members, "lr") == "log"
-    ticks = report.plot_hyperparameters(members, ["lr"]).axes[0].get_xticklabels()
+    ticks = plots.plot_hyperparameters(members, ["lr"]).axes[0].get_xticklabels()
     assert [t.get_text() for t in ticks] == ["0.001", "0.002"]  # the grid's values
     momentum = pd.DataFrame({"member": ["a", "b", "c"], "momentum": [0.5, 0.8, 0.99],
                              "val_acc": [0.6, 0.7, 0.8]})  # fmt: skip
@@ -144,9 +144,9 @@ def test_learning_rates_and_log_uniform_hyperparameters_get_a_log_axis(tmp_path:
         '[data]\ntrain = "train.zip"\ntest = "test.zip"\n'
         "[random]\nsamples = 3\nmomentum = { log_uniform = [0.5, 0.99] }\nlr = [0.001, 0.01]\n"
     )
-    assert report.log_distributed(spec) == {"momentum"}
-    assert _xscale(momentum, "momentum", report.log_distributed(spec)) == "log"
-    assert report.log_distributed(tmp_path / "missing.toml") == set()
+    assert plots.log_distributed(spec) == {"momentum"}
+    assert _xscale(momentum, "momentum", plots.log_distributed(spec)) == "log"
+    assert plots.log_distributed(tmp_path / "missing.toml") == set()
     # values two decades apart, all positive: log; with a zero: linear
     spread = momentum.assign(momentum=[1e-6, 1e-5, 1e-4])
     assert _xscale(spread, "momentum") == "log"
