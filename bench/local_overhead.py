@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from condorml.backends.local.runner import DagRunner, RunOptions
+from condorml.backends.local.dagman import DagRunner, RunOptions
 
 JOB = """#!/bin/sh
 cat "$1" > "out_$2.txt"

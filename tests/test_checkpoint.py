@@ -357,7 +357,7 @@ PROBE_JOB = """\
 
 
 def _probe(tmp_path: Path, checkpoint_files: str):
-    from condorml.backends.local.executor import Evictions
+    from condorml.backends.local.starter import Evictions
     from tests.test_local import _dag, _events, _run, _script, _shape, _submit
 
     _script(tmp_path / "probe.sh", PROBE_JOB)

@@ -175,7 +175,7 @@ def test_a_failure_midway_leaves_the_previous_csv_untouched(
     import condorml.job.infer as infer_module
 
     calls = []
-    real = infer_module._Run._forward
+    real = infer_module._Predictor._forward
 
     def flaky(self, *args):
         calls.append(1)
@@ -183,7 +183,7 @@ def test_a_failure_midway_leaves_the_previous_csv_untouched(
             raise RuntimeError("killed mid-run")
         return real(self, *args)
 
-    monkeypatch.setattr(infer_module._Run, "_forward", flaky)
+    monkeypatch.setattr(infer_module._Predictor, "_forward", flaky)
     with pytest.raises(RuntimeError):
         infer(_config(members[:1], synth / "test", out, batch_size=4))
     assert out.read_text() == "fileid,prob\nold,0.5\n"

@@ -21,8 +21,8 @@ from pathlib import Path
 import htcondor2
 import pytest
 
-from condorml.backends.local.executor import Evictions
-from condorml.backends.local.runner import DAG_STATUS_ABORT, DagResult, DagRunner, RunOptions
+from condorml.backends.local.dagman import DAG_STATUS_ABORT, DagResult, DagRunner, RunOptions
+from condorml.backends.local.starter import Evictions
 from tests.helpers import IMAGE_SIZE, condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"  # real HTCondor 25.0 output
@@ -1144,7 +1144,7 @@ def _eviction_seed(probability: float, window: tuple[float, float]) -> int:
         evictions = Evictions(probability, window, seed=seed)
         train = evictions.rng(SimpleNamespace(cluster=1, proc=0))
         hits = []
-        for _ in range(3):  # as JobRunner draws: evicted?, then when
+        for _ in range(3):  # as Starter draws: evicted?, then when
             hits.append(train.random() < probability)
             if hits[-1]:
                 train.uniform(*window)

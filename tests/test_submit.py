@@ -323,15 +323,15 @@ def test_docker_universe_overrides_the_entry_point(tmp_path: Path) -> None:
 
 def _listing_sandbox(submit_file: Path, tmp_path: Path) -> list[str]:
     """The files the local backend puts in the job's sandbox for ``submit_file``."""
-    from condorml.backends.local.executor import Evictions, JobRunner
-    from condorml.backends.local.jobs import load_jobs
+    from condorml.backends.local.jobspec import load_jobs
+    from condorml.backends.local.starter import Evictions, Starter
 
     class Events:  # the runner's event log, ignored here
         def __getattr__(self, _name):
             return lambda *args, **kwargs: None
 
     (job,) = load_jobs(submit_file, submit_file.parent, 1)
-    runner = JobRunner(job, Events(), tmp_path / "scratch", tmp_path / "spool", [0], Evictions(0.0),
+    runner = Starter(job, Events(), tmp_path / "scratch", tmp_path / "spool", [0], Evictions(0.0),
                        threading.Event())  # fmt: skip
     sandbox = runner._new_sandbox()
     return sorted(p.relative_to(sandbox).as_posix() for p in sandbox.rglob("*") if p.is_file())

@@ -64,8 +64,8 @@ def run_dag_here(
 ) -> None:
     """Run a DAG with the local backend and exit with its result (see ``condorml run``)."""
     from condorml.backends.local.dagfile import find_dag
-    from condorml.backends.local.executor import Evictions
-    from condorml.backends.local.runner import DagRunner, RunOptions
+    from condorml.backends.local.dagman import DagRunner, RunOptions
+    from condorml.backends.local.starter import Evictions
 
     if not 0.0 <= evictions <= 1.0:
         typer.echo(

@@ -1,5 +1,7 @@
-"""Everything that speaks HTCondor: submit descriptions, wrappers, quoting, the schedd.
+"""Everything that speaks HTCondor's languages: submit descriptions, DAG files, wrappers,
+quoting, pass-through commands and job event logs.
 
-Descriptions are built as ``htcondor2.Submit`` objects (pure data) in :mod:`.submit`; only
-:func:`condorml.htcondor.submit.write_submit` and :mod:`.schedd` have side effects.
+Descriptions are built as ``htcondor2.Submit`` objects (pure data) in :mod:`.submit`;
+:func:`condorml.htcondor.submit.write_job` writes them. Submitting is a backend's job
+(:mod:`condorml.backends`).
 """

@@ -84,7 +84,7 @@ class Shard:
 
 
 @dataclass
-class Member:
+class LoadedModel:
     """One model of the ensemble, loaded for inference."""
 
     member: str
@@ -159,7 +159,7 @@ def load_member(
     device: torch.device,
     model_arch: str | None = None,
     image_size: int | None = None,
-) -> Member:
+) -> LoadedModel:
     """Load a model for inference from a condorml checkpoint or a bare ``state_dict``.
 
     A condorml checkpoint names its architecture and image size. For a bare state_dict (what
@@ -207,7 +207,7 @@ def load_member(
         ) from None
     model = model.to(device=device, memory_format=torch.channels_last).eval()
     name = (config or {}).get("member") or path.parent.name or path.stem
-    return Member(name, path, file_sha256(path), arch, size, config, model, progress)
+    return LoadedModel(name, path, file_sha256(path), arch, size, config, model, progress)
 
 
 def _training_progress(path: Path, state: dict[str, Any]) -> dict[str, Any]:
@@ -328,7 +328,7 @@ def infer(config: InferConfig, progress: Progress | None = None) -> InferResult:
             precision,
             device,
         )
-        run = _Run(members, device, precision, config.workers or cpus)
+        run = _Predictor(members, device, precision, config.workers or cpus)
         with run, prediction_writer(config.output, config.with_stats) as write:
             loop_started = time.monotonic()
             progress.start("inferring", len(images))
@@ -383,11 +383,11 @@ def infer(config: InferConfig, progress: Progress | None = None) -> InferResult:
     return result
 
 
-class _Run:
+class _Predictor:
     """The decoding threads, the members and their input buffers, for one inference run."""
 
     def __init__(
-        self, members: list[Member], device: torch.device, precision: str, workers: int
+        self, members: list[LoadedModel], device: torch.device, precision: str, workers: int
     ) -> None:
         self.members, self.device, self.precision, self.workers = (
             members,
@@ -405,7 +405,7 @@ class _Run:
         self._stages: dict[int, np.ndarray] = {}
         warm_up_decoder()  # its imports take a second; not inside the timed loop
 
-    def __enter__(self) -> _Run:
+    def __enter__(self) -> _Predictor:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -451,7 +451,7 @@ class _Run:
         return torch.from_numpy(stage[ok] if len(ok) < len(batch) else stage), ok
 
     def _forward(
-        self, member: Member, normalize: InputNormalizer, pixels: torch.Tensor
+        self, member: LoadedModel, normalize: InputNormalizer, pixels: torch.Tensor
     ) -> list[float]:
         if len(pixels) == 0:
             return []
@@ -466,8 +466,8 @@ def _provenance(
     all_images: list[ImageFile],
     images: list[ImageFile],
     ignored: int,
-    members: list[Member],
-    run: _Run,
+    members: list[LoadedModel],
+    run: _Predictor,
     result: InferResult,
 ) -> dict[str, Any]:
     shard = None

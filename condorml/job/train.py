@@ -101,7 +101,7 @@ class TrainResult:
 
 
 @dataclass
-class _Run:
+class _Progress:
     """The state a checkpoint captures, besides what the modules hold."""
 
     epoch: int = 0  # completed epochs = index of the epoch in progress
@@ -200,7 +200,7 @@ def train_step(
     return float(loss.detach()) * len(y), correct
 
 
-def evaluate(
+def validate(
     model: nn.Module, batches: _Batches, positions: torch.Tensor, batch_size: int, precision: str
 ) -> tuple[float, float]:
     """Mean loss and accuracy over ``positions``; (nan, nan) when there are none."""
@@ -421,7 +421,7 @@ class _Trainer:
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = _scheduler(config, self.optimizer)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
-        self.state = _Run()
+        self.state = _Progress()
         self.wall_before = 0.0  # wall time of earlier runs
         self.n_batches = math.ceil(len(self.train_pos) / config.batch_size)
         minutes = config.checkpoint_minutes  # None or 0: no time-based checkpoints
@@ -441,7 +441,7 @@ class _Trainer:
         restore_rng_state(saved["rng"])
         loss_sum, correct, seen, seconds = saved["epoch_sums"]
         counters = saved["counters"]
-        self.state = _Run(
+        self.state = _Progress(
             epoch=saved["epoch"],
             batch=saved["batch"],
             order=saved["order"],
@@ -542,7 +542,7 @@ class _Trainer:
         """Validate, record the epoch's metrics and step the LR scheduler."""
         run = self.state
         validation_started = time.monotonic()
-        val_loss, val_acc = evaluate(
+        val_loss, val_acc = validate(
             self.model, self.batches, self.val_pos, self.config.batch_size, self.precision
         )
         train_seconds = run.seconds

@@ -277,7 +277,7 @@ class Watch:
     def _ckpt_folders(self, member: str, train: NodeView | None) -> list[Path]:
         """Where the member's checkpoint files may be, newest first."""
         assert self.run_dir is not None
-        from condorml.backends.local.runner import LOCAL_FOLDER
+        from condorml.backends.local.dagman import LOCAL_FOLDER
 
         folders = [member_folder(self.run_dir, member) / "ckpt"]
         if train is not None:  # a local run's spooled checkpoint, newer while the job runs

@@ -121,8 +121,8 @@ def run_demo(
     CondormlError
         If the folder cannot be written.
     """
-    from condorml.backends.local.executor import Evictions
-    from condorml.backends.local.runner import DagRunner, RunOptions
+    from condorml.backends.local.dagman import DagRunner, RunOptions
+    from condorml.backends.local.starter import Evictions
     from condorml.sweep.plan import plan_sweep, write_sweep
 
     data = out / "data"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from condorml.backends.local.eventlog import EventLog
-from condorml.backends.local.jobs import JobSpec
+from condorml.backends.local.jobspec import JobSpec
 
 STDOUT, STDERR = "_condor_stdout", "_condor_stderr"
 _POLL_S = 0.05
@@ -79,7 +79,7 @@ class _Held(Exception):
         self.code, self.subcode = code, subcode
 
 
-class JobRunner:
+class Starter:
     """Run one job to its end: transfers, restarts after checkpoints, evictions, outputs.
 
     Parameters

@@ -42,8 +42,8 @@ from condorml.backends.local.dagfile import (
     write_rescue,
 )
 from condorml.backends.local.eventlog import EventLog, JobId, next_cluster_id
-from condorml.backends.local.executor import Evictions, JobOutcome, JobRunner
-from condorml.backends.local.jobs import JobSpec, load_jobs
+from condorml.backends.local.jobspec import JobSpec, load_jobs
+from condorml.backends.local.starter import Evictions, JobOutcome, Starter
 from condorml.errors import CondormlError
 from condorml.htcondor.events import JobView
 from condorml.monitor.accounting import LEADERBOARD_COLUMNS, counts_line
@@ -448,7 +448,7 @@ class DagRunner:
         for note in job.notes:
             self._out(f"Node {node.name}: {note}")
         spool = self.local / "spool" / f"{job.cluster}.{job.proc}"
-        runner = JobRunner(
+        runner = Starter(
             job, events, self.local / "execute", spool, cores, self.options.evictions, self.cancel
         )
         outcome = runner.run()
