@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from condorml.errors import CondormlError
 
@@ -116,29 +117,70 @@ def _number(text: str) -> object:
     return text
 
 
-# The one table of valid training options: TrainConfig.validate (condorml train, condorml submit
-# train) and sweep specifications (condorml.sweep.spec) check values against it.
-OPTION_RULES: dict[str, OptionRule] = {
-    "epochs": OptionRule(int, low=1),
-    "checkpoint_every": OptionRule(int, low=1),
-    "checkpoint_minutes": OptionRule(float, low=0, optional=True),
-    "model": OptionRule(str, choices=MODEL_NAMES),
-    "image_size": OptionRule(int, low=1),
-    "lr": OptionRule(float, above=0),
-    "batch_size": OptionRule(int, low=1),
-    "optimizer": OptionRule(str, choices=OPTIMIZERS),
-    "weight_decay": OptionRule(float, low=0),
-    "momentum": OptionRule(float, low=0, below=1),
-    "scheduler": OptionRule(str, choices=SCHEDULERS),
-    "seed": OptionRule(int, low=0, below=SEED_LIMIT),
-    "split_seed": OptionRule(int, low=0, below=SEED_LIMIT),
-    "val_fraction": OptionRule(float, low=0, below=1),
-    "precision": OptionRule(str, choices=PRECISIONS),
-    "device": OptionRule(str, choices=DEVICES),
-    "workers": OptionRule(int, low=1, optional=True),
-    "freeze_backbone": OptionRule(bool),
-    "member": OptionRule(str, pattern=MEMBER_ID, optional=True),
-}
+SWEPT = "swept"  # a sweep may vary it ([grid], [random]) or fix it ([train])
+FIXED = "fixed"  # a sweep may only fix it
+ALWAYS = "always"  # a job's command line always carries it, so a job never depends on defaults
+IF_SET = "if set"  # ... only when it is not None (or False)
+
+
+@dataclass(frozen=True)
+class Option:
+    """What one option of a run means, and where it appears: the metadata of a dataclass field.
+
+    Each table of options is a dataclass (:class:`TrainConfig`, :class:`InferOptions`, the pool's
+    ``Resources``) whose fields carry an ``Option``; the command line
+    (:mod:`condorml.cli._options`), the sweep specification's keys (:mod:`condorml.sweep.spec`)
+    and a job's arguments (:mod:`condorml.htcondor.submit`) are derived from it.
+
+    Attributes
+    ----------
+    help : str
+        The ``--help`` text.
+    rule : OptionRule or None
+        The values it takes; None where another check applies (a path that must exist).
+    spec : str or None
+        :data:`SWEPT`, :data:`FIXED`, or None: not a key of a sweep specification.
+    job : str or None
+        How a submitted job's command line passes it on: :data:`ALWAYS`, :data:`IF_SET`, or None.
+    identity : bool
+        A checkpoint's value must match the resuming command line's (:data:`IDENTITY_FIELDS`).
+    key : str or None
+        Its name on the command line and in a spec where that differs from the field's name.
+    flags : tuple of str
+        Extra spellings on the command line (``-e``; ``--x/--no-x`` for a flag that can be unset).
+    cli_min : int or None
+        A lower bound the command line itself enforces (where the library does not).
+    """
+
+    help: str
+    rule: OptionRule | None = None
+    spec: str | None = None
+    job: str | None = None
+    identity: bool = False
+    key: str | None = None
+    flags: tuple[str, ...] = ()
+    cli_min: int | None = None
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field whose default is ``default`` and whose metadata is an :class:`Option`."""
+    return field(default=default, metadata={"option": Option(help, **metadata)})
+
+
+def option_fields(table: type) -> dict[str, tuple[Field[Any], Option]]:
+    """The fields of ``table`` (a dataclass) that are options, by command-line/spec key, in order."""
+    found = {}
+    for item in fields(table):
+        meta = item.metadata.get("option")
+        if meta is not None:
+            found[meta.key or item.name] = (item, meta)
+    return found
+
+
+def option_default(table: type, key: str) -> Any:
+    """The library default of one option of ``table``: what the command line must also default to."""
+    item, _ = option_fields(table)[key]
+    return item.default_factory() if item.default is MISSING else item.default  # type: ignore[misc]
 
 
 class OptionError(CondormlError):
@@ -216,29 +258,95 @@ class TrainConfig:
 
     data_dir: Path
     checkpoint_dir: Path
-    epochs: int = 10
-    checkpoint_every: int = 5
-    checkpoint_minutes: float | None = None
-    model: str = "cnn"
-    image_size: int = 224
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    scheduler: str = "constant"
-    seed: int = 0
-    split_seed: int = 0
-    val_fraction: float = 0.1
-    precision: str = "auto"
-    device: str = "auto"
-    workers: int | None = None
-    pretrained_weights: Path | None = None
-    freeze_backbone: bool = False
+    epochs: int = option(
+        10, "Total epochs to train.", rule=OptionRule(int, low=1), spec=SWEPT, job=ALWAYS,
+        flags=("-e",),
+    )  # fmt: skip
+    checkpoint_every: int = option(
+        5, "Checkpoint (and exit 85) every N epochs.", rule=OptionRule(int, low=1), spec=FIXED,
+        job=ALWAYS,
+    )  # fmt: skip
+    checkpoint_minutes: float | None = option(
+        None,
+        "Also checkpoint at the first batch boundary after M minutes of this run, even mid-epoch; 0 or unset: only every --checkpoint-every epochs.",
+        rule=OptionRule(float, low=0, optional=True), spec=FIXED, job=IF_SET,
+    )  # fmt: skip
+    model: str = option(
+        "cnn", "Architecture: the CHTC example's CNN or ResNet-18 for transfer learning.",
+        rule=OptionRule(str, choices=MODEL_NAMES), spec=SWEPT, job=ALWAYS, identity=True,
+    )  # fmt: skip
+    image_size: int = option(
+        224, "Images are resized to SIZE x SIZE.", rule=OptionRule(int, low=1), spec=SWEPT,
+        job=ALWAYS, identity=True,
+    )  # fmt: skip
+    lr: float = option(
+        1e-3, "Learning rate.", rule=OptionRule(float, above=0), spec=SWEPT, job=ALWAYS,
+        identity=True,
+    )  # fmt: skip
+    batch_size: int = option(
+        64, "Images per batch.", rule=OptionRule(int, low=1), spec=SWEPT, job=ALWAYS,
+        identity=True,
+    )  # fmt: skip
+    optimizer: str = option(
+        "adam", "Optimizer.", rule=OptionRule(str, choices=OPTIMIZERS), spec=SWEPT, job=ALWAYS,
+        identity=True,
+    )  # fmt: skip
+    weight_decay: float = option(
+        0.0, "Weight decay.", rule=OptionRule(float, low=0), spec=SWEPT, job=ALWAYS,
+        identity=True,
+    )  # fmt: skip
+    momentum: float = option(  # passed to a job only with sgd, which uses it
+        0.9, "Momentum (sgd only).", rule=OptionRule(float, low=0, below=1), spec=SWEPT,
+        job=IF_SET, identity=True,
+    )  # fmt: skip
+    scheduler: str = option(
+        "constant", "Learning-rate schedule, stepped once per epoch.",
+        rule=OptionRule(str, choices=SCHEDULERS), spec=SWEPT, job=ALWAYS, identity=True,
+    )  # fmt: skip
+    seed: int = option(  # not a spec key: [ensemble] gives each member its seed
+        0, "Seed of initialisation and data order (one per ensemble member).",
+        rule=OptionRule(int, low=0, below=SEED_LIMIT), job=ALWAYS, identity=True,
+    )  # fmt: skip
+    split_seed: int = option(
+        0, "Seed of the validation split (keep it equal across members).",
+        rule=OptionRule(int, low=0, below=SEED_LIMIT), spec=FIXED, job=ALWAYS, identity=True,
+    )  # fmt: skip
+    val_fraction: float = option(
+        0.1, "Fraction of the images held out for validation.",
+        rule=OptionRule(float, low=0, below=1), spec=SWEPT, job=ALWAYS, identity=True,
+    )  # fmt: skip
+    precision: str = option(
+        "auto",
+        "auto: bf16 where the CPU/GPU computes it natively, fp16 on older GPUs, else fp32; recorded in the checkpoint.",
+        rule=OptionRule(str, choices=PRECISIONS), spec=SWEPT, job=ALWAYS,
+    )  # fmt: skip
+    device: str = option(
+        "auto", "auto picks cuda, then mps, then cpu.", rule=OptionRule(str, choices=DEVICES),
+        spec=FIXED, job=ALWAYS,
+    )  # fmt: skip
+    workers: int | None = option(
+        None, "Image decoding threads [default: the CPUs this job was given].",
+        rule=OptionRule(int, low=1, optional=True), spec=FIXED, job=IF_SET,
+    )  # fmt: skip
+    # Not a job argument: the job receives the file as an input. (noqa: option() is a Field.)
+    pretrained_weights: Path | None = option(  # noqa: RUF009
+        None,
+        "ResNet-18 state_dict for transfer learning, a local file (nothing is downloaded).",
+        spec=FIXED,
+    )  # fmt: skip
+    freeze_backbone: bool = option(
+        False, "Train only the new 2-class head (fixed-feature extraction).",
+        rule=OptionRule(bool), spec=SWEPT, job=IF_SET, identity=True,
+        flags=("--freeze-backbone/--no-freeze-backbone",),
+    )  # fmt: skip
+    # The command's own options: `condorml train` has them, a submitted job's sandbox sets them.
     exit_on_checkpoint: bool = True
     force_restart: bool = False
     cache_dir: Path | None = None
-    member: str | None = None
+    member: str | None = option(  # not a spec key: the sweep names its members
+        None, "Ensemble member id (a sweep sets it); recorded with the model.",
+        rule=OptionRule(str, pattern=MEMBER_ID, optional=True), job=IF_SET,
+    )  # fmt: skip
 
     def validate(self) -> None:
         """Raise :class:`OptionError` naming the first option with an impossible value.
@@ -256,19 +364,55 @@ class TrainConfig:
             raise OptionError(name, getattr(self, name), problem)
 
 
+# The tables derived from TrainConfig's fields, in field order.
+# The valid values of each training option: TrainConfig.validate (condorml train, condorml submit
+# train) and sweep specifications (condorml.sweep.spec) check values against it.
+OPTION_RULES: dict[str, OptionRule] = {
+    key: meta.rule for key, (_, meta) in option_fields(TrainConfig).items() if meta.rule
+}
 # Fields that must agree between a checkpoint and the command line resuming it. The rest
 # (epochs, intervals, device, workers, paths) may change from one run to the next.
-IDENTITY_FIELDS = (
-    "model",
-    "image_size",
-    "lr",
-    "batch_size",
-    "optimizer",
-    "weight_decay",
-    "momentum",
-    "scheduler",
-    "seed",
-    "split_seed",
-    "val_fraction",
-    "freeze_backbone",
+IDENTITY_FIELDS = tuple(
+    key for key, (_, meta) in option_fields(TrainConfig).items() if meta.identity
 )
+
+
+INFER_BATCH_SIZE = 256  # decode/model switches amortised: +10% over the example's 100 on 2 cores
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """The options of an inference run that ``condorml infer`` and its submitted job share."""
+
+    batch_size: int = option(
+        INFER_BATCH_SIZE, "Images per batch (decoded together, then run through every model).",
+        rule=OptionRule(int, low=1), spec=FIXED, job=ALWAYS,
+    )  # fmt: skip
+    workers: int | None = option(
+        None, "Decoding threads [default: the CPUs this job was given].",
+        rule=OptionRule(int, low=1, optional=True), job=IF_SET, cli_min=1,
+    )  # fmt: skip
+    device: str = option(
+        "auto", "auto picks cuda, then mps, then cpu.", rule=OptionRule(str, choices=DEVICES),
+        job=ALWAYS,
+    )  # fmt: skip
+    precision: str = option(
+        "auto", "auto: bf16 where the CPU/GPU computes it natively, else fp32.",
+        rule=OptionRule(str, choices=INFER_PRECISIONS), spec=FIXED, job=ALWAYS,
+    )  # fmt: skip
+    model_arch: str | None = option(
+        None, "Architecture of a bare state_dict [default: recognised from its parameter names].",
+        rule=OptionRule(str, choices=MODEL_NAMES, optional=True), job=IF_SET,
+    )  # fmt: skip
+    image_size: int | None = option(
+        None, "Image size of a bare state_dict [default: 224].",
+        rule=OptionRule(int, low=1, optional=True), job=IF_SET,
+    )  # fmt: skip
+    with_stats: bool = option(  # in a sweep, an ensemble statistic the collect step adds
+        False, "Add prob_std,n_models columns (spread over the ensemble).",
+        rule=OptionRule(bool), spec=FIXED, job=IF_SET,
+    )  # fmt: skip
+    strict: bool = option(
+        False, "Exit 2 if any image could not be decoded (the CSV is still written).",
+        rule=OptionRule(bool), job=IF_SET,
+    )  # fmt: skip

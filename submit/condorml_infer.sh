@@ -4,7 +4,7 @@
 set -u
 
 # The declared output must exist even if the job fails: a missing output file holds the job.
-mkdir -p out || exit 1
+mkdir -p out || exit 75
 
 echo "condorml job on $(hostname) in $(pwd) at $(date -u +%Y-%m-%dT%H:%M:%SZ)" >&2
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -12,6 +12,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 # exec: SIGTERM (an eviction) goes to condorml, and its exit code (85 = checkpointed) to HTCondor.
+# The wrapper's own failures are this machine's: exit 75 (transient; a retry may run elsewhere).
 # With --python PATH (the submit file's arguments) condorml runs with that interpreter, else it
 # is looked for on PATH, which HTCondor leaves unset unless the job asks (getenv).
 if [ "${1:-}" = "--python" ] && [ $# -ge 2 ]; then
@@ -21,7 +22,7 @@ if [ "${1:-}" = "--python" ] && [ $# -ge 2 ]; then
         exec "$python" -m condorml "$@"
     fi
     echo "condorml wrapper: $python (named by --python in the submit file) cannot run condorml on $(hostname): it moved, or this machine does not have it; regenerate the files with the interpreter that has condorml (condorml sweep / condorml submit --python)" >&2
-    exit 1
+    exit 75
 fi
 if command -v condorml >/dev/null 2>&1; then
     exec condorml "$@"
@@ -32,4 +33,4 @@ for python in python3 python; do
     fi
 done
 echo "condorml wrapper: condorml is not installed on $(hostname) (not on PATH=${PATH:-}); run the job in an image that has it (see docker/README.md), name an interpreter (--python, [resources] python) or pass the PATH (getenv = PATH)" >&2
-exit 1
+exit 75

@@ -505,6 +505,25 @@ def test_max_jobs_option_runs_one_node_at_a_time(tmp_path: Path) -> None:
     assert not any(_overlap(x, y) for i, x in enumerate(spans) for y in spans[i + 1 :])
 
 
+def test_a_submit_file_is_parsed_once_per_node_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting nodes are considered at every scheduling pass; their submit file is not re-read."""
+    parses = []
+    real = htcondor2.Submit
+
+    def counting(*args, **kwargs):
+        parses.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(htcondor2, "Submit", counting)
+    text = "JOB a counted.sub\nJOB b counted.sub\nJOB c counted.sub\nJOB d counted.sub\nRETRY a 1\n"
+    dag = _counted_dag(tmp_path, text, {"a": "3 0"})
+    result = _run(dag, max_jobs=1)  # b, c, d wait while a runs, twice
+    assert result.exit_code == 0 and sorted(_runs(tmp_path)) == ["a", "a", "b", "c", "d"]
+    assert len(parses) == 5  # one per attempt: a twice, b, c, d once
+
+
 def test_max_jobs_0_means_no_limit_and_a_negative_one_is_refused(tmp_path: Path) -> None:
     """As ``condor_submit_dag -maxjobs 0``: every node runs (it ran only the FINAL node)."""
     dag = _counted_dag(tmp_path, "JOB A counted.sub\nJOB B counted.sub\nFINAL F counted.sub\n")
@@ -930,9 +949,10 @@ def test_one_run_gives_the_same_counts_in_every_output_and_says_why_a_member_fai
     "8 nodes done" against watch's 9/9, 6/6 in the leaderboard and 1/5 in the HTCondor table)."""
     import pandas as pd
 
+    from condorml.cli.watch import summary_line
     from condorml.monitor.gather import gather
     from condorml.monitor.report import render_html
-    from condorml.monitor.watch import Watch, summary_line
+    from condorml.monitor.watch import Watch
     from condorml.sweep.collect import collect
 
     run = tmp_path / "run"

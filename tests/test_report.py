@@ -45,27 +45,34 @@ def test_committed_and_lost_time_of_a_real_checkpointed_and_evicted_job() -> Non
 
 
 def test_lost_time_is_split_by_cause_and_a_removal_loses_the_checkpoints_too() -> None:
-    def events(*items: tuple) -> list[Event]:  # (event number, time[, 040 transfer type])
-        return [Event(*item) for item in items]
+    from htcondor2 import FileTransferEventType as F
+    from htcondor2 import JobEventType as T
 
-    # 001, a checkpoint at 10, held at 15 (the spool keeps it), released: 001 at 20, a checkpoint
-    held = events((1, 0), (40, 10, 6), (40, 12, 5), (12, 15), (13, 18), (1, 20), (40, 22, 6))
+    run = lambda at: Event(T.EXECUTE, at)  # noqa: E731
+    back = lambda at: Event(T.FILE_TRANSFER, at, F.OUT_FINISHED)  # noqa: E731
+    # a run, a checkpoint at 10, held at 15 (the spool keeps it), released: run at 20, checkpoint
+    held = [run(0), back(10), Event(T.FILE_TRANSFER, 12, F.OUT_STARTED), Event(T.JOB_HELD, 15),
+            Event(T.JOB_RELEASED, 18), run(20), back(22)]  # fmt: skip
     spent = job_time(held, now=22)
     assert (spent.committed, spent.lost_to["hold"], spent.uncommitted) == (12.0, 5.0, 0.0)
     # ... then removed (condor_rm deletes the spool): what it had committed is lost with it
-    removed = job_time([*held, Event(9, 26)])
+    removed = job_time([*held, Event(T.JOB_ABORTED, 26)])
     assert (removed.committed, removed.lost, removed.execution) == (0.0, 21.0, 21.0)
     assert removed.lost_to == {"eviction": 0.0, "hold": 5.0, "removal": 16.0, "failure": 0.0}
     # a failed job: its checkpoints came back with its output, the work after them did not
-    failed = job_time([*events((1, 0), (40, 10, 6), (40, 14, 6)), Event(5, 14, return_value=1)])
+    failed = job_time([run(0), back(10), back(14), Event(T.JOB_TERMINATED, 14, return_value=1)])
     assert (failed.committed, failed.lost_to["failure"]) == (10.0, 4.0)
     # a run starts with its input transfer: until execution it is set-up, not committed
-    moved = job_time(events((40, 0, 2), (40, 1, 3), (1, 5), (5, 15)))  # 040: 2 in started, 3 done
+    transfer_in = [
+        Event(T.FILE_TRANSFER, 0, F.IN_STARTED),
+        Event(T.FILE_TRANSFER, 1, F.IN_FINISHED),
+    ]
+    moved = job_time([*transfer_in, run(5), Event(T.JOB_TERMINATED, 15)])
     assert (moved.committed, moved.setup, moved.execution) == (10.0, 5.0, 15.0)
-    running = job_time(events((1, 100), (40, 130, 6), (6, 140)), now=150)
+    running = job_time([run(100), back(130), Event(T.IMAGE_SIZE, 140)], now=150)
     assert (running.committed, running.lost, running.uncommitted) == (30.0, 0.0, 20.0)
     # an output transfer while the job is not running (after an eviction) commits nothing
-    assert job_time(events((1, 0), (4, 5), (40, 6, 6))).committed == 0.0
+    assert job_time([run(0), Event(T.JOB_EVICTED, 5), back(6)]).committed == 0.0
 
 
 def _removed_and_rerun(run_dir: Path) -> None:

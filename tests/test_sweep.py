@@ -18,7 +18,7 @@ from condorml.errors import CondormlError
 from condorml.htcondor.dag import generating_python
 from condorml.htcondor.quoting import split_condor_arguments
 from condorml.sweep.collect import collect
-from condorml.sweep.plan import plan_sweep, submit_to_condor, write_sweep
+from condorml.sweep.plan import plan_sweep, write_sweep
 from condorml.sweep.spec import expand, load_spec, member_id
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -169,7 +169,8 @@ def test_dag_structure(tmp_path: Path) -> None:
     assert not [
         line for line in lines if re.fullmatch(r"CATEGORY \w+ \d+", line)
     ]  # htcondor2.dags' throttle bug
-    assert lines[-2:] != [] and "FINAL collect collect.sub" in lines
+    nodes = [line for line in lines if not line.startswith(("#", "MAXJOBS"))]
+    assert nodes[-1] == "FINAL collect collect.sub"  # the last node: after every member's
     vars_m001 = next(line for line in lines if line.startswith("VARS train_m001 "))
     assert 'member="m001" member_dir="members/m001" seed="1" lr="0.001"' in vars_m001
     assert all(
@@ -302,8 +303,10 @@ def test_submitting_to_condor_uses_from_dag_and_a_schedd(
 
             return Result()
 
+    from condorml.backends.condor import CondorBackend
+
     monkeypatch.setattr(htcondor2.Submit, "from_dag", staticmethod(from_dag))
-    outcome = submit_to_condor(plan, Schedd())
+    outcome = CondorBackend(Schedd()).submit_dag(plan.dag_file)
     assert outcome.cluster == 77 and "condor_watch_q -clusters 77" in outcome.message
     assert seen["dag"] == "sweep.dag" and seen["cwd"] == (tmp_path / "run").resolve()
 
@@ -317,11 +320,13 @@ def test_without_a_schedd_submitting_says_how_to_run_it(
     def unreachable():
         raise htcondor2.HTCondorException("Unable to locate local daemon.")
 
+    from condorml.backends.condor import CondorBackend
+
     monkeypatch.setattr(htcondor2, "Schedd", unreachable)
     with pytest.raises(
         CondormlError, match=r"condor_submit_dag sweep\.dag; without a pool, run it here"
     ):
-        submit_to_condor(plan)
+        CondorBackend().submit_dag(plan.dag_file)
     # the description from_dag wrote is removed, or condor_submit_dag by hand would refuse
     assert not (tmp_path / "run" / "sweep.dag.condor.sub").exists()
 
@@ -641,12 +646,3 @@ def test_a_run_folder_with_a_space_in_its_path(
     )
     args = split_condor_arguments(plan.workflow.jobs["train"].submit["arguments"])
     assert args[args.index("--data-dir") + 1] == "train.zip"
-
-
-def test_the_cli_and_the_library_name_the_same_inference_precisions() -> None:
-    from typing import get_args
-
-    from condorml.cli import _options
-    from condorml.config import INFER_PRECISIONS
-
-    assert get_args(_options.InferPrecision) == INFER_PRECISIONS

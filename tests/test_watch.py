@@ -178,3 +178,94 @@ def test_a_removal_is_not_an_eviction_and_a_reused_id_is_a_new_job(tmp_path: Pat
     follower.poll()
     assert follower.jobs[(7, 0)] is job  # the same view object, replayed from the new submit
     assert (job.state, job.runs, job.evictions, job.checkpoints) == ("done", 1, 0, 0)
+
+
+# --- DAGs written for a pool ------------------------------------------------------------------
+
+POOL_DAG = """\
+# a DAG a user wrote for a pool: commands the local backend does not run
+CONFIG dagman.config
+ENV GET PATH
+SET_JOB_ATTR Project = "x"
+DOT pool.dot
+INCLUDE more.dag
+JOB prep node.sub
+# NODE is JOB's newer spelling; "DIR done" names a folder, it marks nothing DONE
+node train node.sub DIR done
+JOB inline {
+    executable = /bin/true
+    JOB not_a_node x.sub
+    queue
+}
+SUBMIT-DESCRIPTION shared {
+    JOB not_a_node_either x.sub
+}
+SUBDAG EXTERNAL inner inner.dag
+SPLICE S diamond.dag DIR parts
+FINAL collect node.sub
+SERVICE monitor node.sub
+PROVISIONER provision node.sub
+DONE prep
+SCRIPT POST train post.sh $RETURN
+PARENT prep CHILD S
+PARENT S CHILD train
+SOME_FUTURE_COMMAND with words
+"""
+
+
+def _pool_dag(folder: Path) -> Path:
+    """A pool DAG with an include, a SUBDAG and nested splices (11 nodes, 2 premarked DONE)."""
+    (folder / "pool.dag").write_text(POOL_DAG)
+    (folder / "more.dag").write_text("JOB extra node.sub DONE\n")
+    (folder / "inner.dag").write_text("JOB i1 x.sub\nJOB i2 x.sub\n")  # its own DAGMan's nodes
+    (folder / "parts").mkdir()
+    (folder / "parts" / "diamond.dag").write_text("JOB A x.sub\nJOB B x.sub\nSPLICE T line.dag\n")
+    (folder / "parts" / "line.dag").write_text("NODE Z x.sub\n")
+    return folder / "pool.dag"
+
+
+def test_the_dag_reader_counts_every_node_a_pool_runs(tmp_path: Path) -> None:
+    from condorml.htcondor.dagread import read_dag_nodes
+
+    dag = read_dag_nodes(_pool_dag(tmp_path))
+    assert {name: node.kind for name, node in dag.nodes.items()} == {
+        "extra": "job", "prep": "job", "train": "job", "inline": "job", "inner": "subdag",
+        "S+A": "job", "S+B": "job", "S+T+Z": "job", "collect": "final", "monitor": "service",
+        "provision": "provisioner",
+    }  # fmt: skip
+    assert sorted(dag.done) == ["extra", "prep"] and dag.unread == []
+    missing = tmp_path / "broken.dag"
+    missing.write_text("JOB a x.sub\nSPLICE gone nowhere.dag\nINCLUDE self.dag\n")
+    (tmp_path / "self.dag").write_text("INCLUDE self.dag\nJOB b x.sub\n")
+    broken = read_dag_nodes(missing)
+    assert list(broken.nodes) == ["a", "b"] and len(broken.unread) == 2  # shown, not refused
+
+
+def test_watching_a_pool_dag_with_config_subdag_splice_and_include(tmp_path: Path) -> None:
+    """It raised "CONFIG is not supported by the local backend"."""
+    _pool_dag(tmp_path)
+    events = EventLog([tmp_path / "a.log"], JobId(5), "S+A", tmp_path / "pool.dag.nodes.log")
+    events.submitted()
+    events.executing(tmp_path, 1, 128)
+    watch = Watch([tmp_path])
+    assert [p.name for p in watch.dags] == ["pool.dag"]  # the splice and SUBDAG files are parts
+    snapshot = watch.snapshot()
+    assert snapshot.dag_nodes == 11 and snapshot.premarked == 2
+    counts = {state: n for state, n in snapshot.counts().items() if n}
+    assert counts == {"waiting": 8, "running": 1, "done": 2}
+    assert not snapshot.condition("all", "done") and snapshot.condition("any", "running")
+    once = condorml_cli("watch", "--once", str(tmp_path), env={"COLUMNS": "200"})
+    assert once.returncode == 0, once.stderr
+    assert "S+A" in once.stdout and "2/11 nodes ended (8 waiting, 1 running, 2 done)" in once.stdout
+
+
+def test_the_monitor_does_not_import_a_backend() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, condorml.monitor.watch, condorml.monitor.report, condorml.cli.watch; "
+        "print([m for m in sys.modules if m.startswith('condorml.backends')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

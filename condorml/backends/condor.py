@@ -1,4 +1,6 @@
-"""Handing jobs and DAGs to a schedd: the pool's own tools first, the Python bindings otherwise.
+"""The pool's backend (:class:`CondorBackend`): jobs and DAGs handed to a schedd, the pool's own
+tools first, the Python bindings otherwise; followed through their event logs, removed with
+``condor_rm`` (or ``Schedd.act``).
 
 ``condor_submit`` and ``condor_submit_dag`` are the access point's own release, so they always
 speak its schedd's protocol. The ``htcondor2`` bindings that pip installs are often newer than
@@ -17,7 +19,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from condorml.backends.base import (
+    ENDED,
+    Backend,
+    Handle,
+    Status,
+    job_counts,
+    jobs_exit_code,
+    node_counts,
+    overall_state,
+)
 from condorml.errors import CondormlError
+from condorml.htcondor.events import DAGMAN_LOG_SUFFIX, NODES_LOG_SUFFIX, EventFollower
 from condorml.htcondor.quoting import shell_line
 
 _SUBMITTED = re.compile(r"submitted to cluster (\d+)")
@@ -49,59 +62,50 @@ def check_dag_folder(dag_file: Path) -> None:
         )
 
 
-def submit_job(description: Any, submit_file: Path, schedd: Any = None) -> int:
+def _submit_job(submit_file: Path, schedd: Any = None) -> int:
     """Submit a written job and return its cluster id: ``condor_submit``, else the bindings.
 
-    Parameters
-    ----------
-    description : htcondor2.Submit
-        As built by :func:`condorml.htcondor.submit.train_description` and friends; used
-        when ``condor_submit`` is not on PATH.
-    submit_file : Path
-        Where it was written (``condor_submit`` runs in its folder, as the user would).
-    schedd : htcondor2.Schedd, optional
-        Submit through these bindings even if ``condor_submit`` is on PATH (tests).
-
-    Raises
-    ------
-    CondormlError
-        If no schedd can be reached or it refuses the job.
+    ``schedd`` (an ``htcondor2.Schedd``): submit through these bindings even if
+    ``condor_submit`` is on PATH (tests).
     """
     folder = submit_file.resolve().parent
+    by_hand = shell_line(["cd", folder], ["condor_submit", submit_file.name])
     tool = pool_tool("condor_submit") if schedd is None else None
     if tool is not None:
-        proc = _run([tool, submit_file.name], folder)
-        return _cluster(
-            proc, "condor_submit", shell_line(["cd", folder], ["condor_submit", submit_file.name])
-        )
+        return _cluster(_run([tool, submit_file.name], folder), "condor_submit", by_hand)
     import htcondor2
 
+    description = _read_submit(submit_file)
     # Relative paths in the description mean "relative to the submit file's folder" (see
     # condorml.htcondor.submit): the copy handed to the schedd gets that folder as initialdir
     # and an absolute executable (which HTCondor resolves against the submitting process's
     # working directory, not initialdir).
     copy = htcondor2.Submit(dict(description))
-    copy["initialdir"] = str(folder)
+    copy["initialdir"] = str(folder / description.get("initialdir", "."))
     copy["executable"] = str(folder / description["executable"])
     copy.setQArgs(description.getQArgs())
     try:
         schedd = schedd if schedd is not None else htcondor2.Schedd()
         result = schedd.submit(copy)
     except htcondor2.HTCondorException as err:
-        raise bindings_error(
-            err, shell_line(["cd", folder], ["condor_submit", submit_file.name])
-        ) from None
+        raise bindings_error(err, by_hand) from None
     return int(result.cluster())
 
 
-def submit_dag(dag_file: Path, schedd: Any = None) -> int | None:
-    """Submit a DAG (``condor_submit_dag`` in its folder, else the bindings); its DAGMan job id.
+def _read_submit(submit_file: Path) -> Any:
+    """The ``htcondor2.Submit`` of a submit file, its queue statement included."""
+    import htcondor2
 
-    Raises
-    ------
-    CondormlError
-        If the folder is one DAGMan refuses (/tmp), or the DAG cannot be submitted.
-    """
+    try:
+        return htcondor2.Submit(submit_file.read_text())
+    except OSError as err:
+        raise CondormlError(f"{submit_file}: cannot read it ({err.strerror or err})") from None
+    except Exception as err:  # htcondor2 raises plain exceptions for what it cannot parse
+        raise CondormlError(f"{submit_file}: not a submit description ({err})") from None
+
+
+def _submit_dag(dag_file: Path, schedd: Any = None) -> int:
+    """Submit a DAG (``condor_submit_dag`` in its folder, else the bindings); its DAGMan job id."""
     check_dag_folder(dag_file)
     folder = dag_file.resolve().parent
     by_hand = shell_line(["cd", folder], ["condor_submit_dag", dag_file.name])
@@ -176,3 +180,138 @@ def _schedd_version() -> tuple[int, int, int] | None:
         return _version(str(ad.get("CondorVersion", "")))
     except Exception:  # no collector: nothing more to say than the error itself
         return None
+
+
+class CondorHandle(Handle):
+    """A DAG or job in a schedd's queue, followed through its event logs.
+
+    Attributes
+    ----------
+    cluster : int
+        The DAGMan job's cluster (a DAG) or the job's.
+    logs : list of Path
+        A DAG: DAGMan's own job log and its nodes log; a job: its ``log`` per proc.
+    """
+
+    def __init__(self, kind: str, cluster: int, logs: list[Path], procs: int = 1,
+                 schedd: Any = None) -> None:  # fmt: skip
+        self.kind, self.cluster, self.logs, self.procs = kind, cluster, logs, procs
+        self._schedd = schedd
+        self._followers = [EventFollower([log]) for log in logs]
+
+    @property
+    def message(self) -> str:
+        """What was submitted and how to follow it, as ``condorml`` prints it."""
+        what = "DAGMan job" if self.kind == "dag" else "cluster"
+        return f"{what} {self.cluster} submitted; follow it with: condor_watch_q -clusters {self.cluster}"
+
+    def status(self) -> Status:
+        if self.kind == "dag":
+            own, nodes = self._followers
+            own.poll()
+            dagman = own.jobs.get((self.cluster, 0))
+            counts = node_counts(nodes)
+            if dagman is None:  # DAGMan has not started (or logged) yet
+                return Status("idle", counts)
+            ended = dagman.state in ENDED
+            return Status(dagman.state, counts, dagman.return_value if ended else None)
+        for follower in self._followers:
+            follower.poll()
+        jobs = {k: j for f in self._followers for k, j in f.jobs.items() if k[0] == self.cluster}
+        counts = job_counts(jobs.values(), self.procs)
+        state = overall_state(counts)
+        return Status(state, counts, jobs_exit_code(jobs.values()) if state in ENDED else None)
+
+    def cancel(self) -> None:
+        """``condor_rm`` the cluster (a DAG: DAGMan removes its node jobs, writes a rescue DAG).
+
+        Raises
+        ------
+        CondormlError
+            If the schedd cannot be reached or refuses.
+        """
+        tool = pool_tool("condor_rm") if self._schedd is None else None
+        by_hand = f"condor_rm {self.cluster}"
+        if tool is not None:
+            proc = _run([tool, str(self.cluster)], Path.cwd())
+            if proc.returncode != 0:
+                reason = (proc.stderr or proc.stdout).strip().splitlines()
+                raise CondormlError(
+                    f"condor_rm refused it ({'; '.join(reason[:2])}); by hand: {by_hand}"
+                )
+            return
+        import htcondor2
+
+        try:
+            schedd = self._schedd if self._schedd is not None else htcondor2.Schedd()
+            schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {self.cluster}")
+        except htcondor2.HTCondorException as err:
+            raise bindings_error(err, by_hand) from None
+
+
+class CondorBackend(Backend):
+    """An HTCondor schedd: the pool's own ``condor_submit(_dag)`` when on PATH, else the
+    ``htcondor2`` bindings (see the module docstring).
+
+    Parameters
+    ----------
+    schedd : htcondor2.Schedd, optional
+        Submit and remove through these bindings even if the tools are on PATH (tests).
+    """
+
+    name = "condor"
+    detached = True
+
+    def __init__(self, schedd: Any = None, why: str = "") -> None:
+        self.schedd, self.why = schedd, why
+
+    def check_dag(self, dag_file: Path) -> None:
+        check_dag_folder(dag_file)
+
+    def submit_dag(self, dag_file: Path) -> CondorHandle:
+        """Submit a DAG from its folder (as ``condor_submit_dag sweep.dag`` there).
+
+        Raises
+        ------
+        CondormlError
+            If the folder is one DAGMan refuses (/tmp), or the DAG cannot be submitted.
+        """
+        cluster = _submit_dag(dag_file, self.schedd)
+        folder, name = dag_file.resolve().parent, dag_file.name
+        logs = [folder / f"{name}{DAGMAN_LOG_SUFFIX}", folder / f"{name}{NODES_LOG_SUFFIX}"]
+        return CondorHandle("dag", cluster, logs, schedd=self.schedd)
+
+    def submit_job(self, submit_file: Path) -> CondorHandle:
+        """Submit a written submit file from its folder (as ``condor_submit`` there).
+
+        Raises
+        ------
+        CondormlError
+            If it has no ``log`` (its status is read there), or cannot be submitted.
+        """
+        description = _read_submit(submit_file)
+        procs = _queue_count(description)
+        log = description.get("log")
+        if not log:
+            raise CondormlError(
+                f"{submit_file}: no log command; the backend follows a job through its event "
+                "log: add one (log = job.log)"
+            )
+        cluster = _submit_job(submit_file, self.schedd)
+        folder = submit_file.resolve().parent / description.get("initialdir", ".")
+        logs = {folder / _job_macros(log, cluster, proc) for proc in range(procs)}
+        return CondorHandle("job", cluster, sorted(logs), procs, self.schedd)
+
+
+def _queue_count(description: Any) -> int:
+    """How many jobs ``queue N`` makes (1 for other queue statements: counted as they log)."""
+    args = (description.getQArgs() or "").strip()
+    return int(args) if args.isdigit() else 1
+
+
+def _job_macros(value: str, cluster: int, proc: int) -> str:
+    """``$(Cluster)``, ``$(ClusterId)``, ``$(Process)``, ``$(ProcId)`` of one job, substituted."""
+    for names, number in ((("Cluster", "ClusterId"), cluster), (("Process", "ProcId"), proc)):
+        for macro in names:
+            value = re.sub(rf"\$\({macro}\)", str(number), value, flags=re.IGNORECASE)
+    return value

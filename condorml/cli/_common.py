@@ -15,23 +15,44 @@ import typer
 import typer.core
 from rich.console import Console
 
-from condorml.errors import CondormlError
+from condorml.errors import CondormlError, ExitCode, is_transient
 from condorml.htcondor.quoting import shell_line
 from condorml.progress import LogProgress, Progress
 
 T = TypeVar("T")
-USAGE_ERROR = 2
+USAGE_ERROR = ExitCode.PERMANENT  # click's own usage errors exit 2 as well
 
 stderr = Console(stderr=True)
 
 
 def call(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Run a library function; a :class:`CondormlError` becomes one line on stderr and exit 2."""
+    """Run a library function; its failure becomes one line on stderr and the exit code of its kind.
+
+    A :class:`CondormlError` exits 2 (permanent), or 75 when it is transient; the machine
+    failing under any code (no memory, a full disk, an I/O error: :func:`is_transient`) exits 75
+    too, so that a job's retry runs it again. Anything else is a bug: exit 1 with a traceback.
+    """
     try:
         return fn(*args, **kwargs)
-    except CondormlError as err:
-        typer.echo(f"condorml: error: {err}", err=True)
-        raise typer.Exit(USAGE_ERROR) from None
+    except Exception as err:
+        if not isinstance(err, CondormlError) and not is_transient(err):
+            raise
+        message = str(err) if isinstance(err, CondormlError) else _describe_machine_failure(err)
+        if is_transient(err):
+            message += f" (transient, exit {int(ExitCode.TRANSIENT)}: another attempt may succeed)"
+        typer.echo(f"condorml: error: {message}", err=True)
+        raise typer.Exit(ExitCode.TRANSIENT if is_transient(err) else ExitCode.PERMANENT) from None
+
+
+def _describe_machine_failure(err: BaseException) -> str:
+    """One line for a resource failure that escaped the library's own messages."""
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    if isinstance(err, MemoryError):
+        return "out of memory: request more (request_memory, --memory) or lower --batch-size"
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return f"out of GPU memory ({first}); lower --batch-size or ask for a larger GPU"
 
 
 def print_command(label: str, *commands: Sequence[str | os.PathLike[str]]) -> None:

@@ -30,8 +30,8 @@ def demo_command(
 
     from rich.console import Console
 
-    from condorml.cli.watch import SummaryLines
-    from condorml.monitor.watch import Watch, render
+    from condorml.cli.watch import SummaryLines, render
+    from condorml.monitor.watch import Watch
     from condorml.sweep.demo import RUN_NAME, run_demo
 
     setup_logging()

@@ -9,6 +9,7 @@ import typer
 
 from condorml.cli._common import call, make_progress, setup_logging
 from condorml.cli._options import inference_options, with_options
+from condorml.errors import ExitCode
 
 
 @with_options(inference_options)
@@ -66,4 +67,4 @@ def infer_command(
             f"condorml: error: {len(result.failed)} image(s) could not be decoded (--strict); see {result.sidecar}",
             err=True,
         )
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.PERMANENT)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from condorml.cli._common import call, print_command, setup_logging
+
+if TYPE_CHECKING:
+    from condorml.backends.local.backend import LocalBackend
+    from condorml.backends.local.dagman import RunOptions
 
 # The local backend's options that `condorml sweep --submit --backend local` passes on too
 MAX_JOBS_OPTION = typer.Option(
@@ -43,48 +48,34 @@ def run_command(
     """Run a DAG here with DAGMan's semantics: submit files read by HTCondor's parser, sandboxes,
     file transfer, exit-85 restarts, RETRY, PRE/POST scripts, throttles, HTCondor event logs, and a
     rescue DAG on failure or Ctrl-C (running again continues from it)."""
-    setup_logging()
-    run_dag_here(
-        dag_file,
-        max_jobs=max_jobs,
-        evictions=inject_evictions,
-        window=eviction_window,
-        seed=seed,
-        restart=restart,
-    )
-
-
-def run_dag_here(
-    dag_file: Path,
-    max_jobs: int | None = None,
-    evictions: float = 0.0,
-    window: float = 20.0,
-    seed: int = 0,
-    restart: bool = False,
-) -> None:
-    """Run a DAG with the local backend and exit with its result (see ``condorml run``)."""
+    from condorml.backends import choose_backend
     from condorml.backends.local.dagfile import find_dag
-    from condorml.backends.local.dagman import DagRunner, RunOptions
+
+    setup_logging()
+    options = local_options(max_jobs, inject_evictions, eviction_window, seed, restart)
+    run_here(call(choose_backend, "local", options), call(find_dag, dag_file))
+
+
+def local_options(
+    max_jobs: int | None, evictions: float, window: float = 20.0, seed: int = 0,
+    restart: bool = False,
+) -> RunOptions:  # fmt: skip
+    """The local backend's options from the command line (``condorml run``, ``sweep --submit``)."""
+    from condorml.backends.local.dagman import RunOptions
     from condorml.backends.local.starter import Evictions
 
-    if not 0.0 <= evictions <= 1.0:
-        typer.echo(
-            f"condorml: error: --inject-evictions {evictions}: a probability between 0 and 1",
-            err=True,
-        )
-        raise typer.Exit(2)
-    dag_file = call(find_dag, dag_file)
-    options = RunOptions(
-        max_jobs=max_jobs,
-        evictions=Evictions(evictions, (0.5, max(window, 0.5)), seed=seed),
-        restart=restart,
-    )
-    runner = call(DagRunner, dag_file, options)
-    typer.echo(
-        f"running {dag_file} with the local backend; progress in {runner.out_path.name}, events in {runner.nodes_log.name}"
-    )
-    print_command("follow it with:", ["condorml", "watch", dag_file.parent])
-    result = runner.run()
+    window_s = (0.5, max(window, 0.5))
+    return RunOptions(max_jobs=max_jobs, evictions=Evictions(evictions, window_s, seed=seed),
+                      restart=restart)  # fmt: skip
+
+
+def run_here(backend: LocalBackend, dag_file: Path) -> NoReturn:
+    """Run a DAG on the local backend until it ends, say how it ended, exit with its result."""
+    handle = call(backend.submit_dag, dag_file)
+    typer.echo(handle.message)
+    print_command("follow it with:", ["condorml", "watch", handle.dag_file.parent])
+    call(handle.wait)  # Ctrl-C: the jobs are removed and a rescue DAG written, as condor_rm
+    result = handle.result
     summary = result.summary()
     if result.interrupted:
         typer.echo(

@@ -124,7 +124,7 @@ def _check_inputs(container: Any, *inputs: tuple[str, Any]) -> None:
 
 
 def _write(job: Any, output: Path, submit: bool) -> None:
-    from condorml.backends.condor import submit_job
+    from condorml.backends import choose_backend
     from condorml.htcondor.submit import write_job
 
     written = call(write_job, job, output)
@@ -132,7 +132,8 @@ def _write(job: Any, output: Path, submit: bool) -> None:
         typer.echo(f"note: {note}")
     typer.echo(f"wrote {written.submit_file} and {written.wrapper}")
     if submit:
-        cluster = call(submit_job, job.submit, written.submit_file)
+        backend = call(choose_backend, "condor")  # --submit: to the pool's schedd
+        cluster = call(backend.submit_job, written.submit_file).cluster
         print_command(f"submitted as cluster {cluster}; follow it with:", ["condor_watch_q", "-clusters", str(cluster)])  # fmt: skip
     else:
         print_command("submit it with:", ["cd", written.submit_file.parent], ["condor_submit", written.submit_file.name])  # fmt: skip

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
 from condorml.cli._common import call, print_command, setup_logging
-from condorml.cli.run import INJECT_EVICTIONS_OPTION, MAX_JOBS_OPTION
+from condorml.cli.run import INJECT_EVICTIONS_OPTION, MAX_JOBS_OPTION, local_options, run_here
 from condorml.errors import CondormlError
 
-Backend = Literal["local", "condor"]
+if TYPE_CHECKING:
+    from condorml.backends.base import Backend
+
+BackendName = Literal["local", "condor"]  # condorml.backends.BACKENDS
 
 
 def sweep_command(
@@ -25,7 +28,7 @@ def sweep_command(
     submit: bool = typer.Option(
         False, "--submit", help="Run the DAG: on a schedd (condor) or on this machine (local)."
     ),
-    backend: Backend | None = typer.Option(
+    backend: BackendName | None = typer.Option(
         None,
         "--backend",
         help="Where --submit runs it [default: condor when a schedd answers, else local].",
@@ -55,13 +58,12 @@ def sweep_command(
         return
     from condorml.backends.condor import check_dag_folder
 
-    if submit:
-        backend = _choose_backend(backend)
-        if backend == "condor":  # before writing anything: DAGMan would refuse the folder
-            call(check_dag_folder, plan.dag_file)
+    chosen = _choose_backend(backend, max_jobs, inject_evictions) if submit else None
+    if chosen is not None:  # before writing anything: DAGMan would refuse a folder under /tmp
+        call(chosen.check_dag, plan.dag_file)
     call(write_sweep, plan, force)
     typer.echo(f"wrote {plan.dag_file} for {len(plan.members)} member(s) in {out}")
-    if not submit:
+    if chosen is None:
         try:
             check_dag_folder(plan.dag_file)
         except CondormlError as err:
@@ -69,30 +71,19 @@ def sweep_command(
         print_command("run it:", ["cd", out], ["condor_submit_dag", plan.dag_file.name])
         print_command("or here:", ["condorml", "run", plan.dag_file])
         return
-    _submit(plan, backend, max_jobs, inject_evictions)
-
-
-def _choose_backend(backend: str | None) -> str:
-    from condorml.sweep.plan import schedd_available
-
-    if backend is None:
-        backend = "condor" if schedd_available() else "local"
-        typer.echo(
-            f"no --backend: using {backend} ({'a schedd answers' if backend == 'condor' else 'no schedd answers here'})"
-        )
-    return backend
-
-
-def _submit(plan, backend: str, max_jobs: int | None, evictions: float) -> None:
-    from condorml.sweep.plan import submit_to_condor
-
-    if backend == "condor":
-        submitted = call(submit_to_condor, plan)
-        typer.echo(submitted.message)
+    if chosen.detached:  # a schedd runs it: say how to follow it
+        typer.echo(call(chosen.submit_dag, plan.dag_file).message)
         return
-    from condorml.cli.run import run_dag_here  # exits with the DAG's result
+    run_here(chosen, plan.dag_file)  # this machine: runs it now, exits with its result
 
-    run_dag_here(plan.dag_file, max_jobs=max_jobs, evictions=evictions)
+
+def _choose_backend(name: str | None, max_jobs: int | None, evictions: float) -> Backend:
+    from condorml.backends import choose_backend
+
+    backend = call(choose_backend, name, local_options(max_jobs, evictions))
+    if name is None:
+        typer.echo(f"no --backend: using {backend.name} ({backend.why})")
+    return backend
 
 
 def _print_plan(plan, epoch_minutes: float | None) -> None:

@@ -44,8 +44,9 @@ def train_command(
 
     Every --checkpoint-every epochs it writes CHECKPOINT_DIR/model.pth and exits with code 85
     (HTCondor's checkpoint_exit_code); the next start resumes exactly where it stopped. Exit
-    codes: 0 finished, 85 checkpointed, 2 bad input, 1 unexpected failure, 143/130 stopped by
-    SIGTERM/SIGINT after saving.
+    codes: 0 finished, 85 checkpointed, 2 bad input (never worth a retry), 75 transient (full
+    disk, I/O error, damaged data, out of memory: worth a retry), 1 unexpected failure, 143/130
+    stopped by SIGTERM/SIGINT after saving.
     """
     from condorml.job.devices import keep_freed_memory_for_reuse
     from condorml.job.train import TrainConfig, train

@@ -1,4 +1,8 @@
-"""``condorml watch``: follow a run's job event logs (local backend or a real pool)."""
+"""``condorml watch``: follow a run's job event logs (local backend or a real pool).
+
+The library (:mod:`condorml.monitor.watch`) reads the logs into a :class:`Snapshot`; this module
+draws it: a rich table and progress line (:func:`render`), or one plain line (:func:`summary_line`).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from condorml.cli._common import call
 
 if TYPE_CHECKING:
-    from condorml.monitor.watch import Snapshot, Watch
+    from condorml.htcondor.events import JobView, NodeView
+    from condorml.monitor.watch import MemberView, Snapshot, Watch
 
 
 def watch_command(
@@ -36,11 +41,12 @@ def watch_command(
     ),
 ) -> None:
     """Show per member (or job) its state, runs, checkpoints, evictions, epoch, validation
-    accuracy and why it is held or failed (the hold reason), read from HTCondor job event logs with htcondor2. Works on logs from a pool and from
-    the local backend, with or without a terminal (then it prints one line per change)."""
+    accuracy and why it is held or failed (the hold reason), read from HTCondor job event logs
+    with htcondor2. Works on logs from a pool and from the local backend, on any DAG a pool runs,
+    with or without a terminal (then it prints one line per change)."""
     from rich.console import Console
 
-    from condorml.monitor.watch import Watch, check_interval, parse_exit, render
+    from condorml.monitor.watch import Watch, check_interval, parse_exit
 
     call(check_interval, interval)
     rule = call(parse_exit, exit_when)
@@ -48,7 +54,7 @@ def watch_command(
     console = Console()
     title = str(watch.run_dir or ", ".join(str(p) for p in watch.follower.paths))
 
-    def stop_status(snapshot) -> int | None:
+    def stop_status(snapshot: Snapshot) -> int | None:
         if rule is None or not snapshot.condition(rule[0], rule[1]):
             return None
         if rule[2] is not None:
@@ -56,30 +62,33 @@ def watch_command(
         return 1 if snapshot.failed() else 0
 
     if once:
-        snapshot = call(watch.snapshot)
-        console.print(render(snapshot, title))
+        console.print(render(call(watch.snapshot), title))
         raise typer.Exit(0)
     if not console.is_terminal:  # no live display: a line whenever something changed
         lines = SummaryLines(lambda: watch)
-        while True:
-            snapshot = call(lines.update)
-            status = stop_status(snapshot)
-            if status is not None:
-                console.print(render(snapshot, title))
-                raise typer.Exit(status)
+        while (status := stop_status(snapshot := call(lines.update))) is None:
             time.sleep(interval)
+        console.print(render(snapshot, title))
+        raise typer.Exit(status)
+    raise typer.Exit(_follow_live(watch, console, title, interval, stop_status))
+
+
+def _follow_live(
+    watch: Watch, console: Any, title: str, interval: float, stop: Callable[[Snapshot], int | None]
+) -> int:
+    """Redraw the table in place until ``stop`` gives an exit status (0 on Ctrl-C)."""
     from rich.live import Live
 
     snapshot = call(watch.snapshot)
     with Live(render(snapshot, title), console=console, auto_refresh=False) as live:
         try:
-            while (status := stop_status(snapshot)) is None:
+            while (status := stop(snapshot)) is None:
                 time.sleep(interval)
                 snapshot = call(watch.snapshot)
                 live.update(render(snapshot, title), refresh=True)
         except KeyboardInterrupt:
             status = 0
-    raise typer.Exit(status)
+    return status
 
 
 class SummaryLines:
@@ -97,8 +106,6 @@ class SummaryLines:
 
     def update(self, *_: object) -> Snapshot:
         """Read the logs, print the summary if it changed; usable as a DAG runner's on_change."""
-        from condorml.monitor.watch import summary_line
-
         if self.watch is None:
             self.watch = self.make_watch()
         snapshot = self.watch.snapshot()
@@ -108,3 +115,122 @@ class SummaryLines:
             sys.stdout.flush()
             self.last = line
         return snapshot
+
+
+# --- drawing a snapshot ------------------------------------------------------------------------
+
+_NUMBERS = frozenset({"runs", "ckpts", "evictions", "epoch", "val acc"})  # right-aligned columns
+_NOTE_WIDTH = 80
+
+
+def _cell(note: str) -> str:
+    """A note cut to the table's note width."""
+    return note if len(note) <= _NOTE_WIDTH else note[: _NOTE_WIDTH - 1].rstrip() + "\u2026"
+
+
+def _age(start: float | None, end: float | None) -> str:
+    if start is None:
+        return ""
+    seconds = int((end or time.time()) - start)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def render(snapshot: Snapshot, title: str = "") -> Any:
+    """A rich renderable: the member (or node, or job) table and a progress line."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title or None, title_justify="left")
+    if snapshot.members:
+        _member_rows(table, snapshot)
+    elif snapshot.dag_nodes:
+        _node_rows(table, snapshot.nodes)
+    else:
+        _job_rows(table, snapshot.jobs)
+    counts = snapshot.counts()
+    done = counts["done"] + counts["failed"] + counts["removed"]
+    unit = "nodes" if snapshot.dag_nodes else "jobs"
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    line = Text(f"{done}/{snapshot.total} {unit} ended ({summary or 'nothing yet'})")
+    if snapshot.dag_exit is not None:
+        line.append(f"; DAG exited with status {snapshot.dag_exit}")
+    status = Table.grid(padding=(0, 1))
+    status.add_row(ProgressBar(total=max(snapshot.total, 1), completed=done, width=30), line)
+    return Group(table, status)
+
+
+def _member_rows(table: Any, snapshot: Snapshot) -> None:
+    """A sweep: one row per member, then one per other node (e.g. the collect node)."""
+    from condorml.monitor.accounting import node_note
+
+    for column in ("member", "state", "runs", "ckpts", "evictions", "epoch", "val acc", "note"):
+        table.add_column(column, justify="right" if column in _NUMBERS else "left")
+    for m in snapshot.members:
+        accuracy = f"{m.val_acc:.3f}" if m.val_acc is not None else ""
+        table.add_row(m.member, m.state, *_train_counts(m), _epoch(m), accuracy, _cell(m.note))
+    named = {f"{stage}_{m.member}" for m in snapshot.members for stage in ("train", "infer")}
+    for node in snapshot.nodes:
+        if node.name not in named:
+            table.add_row(node.name, node.state, str(node.total("runs")), "", "", "", "",
+                          _cell(node_note(node)))  # fmt: skip
+
+
+def _train_counts(member: MemberView) -> tuple[str, str, str]:
+    """Runs, checkpoints and evictions of the member's training node."""
+    train = member.train
+    if train is None:
+        return "0", "0", "0"
+    runs, checkpoints, evictions = (
+        str(train.total(n)) for n in ("runs", "checkpoints", "evictions")
+    )
+    return runs, checkpoints, evictions
+
+
+def _epoch(member: MemberView) -> str:
+    return f"{member.epoch}/{member.epochs}" if member.epoch is not None else ""
+
+
+def _node_rows(table: Any, nodes: list[NodeView]) -> None:
+    """A DAG that is not a sweep: one row per node seen in the logs."""
+    from condorml.monitor.accounting import node_note
+
+    for column in ("node", "state", "attempts", "runs", "ckpts", "evictions", "note"):
+        table.add_column(column)
+    for node in nodes:
+        counts = (str(node.total(name)) for name in ("runs", "checkpoints", "evictions"))
+        table.add_row(node.name, node.state, str(node.attempts), *counts, _cell(node_note(node)))
+
+
+def _job_rows(table: Any, jobs: list[JobView]) -> None:
+    """Plain event logs: one row per job."""
+    from condorml.htcondor.events import short_reason
+
+    for column in ("job", "node", "state", "runs", "ckpts", "evictions", "time", "note"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(job.id, job.node or "", job.state, str(job.runs), str(job.checkpoints),
+                      str(job.evictions), _age(job.started or job.submitted, job.ended),
+                      _cell(short_reason(job.reason)))  # fmt: skip
+
+
+def summary_line(snapshot: Snapshot) -> str:
+    """One plain line for logs without a terminal."""
+    counts = snapshot.counts()
+    parts = [f"{n} {state}" for state, n in counts.items() if n]
+    extra = []
+    for m in snapshot.members:
+        if m.epoch is not None and m.train is not None and m.train.state == "running":
+            acc = f" acc {m.val_acc:.3f}" if m.val_acc is not None else ""
+            extra.append(f"{m.member} epoch {m.epoch}/{m.epochs}{acc}")
+        elif m.note:  # held, failed or removed: say why
+            extra.append(f"{m.member} {m.state}: {_cell(m.note)}")
+    text = f"{snapshot.total} {'nodes' if snapshot.dag_nodes else 'jobs'}: " + (
+        ", ".join(parts) or "nothing yet"
+    )
+    if extra:
+        text += " | " + "; ".join(extra)
+    if snapshot.dag_exit is not None:
+        text += f" | DAG exited with status {snapshot.dag_exit}"
+    return text

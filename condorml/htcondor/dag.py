@@ -10,8 +10,11 @@ The graph, for members ``m000`` .. ``mNNN``::
     ...                      ┘
 
 * ``train_<id>`` runs ``train.sub`` with VARS ``member``, ``member_dir`` (its ``initialdir``,
-  ``members/<id>``), ``seed`` and the swept hyperparameters; ``RETRY n UNLESS-EXIT 2`` (a usage
-  error is not transient); CATEGORY ``train``, throttled by MAXJOBS.
+  ``members/<id>``), ``seed`` and the swept hyperparameters; ``RETRY n UNLESS-EXIT 2``: a
+  permanent error (exit 2: options, spec, data, a checkpoint of another configuration) fails the
+  node at once, every other failure (exit 75 transient, 1 a bug, a signal) is retried, and the
+  retry resumes from the checkpoint the failed job brought back (:class:`~condorml.errors.ExitCode`);
+  CATEGORY ``train``, throttled by MAXJOBS.
 * ``infer_<id>`` runs ``infer.sub`` in the same folder on ``ckpt/model.pth`` (one job, or
   ``shards`` jobs of one cluster), writing ``out/dog_probs.csv``.
 * ``collect`` is the FINAL node: it always runs, also when members failed, and its exit code is
@@ -32,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from condorml.config import TrainConfig
-from condorml.errors import CondormlError
+from condorml.errors import CondormlError, ExitCode
 from condorml.htcondor.quoting import safe_value
 from condorml.htcondor.submit import (
     CHECKPOINT_FOLDER,
+    RESOURCE_FIELDS,
     Container,
     InferJob,
     JobDescription,
@@ -50,12 +54,9 @@ from condorml.htcondor.submit import (
 from condorml.sweep.rundir import MEMBERS_FOLDER
 from condorml.sweep.spec import Member, SweepSpec
 
-DAG_FILE = "sweep.dag"
 DEFAULT_RETRIES = 2
 DEFAULT_GPU_MAXJOBS = 20  # polite on a shared GPU pool (CHTC has ~150); raise in [throttle]
-USAGE_ERROR_EXIT = 2
-_RESOURCE_FIELDS = ("cpus", "memory", "disk", "gpus", "gpu_capability_min", "gpu_capability_max",
-                    "gpu_memory_min", "gpu_runtime_min", "require_gpus")  # fmt: skip
+USAGE_ERROR_EXIT = int(ExitCode.PERMANENT)  # the one exit code RETRY does not retry
 
 
 @dataclass
@@ -76,7 +77,7 @@ def member_dir(member: Member) -> str:
 def _pool(table: dict[str, Any], where: str) -> tuple[Resources, Container, Profile]:
     """Resources, container and profile from a spec table (``[resources]``)."""
     try:
-        resources = Resources(**{k: v for k, v in table.items() if k in _RESOURCE_FIELDS})
+        resources = Resources(**{k: v for k, v in table.items() if k in RESOURCE_FIELDS})
     except TypeError as err:
         raise CondormlError(f"{where}: {err}") from None
     container = Container(
@@ -133,7 +134,7 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
     inference = dict(spec.inference)
     # Inference is light: a CPU job unless [inference.resources] says otherwise; the container
     # and pool profile are the training jobs'.
-    shared = {k: v for k, v in spec.resources.items() if k not in _RESOURCE_FIELDS}
+    shared = {k: v for k, v in spec.resources.items() if k not in RESOURCE_FIELDS}
     infer_table = {"cpus": 4, **shared, **inference.pop("resources", {})}
     infer_resources, infer_container, infer_profile = _pool(
         infer_table, f"{spec.path}: [inference.resources]"
@@ -173,10 +174,17 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
     maxjobs = _maxjobs(spec, train_resources)
     lines += [f"MAXJOBS {category} {n}" for category, n in maxjobs.items()]
     header = [f"# condorml sweep of {len(members)} member(s) from {spec.path.name}; generated, do not edit.",
-              "# Submit from this folder: condor_submit_dag sweep.dag (or: condorml run sweep.dag)."]  # fmt: skip
+              "# Submit from this folder: condor_submit_dag sweep.dag (or: condorml run sweep.dag).",
+              _EXIT_CODES_NOTE]  # fmt: skip
     return SweepWorkflow(
         header + lines, {"train": train, "infer": infer, "collect": collect}, members, maxjobs
     )
+
+
+_EXIT_CODES_NOTE = (
+    f"# Jobs exit {', '.join(f'{int(code)} {code.name.lower()}' for code in ExitCode)}; "
+    f"RETRY retries all failures but {USAGE_ERROR_EXIT}."
+)
 
 
 def _train_vars(member: Member, swept: tuple[str, ...]) -> dict[str, str]:

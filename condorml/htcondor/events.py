@@ -1,4 +1,4 @@
-"""HTCondor job event logs, read as HTCondor writes them: per job, what happened; per DAG node, its jobs.
+"""Job event logs, read as HTCondor writes them: per job, what happened; per DAG node, its jobs.
 
 The logs are read with ``htcondor2.JobEventLog``, so a log written by a real pool and one written
 by the local backend read the same. What the events mean (the evidence: the real logs in

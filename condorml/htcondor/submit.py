@@ -29,8 +29,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from condorml import __version__
-from condorml.config import TrainConfig
-from condorml.errors import CondormlError
+from condorml.config import (
+    ALWAYS,
+    FIXED,
+    IF_SET,
+    InferOptions,
+    Option,
+    OptionRule,
+    TrainConfig,
+    option,
+    option_fields,
+)
+from condorml.errors import CondormlError, ExitCode
 from condorml.fileio import atomic_write, atomic_write_text
 from condorml.htcondor.passthrough import classad_expression
 from condorml.htcondor.quoting import (
@@ -44,7 +54,6 @@ from condorml.htcondor.quoting import (
     size_value,
 )
 from condorml.htcondor.wrappers import PYTHON_OPTION, wrapper_script
-from condorml.job.checkpoint import CHECKPOINT_EXIT_CODE
 from condorml.sweep.rundir import job_log_name, job_stream_name
 
 log = logging.getLogger(__name__)
@@ -85,6 +94,12 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The rules a sweep specification checks [resources] values against (the classes check more).
+_TEXT = OptionRule(str)
+_SIZE = OptionRule(str)  # a spec may also give a number: [resources] memory = 8192 (MiB)
+_CAPABILITY = OptionRule(float, low=1, below=100)
+
+
 @dataclass(frozen=True)
 class Resources:
     """What a job asks the pool for. ``memory``, ``disk`` and ``gpu_memory_min`` take units.
@@ -95,15 +110,25 @@ class Resources:
     '7.5'
     """
 
-    cpus: int = 1
-    memory: str = "8GB"
-    disk: str = "10GB"
-    gpus: int = 0
-    gpu_capability_min: float | None = None
-    gpu_capability_max: float | None = None
-    gpu_memory_min: str | None = None
-    gpu_runtime_min: str | None = None
-    require_gpus: str | None = None
+    cpus: int = option(1, "request_cpus.", rule=OptionRule(int, low=1))
+    memory: str = option("8GB", "request_memory: MiB, or with a unit (8GB).", rule=_SIZE)
+    disk: str = option("10GB", "request_disk: KiB, or with a unit (10GB).", rule=_SIZE)
+    gpus: int = option(0, "request_gpus.", rule=OptionRule(int, low=0))
+    gpu_capability_min: float | None = option(
+        None, "gpus_minimum_capability (e.g. 7.5).", rule=_CAPABILITY
+    )
+    gpu_capability_max: float | None = option(None, "gpus_maximum_capability.", rule=_CAPABILITY)
+    gpu_memory_min: str | None = option(
+        None, "gpus_minimum_memory: MiB, or with a unit (16GB).", rule=_SIZE
+    )
+    gpu_runtime_min: str | None = option(
+        None,
+        "gpus_minimum_runtime: the CUDA version the driver must support (12.1).",
+        rule=_TEXT,
+    )
+    require_gpus: str | None = option(
+        None, "require_gpus: any other ClassAd constraint on the GPU.", rule=_TEXT
+    )
 
     def commands(self) -> dict[str, str]:
         """The submit commands, validated.
@@ -167,9 +192,20 @@ class Container:
     ``condorml`` on the job's PATH, which HTCondor does not set unless asked (``getenv``).
     """
 
-    image: str | None = None
-    docker_image: str | None = None
-    python: str | None = None
+    image: str | None = option(
+        None,
+        "docker://repo:tag, a .sif file or an osdf:/// URL (universe = container).",
+        rule=_TEXT,
+        key="container_image",
+    )
+    docker_image: str | None = option(
+        None, "repo:tag for the docker universe (only when the pool needs it).", rule=_TEXT
+    )
+    python: str | None = option(
+        None,
+        "Run condorml on the execute point with this interpreter (a shared software area, a same-machine pool) [default: condorml on the job's PATH].",
+        rule=_TEXT,
+    )
 
     def wrapper_arguments(self) -> list[Token]:
         """The wrapper's own leading arguments (``--python PATH``), before condorml's.
@@ -307,8 +343,17 @@ def _preserved(entry: str, name: str, submit_dir: Path) -> tuple[str, str]:
 class Profile:
     """Pool-specific additions; ``none`` writes nothing pool-specific."""
 
-    name: str = "none"
-    gpu_job_length: str | None = None  # CHTC: chosen from the checkpoint interval when None
+    name: str = option(
+        "none",
+        "chtc adds CHTC's GPU Lab attributes to GPU jobs; none adds nothing pool-specific.",
+        rule=OptionRule(str, choices=PROFILES),
+        key="profile",
+    )
+    gpu_job_length: str | None = option(  # CHTC: chosen from the checkpoint interval when None
+        None,
+        "CHTC GPU job length [default: the shortest that fits a run between checkpoints].",
+        rule=OptionRule(str, choices=tuple(CHTC_GPU_JOB_LENGTHS), optional=True),
+    )
 
     def __post_init__(self) -> None:
         if self.name not in PROFILES:
@@ -317,6 +362,16 @@ class Profile:
             raise CondormlError(
                 f"--gpu-job-length {self.gpu_job_length}: choose one of {', '.join(CHTC_GPU_JOB_LENGTHS)}"
             )
+
+
+# The pool options of a job (a spec's [resources] keys, `condorml submit`'s options), in order.
+POOL_TABLES = (Resources, Container, Profile)
+RESOURCE_FIELDS = tuple(option_fields(Resources))
+
+
+def pool_options() -> dict[str, Option]:
+    """Every pool option by its key (``container_image``, ``profile``), in command-line order."""
+    return {key: meta for table in POOL_TABLES for key, (_, meta) in option_fields(table).items()}
 
 
 def chtc_job_length(run_minutes: float) -> str:
@@ -377,7 +432,7 @@ def _common(
     if inputs:
         commands["transfer_input_files"] = ", ".join(inputs)
     if kind == "train":
-        commands["checkpoint_exit_code"] = str(CHECKPOINT_EXIT_CODE)
+        commands["checkpoint_exit_code"] = str(int(ExitCode.CHECKPOINTED))
         commands["transfer_checkpoint_files"] = output_folder
     commands["transfer_output_files"] = output_folder
     commands.update(resources.commands())
@@ -506,20 +561,6 @@ def _with_extra(commands: dict[str, str], extra: dict[str, str] | None) -> dict[
     return {**commands, **(extra or {})}
 
 
-# Written every time, so a job never depends on condorml's defaults; then the optional ones.
-_TRAINING_OPTIONS = (
-    "epochs", "checkpoint_every", "model", "image_size", "lr", "batch_size", "optimizer",
-    "weight_decay", "scheduler", "seed", "split_seed", "val_fraction", "precision", "device",
-)  # fmt: skip
-_OPTIONAL_TRAINING_OPTIONS = (
-    "momentum",
-    "checkpoint_minutes",
-    "workers",
-    "freeze_backbone",
-    "member",
-)
-
-
 def argument_text(name: str, value: object) -> str:
     """How an option's value is written on a job's command line (and in DAG VARS).
 
@@ -533,15 +574,20 @@ def argument_text(name: str, value: object) -> str:
     return safe_value(str(value), _option(name))
 
 
-def _training_arguments(config: TrainConfig, swept: tuple[str, ...] = ()) -> list[Token]:
-    """The training options as tokens; a swept option is a macro the DAG's VARS define."""
+def job_arguments(options: object, written: str, swept: tuple[str, ...] = ()) -> list[Token]:
+    """The options of ``options`` (a dataclass) that a job's command line carries as ``written``.
+
+    :data:`~condorml.config.ALWAYS` options are written every time, so that a job never depends
+    on condorml's defaults; :data:`~condorml.config.IF_SET` ones only when not None (or False).
+    A swept option is a macro the DAG's VARS define, whatever its example value.
+    """
     args: list[Token] = []
-    for name in _TRAINING_OPTIONS + _OPTIONAL_TRAINING_OPTIONS:
-        value = getattr(config, name)
-        if name not in swept and name not in _TRAINING_OPTIONS:
-            relevant = {"momentum": config.optimizer == "sgd", "freeze_backbone": bool(value)}
-            if value is None or not relevant.get(name, True):
-                continue
+    for name, (_, meta) in option_fields(type(options)).items():
+        if meta.job != written:
+            continue
+        value = getattr(options, name)
+        if name not in swept and written == IF_SET and (value is None or value is False):
+            continue
         if isinstance(value, bool):  # a flag: the macro (or the value) is the whole token
             args.append(Macro(name) if name in swept else argument_text(name, value))
         else:
@@ -549,20 +595,24 @@ def _training_arguments(config: TrainConfig, swept: tuple[str, ...] = ()) -> lis
     return args
 
 
+def _training_arguments(config: TrainConfig, swept: tuple[str, ...] = ()) -> list[Token]:
+    """The training options as tokens (``momentum`` only where the optimizer uses it)."""
+    if config.optimizer != "sgd" and "momentum" not in swept:
+        config = replace(config, momentum=None)  # type: ignore[arg-type]
+    return job_arguments(config, ALWAYS, swept) + job_arguments(config, IF_SET, swept)
+
+
 @dataclass(frozen=True)
-class InferJob:
+class InferJob(InferOptions):
     """The options of an inference job (the models and images are given separately)."""
 
     output_name: str = "dog_probs.csv"
-    shards: int = 1
-    batch_size: int = 256
-    workers: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    model_arch: str | None = None
-    image_size: int | None = None
-    with_stats: bool = False
-    strict: bool = False
+    shards: int = option(
+        1,
+        "Spread the images over N jobs (queue N, --shard $(ProcId)/N).",
+        rule=OptionRule(int, low=1),
+        spec=FIXED,
+    )
 
 
 def infer_description(
@@ -615,30 +665,12 @@ def infer_description(
     args: list[Token] = ["infer"]
     for name in names:
         args += ["--model", name]
-    args += [
-        "--images",
-        image_name,
-        "--batch-size",
-        str(job.batch_size),
-        "--device",
-        job.device,
-        "--precision",
-        job.precision,
-    ]
+    args += ["--images", image_name, *job_arguments(job, ALWAYS)]
     if job.shards > 1:
         args += ["--output", Macro("condorml_output"), "--shard", Macro("condorml_shard")]
     else:
         args += ["--output", f"{RESULTS_FOLDER}/{job.output_name}"]
-    if job.workers is not None:
-        args += ["--workers", str(job.workers)]
-    if job.model_arch is not None:
-        args += ["--model-arch", job.model_arch]
-    if job.image_size is not None:
-        args += ["--image-size", str(job.image_size)]
-    if job.with_stats:
-        args.append("--with-stats")
-    if job.strict:
-        args.append("--strict")
+    args += job_arguments(job, IF_SET)
     inputs = [entry for entry, _ in entries] + [image_entry]
     commands = _common(
         "infer", INFER_WRAPPER, args, inputs, RESULTS_FOLDER, resources, container, submit_dir

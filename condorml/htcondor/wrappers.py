@@ -5,7 +5,10 @@ It holds no user value at all (options travel as the job's arguments, quoted by
 code. It creates the job's declared output folder first, so the output exists even if the job
 fails and HTCondor never holds the job for a missing file; then it ``exec``s condorml, so that
 HTCondor's SIGTERM on an eviction reaches the trainer itself and condorml's exit code, 85
-included, is the job's exit code (the CHTC example's wrappers lost it).
+included, is the job's exit code (the CHTC example's wrappers lost it). Its own failures (no
+condorml on this machine, no output folder in its scratch) are the machine's: it exits 75
+(:attr:`~condorml.errors.ExitCode.TRANSIENT`), which a sweep's RETRY retries, perhaps elsewhere,
+and keeps 1 for a bug in condorml.
 
 Data needs no staging: condorml reads the transferred zip files in place.
 """
@@ -13,6 +16,7 @@ Data needs no staging: condorml reads the transferred zip files in place.
 from __future__ import annotations
 
 from condorml import __version__
+from condorml.errors import ExitCode
 from condorml.htcondor.quoting import plain_name
 
 _TEMPLATE = """\
@@ -27,6 +31,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 # exec: SIGTERM (an eviction) goes to condorml, and its exit code (85 = checkpointed) to HTCondor.
+# The wrapper's own failures are this machine's: exit {transient} (transient; a retry may run elsewhere).
 # With --python PATH (the submit file's arguments) condorml runs with that interpreter, else it
 # is looked for on PATH, which HTCondor leaves unset unless the job asks (getenv).
 if [ "${{1:-}}" = "{python_option}" ] && [ $# -ge 2 ]; then
@@ -36,7 +41,7 @@ if [ "${{1:-}}" = "{python_option}" ] && [ $# -ge 2 ]; then
         exec "$python" -m condorml "$@"
     fi
     echo "condorml wrapper: $python (named by --python in the submit file) cannot run condorml on $(hostname): it moved, or this machine does not have it; regenerate the files with the interpreter that has condorml (condorml sweep / condorml submit --python)" >&2
-    exit 1
+    exit {transient}
 fi
 if command -v condorml >/dev/null 2>&1; then
     exec condorml "$@"
@@ -47,13 +52,13 @@ for python in python3 python; do
     fi
 done
 echo "condorml wrapper: condorml is not installed on $(hostname) (not on PATH=${{PATH:-}}); run the job in an image that has it (see docker/README.md), name an interpreter (--python, [resources] python) or pass the PATH (getenv = PATH)" >&2
-exit 1
+exit {transient}
 """
 
 
 _MAKE_FOLDER = """\
 # The declared output must exist even if the job fails: a missing output file holds the job.
-mkdir -p {folder} || exit 1
+mkdir -p {folder} || exit {transient}
 
 """
 
@@ -73,7 +78,8 @@ def wrapper_script(kind: str, output_folder: str | None) -> str:
         raise ValueError(f"unknown job kind {kind!r}")
     make_folder = ""
     if output_folder is not None:
-        make_folder = _MAKE_FOLDER.format(folder=plain_name(output_folder, "output folder"))
-    return _TEMPLATE.format(
-        kind=kind, version=__version__, make_folder=make_folder, python_option=PYTHON_OPTION
-    )
+        make_folder = _MAKE_FOLDER.format(
+            folder=plain_name(output_folder, "output folder"), transient=int(ExitCode.TRANSIENT)
+        )
+    return _TEMPLATE.format(kind=kind, version=__version__, make_folder=make_folder,
+                            python_option=PYTHON_OPTION, transient=int(ExitCode.TRANSIENT))  # fmt: skip

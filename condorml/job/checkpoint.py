@@ -34,12 +34,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from condorml.errors import CheckpointError
+from condorml.errors import (
+    CheckpointError,
+    ExitCode,
+    TransientCheckpointError,
+    in_job_sandbox,
+    is_transient_os_error,
+    os_error,
+)
 from condorml.fileio import TMP_PREFIX, atomic_write, fsync_dir, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EXIT_CODE = 85  # HTCondor's checkpoint_exit_code: "checkpointed, run me again"
+CHECKPOINT_EXIT_CODE = int(ExitCode.CHECKPOINTED)  # HTCondor's checkpoint_exit_code
 CHECKPOINT_FILE = "model.pth"
 PREVIOUS_FILE = "model.prev.pth"
 # In a job's sandbox, beside the checkpoint folder that HTCondor transfers, not in it.
@@ -47,9 +54,14 @@ PREVIOUS_FOLDER = ".condorml-previous"
 DISCARDED_SUFFIX = ".discarded"
 CORRUPT_SUFFIX = ".corrupt"
 # What to do about a checkpoint folder that cannot be written, by errno; the rest: another folder.
+# Whether it is worth a retry is errors.is_transient_os_error's to say: a full disk or an I/O
+# error always; permissions or a read-only mount only in a job's sandbox, where the folder is
+# condorml's own ``ckpt`` and the machine is at fault (elsewhere it is the user's --checkpoint-dir).
 _WRITE_HINTS = {
     errno.ENOSPC: "free space or use another --checkpoint-dir",
     errno.EDQUOT: "the disk quota is exhausted: free space or use another --checkpoint-dir",
+    errno.EFBIG: "over the file-size limit here (ulimit -f, or the file system's)",
+    errno.EIO: "the disk failed",
     errno.EACCES: "no permission to write there: use another --checkpoint-dir",
     errno.EPERM: "no permission to write there: use another --checkpoint-dir",
     errno.EROFS: "a read-only file system: use another --checkpoint-dir",
@@ -83,18 +95,21 @@ def previous_path(directory: Path) -> Path:
     point, so a second generation in it would double the bytes moved for nothing, while the copy
     in the sandbox still covers a damaged local file between two starts in the same sandbox.
     """
-    scratch = os.environ.get("_CONDOR_SCRATCH_DIR")
-    if scratch:
+    if in_job_sandbox(directory):
+        scratch = Path(os.environ["_CONDOR_SCRATCH_DIR"])
         with contextlib.suppress(ValueError, OSError):
-            relative = directory.resolve().relative_to(Path(scratch).resolve())
-            return Path(scratch) / PREVIOUS_FOLDER / relative / PREVIOUS_FILE
+            relative = directory.resolve().relative_to(scratch.resolve())
+            return scratch / PREVIOUS_FOLDER / relative / PREVIOUS_FILE
     return directory / PREVIOUS_FILE
 
 
 def _write_error(path: Path, action: str, err: OSError) -> CheckpointError:
-    """A one-line error whose advice matches what went wrong (full disk, permissions, ...)."""
+    """A one-line error whose advice matches what went wrong (full disk, permissions, ...),
+    transient (:class:`~condorml.errors.TransientCheckpointError`) when the machine is at fault."""
     hint = _WRITE_HINTS.get(err.errno or 0, "use another --checkpoint-dir")
-    return CheckpointError(f"{path}: cannot {action} ({err.strerror or err}); {hint}")
+    message = f"{path}: cannot {action} ({err.strerror or err}); {hint}"
+    transient = is_transient_os_error(err, path)
+    return (TransientCheckpointError if transient else CheckpointError)(message)
 
 
 def check_checkpoint_dir(directory: Path) -> None:
@@ -107,6 +122,8 @@ def check_checkpoint_dir(directory: Path) -> None:
     ------
     CheckpointError
         Naming the folder and why it cannot be written.
+        Transient (:class:`~condorml.errors.TransientCheckpointError`) when the machine is
+        at fault (see :func:`_write_error`).
     """
     for folder in dict.fromkeys((directory, previous_path(directory).parent)):
         try:
@@ -137,7 +154,8 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     ------
     CheckpointError
         If the file cannot be written (the previous checkpoint is then untouched); the advice
-        follows the error (free space for a full disk, another folder for permissions).
+        follows the error (free space for a full disk, another folder for permissions), and a
+        full disk, a quota, an I/O error (or, in a job's sandbox, permissions) are transient.
     """
     target = directory / CHECKPOINT_FILE
     payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
@@ -148,9 +166,25 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
             _keep_previous(directory)
-    except OSError as err:  # disk full, quota, permissions: the previous checkpoint is intact
-        raise _write_error(target, "write the checkpoint", err) from err
+    except (OSError, RuntimeError) as err:  # disk full, quota...: the previous one is intact
+        cause = _os_error_in(err)
+        if cause is None:
+            raise
+        raise _write_error(target, "write the checkpoint", cause) from err
     return target
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The OSError behind ``err``: torch.save, when a write fails, raises a RuntimeError
+    ("unexpected pos") from its writer's cleanup, with the OSError only in the chain."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _keep_previous(directory: Path) -> None:
@@ -234,6 +268,8 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
         try:
             state = read_checkpoint(path)
         except CheckpointError as err:
+            if err.transient:  # the disk failing, not the file: nothing is set aside
+                raise
             problems.append((path, str(err)))
             continue
         for damaged, problem in problems:
@@ -257,9 +293,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     ------
     CheckpointError
         If the file is truncated, corrupt, holds non-weights objects or is not a condorml checkpoint.
+        Transient (:class:`~condorml.errors.TransientCheckpointError`) if reading it fails
+        for the machine's reasons (an I/O error): :func:`load_checkpoint` then sets nothing aside.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:  # the disk failing is not a damaged file: nothing is set aside
+        message = f"{path}: cannot read it ({err.strerror or err})"
+        raise os_error(message, err, path, CheckpointError, TransientCheckpointError) from None
     except Exception as err:  # torch raises many types for a damaged file
         raise CheckpointError(f"{path}: {describe_load_error(path, err)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -14,15 +14,19 @@ import hashlib
 import os
 import random
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from condorml.errors import DataError
+from condorml.errors import DataError, TransientDataError, is_transient_os_error, os_error
 
 CAT, DOG = 0, 1
 LABELS = {"cat": CAT, "dog": DOG}
 TRAIN_FOLDER = "train"
 _IGNORED_FOLDERS = {"__MACOSX"}
+_ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header
+# What zipfile raises for an archive damaged or cut off after its first bytes.
+_DAMAGED_ZIP = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,10 @@ class ImageSource:
     Raises
     ------
     DataError
-        If ``path`` does not exist or is neither a directory nor a readable zip.
+        If ``path`` does not exist or is neither a directory nor a zip.
+    TransientDataError
+        If it is a zip cut off or damaged (a half-transferred file), or reading it fails for the
+        machine's reasons (an I/O error): another attempt may find it whole.
 
     Example
     -------
@@ -72,8 +79,7 @@ class ImageSource:
         if self.path.is_dir():
             self.is_zip = False
         elif self.path.is_file():
-            if not zipfile.is_zipfile(self.path):
-                raise DataError(f"{self.path}: not a directory or a .zip archive of images")
+            self._check_zip()
             self.is_zip = True
         else:
             raise DataError(f"{self.path}: no such file or directory")
@@ -101,10 +107,29 @@ class ImageSource:
         return sorted((f for f in found if not _ignored(f.name)), key=lambda f: f.name)
 
     def read(self, name: str) -> bytes:
-        """The bytes of one file; safe to call from several threads once :meth:`files` ran."""
-        if self.is_zip:
-            return self._archive().read(name)
-        return (self.path / name).read_bytes()
+        """The bytes of one file; safe to call from several threads once :meth:`files` ran.
+
+        Raises
+        ------
+        TransientDataError
+            If the archive is damaged there (a bad CRC, data cut off) or the disk fails.
+        OSError
+            If a file of a folder cannot be read for the user's reasons (permissions): the
+            caller treats it as an unusable image.
+        """
+        try:
+            if self.is_zip:
+                return self._archive().read(name)
+            return (self.path / name).read_bytes()
+        except _DAMAGED_ZIP as err:
+            raise TransientDataError(
+                f"{self.display(name)}: cannot read it ({err}); the archive is damaged or was cut "
+                "off in transfer"
+            ) from err
+        except OSError as err:
+            if is_transient_os_error(err, self.path):
+                raise TransientDataError(f"{self.display(name)}: cannot read it ({err})") from err
+            raise
 
     def display(self, name: str) -> str:
         """A name for messages: ``archive.zip:train/cat.1.jpg`` or the file's path."""
@@ -116,12 +141,34 @@ class ImageSource:
             self._zip.close()
             self._zip = None
 
+    def _check_zip(self) -> None:
+        """Tell a zip cut off in transfer (transient) from a file that is no zip at all."""
+        try:
+            with open(self.path, "rb") as handle:
+                head = handle.read(len(_ZIP_MAGIC))
+        except OSError as err:
+            message = f"{self.path}: cannot read it ({err.strerror or err})"
+            raise os_error(message, err, self.path, DataError, TransientDataError) from err
+        if zipfile.is_zipfile(self.path):
+            return
+        if head == _ZIP_MAGIC:  # a zip's start without its end (the central directory)
+            raise TransientDataError(
+                f"{self.path}: a truncated zip archive (its end is missing): cut off in transfer "
+                "or still being copied; run again once the file is complete"
+            )
+        raise DataError(f"{self.path}: not a directory or a .zip archive of images")
+
     def _archive(self) -> zipfile.ZipFile:
         if self._zip is None:
             try:
                 self._zip = zipfile.ZipFile(self.path)
-            except (OSError, zipfile.BadZipFile) as err:
-                raise DataError(f"{self.path}: cannot read the zip archive ({err})") from err
+            except OSError as err:
+                message = f"{self.path}: cannot read the zip archive ({err.strerror or err})"
+                raise os_error(message, err, self.path, DataError, TransientDataError) from err
+            except _DAMAGED_ZIP as err:
+                raise TransientDataError(
+                    f"{self.path}: a damaged zip archive ({err}): cut off or corrupted in transfer"
+                ) from err
         return self._zip
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from condorml.errors import CondormlError, DataError
+from condorml.errors import DataError, os_error
 from condorml.fileio import TMP_PREFIX, atomic_write_text
 from condorml.job.data import ImageSource, LabelledImage
 from condorml.job.images import (
@@ -146,15 +146,17 @@ def load_decoded(
     DataError
         If no image can be decoded, or every decodable image has the same label.
     CondormlError
-        If the cache cannot be written (disk full, permissions).
+        If the cache cannot be written: a :class:`~condorml.errors.TransientError` for a full
+        disk or an I/O error (permissions too, in a job's sandbox), permanent otherwise.
+    TransientDataError
+        If the source is damaged or cannot be read (see :meth:`ImageSource.read`).
     """
     cache_dir = Path(cache_dir)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CondormlError(
-            f"--cache-dir {cache_dir}: cannot create it ({err.strerror or err})"
-        ) from err
+        message = f"--cache-dir {cache_dir}: cannot create it ({err.strerror or err})"
+        raise os_error(message, err, cache_dir) from err
     key = cache_key(images, size)
     pixels_path, index_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     with _locked(cache_dir / f"{key}.lock"):
@@ -163,9 +165,8 @@ def load_decoded(
             try:
                 skipped = _build(source, images, size, pixels_path, index_path, workers, progress)
             except OSError as err:
-                raise CondormlError(
-                    f"{cache_dir}: cannot write the decoded-image cache ({err.strerror or err}); free space or pass --cache-dir"
-                ) from err
+                message = f"{cache_dir}: cannot write the decoded-image cache ({err.strerror or err}); free space or pass --cache-dir"
+                raise os_error(message, err, cache_dir) from err
         else:
             log.info("using decoded images from %s", pixels_path)
     pixels = np.load(pixels_path, mmap_mode="r")
@@ -216,6 +217,8 @@ def _build(
         start, chunk_names = chunk
         failures = []
         for offset, name in enumerate(chunk_names):
+            # A damaged archive or a failing disk raises TransientDataError from read(): the whole
+            # build fails, rather than caching a sound image as undecodable for good.
             try:
                 pixels[start + offset] = decode_resized(source.read(name), size)
             except DECODE_ERRORS as err:

@@ -20,7 +20,9 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# Errors that mean "this file is not a usable image" rather than a bug in condorml.
+# Errors that mean "this file is not a usable image" rather than a bug in condorml. Decoding
+# works on bytes in memory, so an OSError here is Pillow's "truncated image", never the disk:
+# failures to read the bytes are ImageSource.read's (TransientError when the machine is at fault).
 DECODE_ERRORS = (
     UnidentifiedImageError,
     OSError,

@@ -9,14 +9,14 @@ position inside the epoch, the epoch's data order, the running sums of its metri
 state, a run cut into any number of pieces ends bit-identical (on the CPU) to one that never
 stopped. The checkpoint folder is checked writable before any training.
 
-Reading order, like ``pytorch/examples``: configuration, setup, ``train_one_epoch`` and
-``evaluate``, then :func:`train`.
+The pieces: :mod:`.batches` (which images an epoch visits and the tensors of a batch),
+:mod:`.train_state` (what a checkpoint holds, resuming from one), and here the optimisation step,
+validation and the epoch loop. Reading order: setup (``_optimizer``, ``_scheduler``),
+``train_step`` and ``validate``, then :func:`train` and ``_Trainer``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import signal
@@ -28,47 +28,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condorml import __version__
-from condorml.config import IDENTITY_FIELDS, TrainConfig
-from condorml.errors import CondormlError, ConfigMismatchError
-from condorml.fileio import atomic_write, atomic_write_text
-from condorml.job.checkpoint import (
-    CHECKPOINT_EXIT_CODE,
-    CHECKPOINT_FILE,
-    capture_rng_state,
-    check_checkpoint_dir,
-    checkpoint_files,
-    discard_checkpoints,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from condorml.config import TrainConfig
+from condorml.errors import ExitCode
+from condorml.job.batches import Batches, batch_positions, epoch_order
+from condorml.job.checkpoint import CHECKPOINT_EXIT_CODE, CHECKPOINT_FILE, check_checkpoint_dir
 from condorml.job.data import ImageSource, fingerprint, split_indices, training_images
 from condorml.job.devices import autocast, job_cpus, resolve_device, resolve_precision
+from condorml.job.files import METRICS_FILE
 from condorml.job.imagecache import DecodedImages, default_cache_dir, load_decoded
-from condorml.job.models import InputNormalizer, build_model, model_spec
+from condorml.job.models import build_model
+from condorml.job.train_state import (
+    METRIC_COLUMNS,
+    Modules,
+    TrainState,
+    checkpoint_contents,
+    config_record,
+    resume_point,
+    save_run,
+    write_metrics,
+)
 from condorml.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.csv"
-STATE_FILE = "state.json"  # the counters of the last checkpoint, readable without torch
-METRIC_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "lr",
-    "seconds",
-    "images_per_s",
-)
-EXIT_CODES = {"finished": 0, "checkpointed": CHECKPOINT_EXIT_CODE}
+__all__ = ["METRIC_COLUMNS", "TrainConfig", "TrainResult", "train", "train_step", "validate"]
+# What the process exits with, by TrainResult.status; an interrupted run: 128 + the signal.
+EXIT_CODES = {"finished": int(ExitCode.DONE), "checkpointed": CHECKPOINT_EXIT_CODE}
 
 
 @dataclass
@@ -98,57 +87,6 @@ class TrainResult:
     def exit_code(self) -> int:
         """0 finished, 85 checkpointed, 128 + signal number when interrupted."""
         return EXIT_CODES.get(self.status, 128 + (self.signal or 0))
-
-
-@dataclass
-class _Progress:
-    """The state a checkpoint captures, besides what the modules hold."""
-
-    epoch: int = 0  # completed epochs = index of the epoch in progress
-    batch: int = 0  # completed batches of that epoch
-    order: torch.Tensor | None = None  # training positions of that epoch, in visiting order
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    seconds: float = 0.0  # time spent on that epoch, over all runs
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: int = 0
-    runs: int = 0
-
-
-class _Batches:
-    """Training batches: rows of the decoded images, normalised by an :class:`InputNormalizer`.
-
-    Rows are read into one reused ``uint8`` staging array, so a batch is valid until the next
-    call of :meth:`get`.
-    """
-
-    def __init__(
-        self, images: DecodedImages, model_name: str, device: torch.device, precision: str
-    ) -> None:
-        self.images, self.device = images, device
-        size = images.pixels.shape[1]
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.normalize = InputNormalizer(model_spec(model_name), size, device, dtype)
-        self.labels = torch.from_numpy(images.labels)
-        self._stage = np.empty((0, size, size, 3), dtype=np.uint8)
-
-    def get(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalised images (N, 3, S, S, channels-last) and labels at ``positions``."""
-        # Reading rows in file order is faster; the loss does not care about the order.
-        positions = positions.sort().values
-        if len(self._stage) < len(positions):
-            self._stage = np.empty((len(positions), *self._stage.shape[1:]), dtype=np.uint8)
-        stage = self._stage[: len(positions)]
-        self.images.gather(self.images.rows[positions.numpy()], stage)
-        x = self.normalize(torch.from_numpy(stage))
-        return x, self.labels[positions].to(self.device, non_blocking=True)
-
-
-def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The visiting order of the training positions in one epoch; a pure function of its inputs."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=generator)
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -201,7 +139,7 @@ def train_step(
 
 
 def validate(
-    model: nn.Module, batches: _Batches, positions: torch.Tensor, batch_size: int, precision: str
+    model: nn.Module, batches: Batches, positions: torch.Tensor, batch_size: int, precision: str
 ) -> tuple[float, float]:
     """Mean loss and accuracy over ``positions``; (nan, nan) when there are none."""
     if len(positions) == 0:
@@ -240,72 +178,6 @@ def _stop_signals() -> Iterator[dict[str, int]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
-    """Raise ConfigMismatchError naming every identity field that differs."""
-    fields = [*IDENTITY_FIELDS, "data_fingerprint"]
-    if current["scheduler"] != "constant":  # the schedule's length depends on the epoch count
-        fields.append("epochs")
-    if current["precision"] != "auto":
-        fields.append("precision")
-    differing = [
-        f"{name} {saved.get(name)!r} -> {current[name]!r}"
-        for name in fields
-        if saved.get(name) != current[name]
-    ]
-    if differing:
-        raise ConfigMismatchError(
-            f"{where} was written by another configuration ({'; '.join(differing)}); use the same "
-            "options, another --checkpoint-dir, or --force-restart to start over"
-        )
-
-
-def _resume_point(config: TrainConfig, data_fingerprint: str) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None to start afresh.
-
-    With ``force_restart``, a checkpoint that cannot be loaded or belongs to another
-    configuration is renamed to ``*.discarded``; a matching one is still resumed, so the flag is
-    safe in a job that HTCondor restarts with the same arguments after exit 85.
-    """
-    current = _config_record(config, data_fingerprint, config.precision)
-    try:
-        saved = load_checkpoint(config.checkpoint_dir)
-        if saved is not None:
-            _check_same_run(saved["config"], current, config.checkpoint_dir)
-        return saved
-    except CondormlError as err:
-        if not config.force_restart or not checkpoint_files(config.checkpoint_dir):
-            raise
-        moved = discard_checkpoints(config.checkpoint_dir)
-        log.warning(
-            "--force-restart: %s; kept it as %s and starting over",
-            err,
-            ", ".join(str(path) for path in moved),
-        )
-        return None
-
-
-def _config_record(config: TrainConfig, data_fingerprint: str, precision: str) -> dict[str, Any]:
-    """The configuration as plain values, as stored in the checkpoint."""
-    record = {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
-    }
-    record.update(
-        data_fingerprint=data_fingerprint,
-        precision=precision,
-        condorml_version=__version__,
-        torch_version=str(torch.__version__),
-    )
-    return record
-
-
-def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
-    import pandas as pd
-
-    frame = pd.DataFrame(metrics, columns=list(METRIC_COLUMNS))
-    with atomic_write(path, "w") as handle:
-        frame.to_csv(handle, index=False)
 
 
 def _decode_progress(progress: Progress) -> Callable[[int, int], None]:
@@ -356,12 +228,36 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     device = resolve_device(config.device)
     cpus = job_cpus()
     torch.set_num_threads(cpus)
+    images, record, saved = _prepare(config, device, cpus, progress)
+    try:
+        trainer = _Trainer(config, record, images, device, progress, started)
+        if saved is not None:
+            trainer.restore(saved)
+        else:
+            log.info(
+                "starting %s on %s (%s, %d CPU thread(s)): %d training and %d validation images",
+                config.model, device, record["precision"], cpus, len(trainer.train_pos),
+                len(trainer.val_pos),
+            )  # fmt: skip
+        return trainer.run()
+    finally:
+        images.close()
+
+
+def _prepare(
+    config: TrainConfig, device: torch.device, cpus: int, progress: Progress
+) -> tuple[DecodedImages, dict[str, Any], dict[str, Any] | None]:
+    """The decoded images, the configuration record and the checkpoint to resume (or None).
+
+    The checkpoint folder is checked and the checkpoint matched against the configuration
+    before any image is decoded: a mistake fails fast.
+    """
     source = ImageSource(config.data_dir)
     try:
         listed = training_images(source)
         data_fingerprint = fingerprint([image.file for image in listed])
         check_checkpoint_dir(config.checkpoint_dir)  # now, not after an interval of training
-        saved = _resume_point(config, data_fingerprint)  # before decoding: a mismatch fails fast
+        saved = resume_point(config, data_fingerprint)
         # An "auto" precision resumes with what the run started with, even on another machine.
         wanted = saved["config"]["precision"] if saved and config.precision == "auto" else None
         precision = resolve_precision(wanted or config.precision, device)
@@ -375,54 +271,34 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         )
     finally:
         source.close()
-    record = _config_record(config, data_fingerprint, precision)
-    trainer = _Trainer(config, record, images, device, progress, started)
-    if saved is not None:
-        trainer.restore(saved)
-    else:
-        log.info(
-            "starting %s on %s (%s, %d CPU thread(s)): %d training and %d validation images",
-            config.model,
-            device,
-            precision,
-            cpus,
-            len(trainer.train_pos),
-            len(trainer.val_pos),
-        )
-    try:
-        return trainer.run()
-    finally:
-        images.close()
+    return images, config_record(config, data_fingerprint, precision), saved
 
 
 class _Trainer:
-    """The modules and the loop of one run; :func:`train` builds it, restores it, runs it."""
+    """The epoch loop of one run; :func:`train` builds it, restores it, runs it.
 
-    def __init__(
-        self,
-        config: TrainConfig,
-        record: dict[str, Any],
-        images: DecodedImages,
-        device: torch.device,
-        progress: Progress,
-        started: float,
-    ) -> None:
+    Its pieces: :class:`.batches.Batches` (the data of a batch), :func:`.batches.epoch_order`
+    (which images an epoch visits), :class:`.train_state.TrainState` and
+    :class:`.train_state.Modules` (what a checkpoint holds).
+    """
+
+    def __init__(self, config: TrainConfig, record: dict[str, Any], images: DecodedImages,
+                 device: torch.device, progress: Progress, started: float) -> None:  # fmt: skip
         self.config, self.record, self.progress, self.started = config, record, progress, started
         self.precision = record["precision"]
         train_pos, val_pos = split_indices(len(images), config.val_fraction, config.split_seed)
         self.train_pos = torch.tensor(train_pos, dtype=torch.int64)
         self.val_pos = torch.tensor(val_pos, dtype=torch.int64)
-        self.batches = _Batches(images, config.model, device, self.precision)
+        self.batches = Batches(images, config.model, device, self.precision)
         torch.manual_seed(config.seed)
         model = build_model(
             config.model, config.image_size, config.pretrained_weights, config.freeze_backbone
         )
-        self.model = model.to(device=device, memory_format=torch.channels_last)
-        self.optimizer = _optimizer(config, self.model)
-        self.scheduler = _scheduler(config, self.optimizer)
-        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
-        self.state = _Progress()
-        self.wall_before = 0.0  # wall time of earlier runs
+        model = model.to(device=device, memory_format=torch.channels_last)
+        optimizer = _optimizer(config, model)
+        scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        self.modules = Modules(model, optimizer, _scheduler(config, optimizer), scaler)
+        self.state = TrainState()
         self.n_batches = math.ceil(len(self.train_pos) / config.batch_size)
         minutes = config.checkpoint_minutes  # None or 0: no time-based checkpoints
         self.deadline = started + 60 * minutes if minutes else None
@@ -433,27 +309,8 @@ class _Trainer:
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Load every piece of state a checkpoint holds."""
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        if self.scaler is not None and saved.get("scaler"):
-            self.scaler.load_state_dict(saved["scaler"])
-        restore_rng_state(saved["rng"])
-        loss_sum, correct, seen, seconds = saved["epoch_sums"]
-        counters = saved["counters"]
-        self.state = _Progress(
-            epoch=saved["epoch"],
-            batch=saved["batch"],
-            order=saved["order"],
-            loss_sum=loss_sum,
-            correct=correct,
-            seen=seen,
-            seconds=seconds,
-            metrics=list(saved["metrics"]),
-            checkpoints=counters["checkpoints"],
-            runs=counters["runs"],
-        )
-        self.wall_before = counters["wall_seconds"]
+        self.modules.load(saved)
+        self.state = TrainState.from_checkpoint(saved)
         log.info(
             "resuming from %s: %d of %d epochs done, batch %d of %d",
             self.checkpoint_path,
@@ -469,37 +326,24 @@ class _Trainer:
         run.runs += 1
         if run.epoch >= config.epochs:
             log.info("already trained %d of %d epochs: nothing to do", run.epoch, config.epochs)
-            _write_metrics(config.checkpoint_dir / METRICS_FILE, run.metrics)
+            write_metrics(config.checkpoint_dir / METRICS_FILE, run.metrics)
             return self._result("finished")
-        self.model.train()
+        self.modules.model.train()
         with _stop_signals() as stop:
             while run.epoch < config.epochs:
                 reason = self._train_epoch(stop)
                 if reason is None:
                     self._end_epoch()
-                    if run.epoch >= config.epochs:
-                        break
-                    if stop:
-                        reason = "signal"
-                    elif run.epoch % config.checkpoint_every == 0:
-                        reason = "interval"
-                    elif self._timed_out():
-                        reason = "time"
-                    else:
-                        _write_metrics(config.checkpoint_dir / METRICS_FILE, run.metrics)
+                    reason = self._checkpoint_reason(stop)
+                    if reason is None:
                         continue
                 self._save()
                 if reason == "signal":
                     return self._result("interrupted", stop["signal"])
                 log.info(
-                    "checkpoint %d saved (%s): epoch %d of %d, batch %d of %d",
-                    run.checkpoints,
-                    reason,
-                    run.epoch,
-                    config.epochs,
-                    run.batch,
-                    self.n_batches,
-                )
+                    "checkpoint %d saved (%s): epoch %d of %d, batch %d of %d", run.checkpoints,
+                    reason, run.epoch, config.epochs, run.batch, self.n_batches,
+                )  # fmt: skip
                 if config.exit_on_checkpoint:
                     return self._result("checkpointed")
                 if self.deadline is not None:
@@ -508,6 +352,24 @@ class _Trainer:
         log.info("training finished: %d epochs; final model in %s", run.epoch, self.checkpoint_path)
         return self._result("finished")
 
+    def _checkpoint_reason(self, stop: dict[str, int]) -> str | None:
+        """After an epoch: why to checkpoint now (``signal``, ``interval``, ``time``), or None.
+
+        None also after the last epoch, which the loop's end saves; without a checkpoint the
+        metrics are still written, one row per epoch.
+        """
+        run, config = self.state, self.config
+        if run.epoch >= config.epochs:
+            return None
+        if stop:
+            return "signal"
+        if run.epoch % config.checkpoint_every == 0:
+            return "interval"
+        if self._timed_out():
+            return "time"
+        write_metrics(config.checkpoint_dir / METRICS_FILE, run.metrics)
+        return None
+
     def _train_epoch(self, stop: dict[str, int]) -> str | None:
         """Train the rest of the current epoch; return why it stopped early, or None."""
         run, config = self.state, self.config
@@ -515,15 +377,13 @@ class _Trainer:
             run.order = epoch_order(config.seed, run.epoch, len(self.train_pos))
         self.progress.start(f"epoch {run.epoch + 1}/{config.epochs}", self.n_batches, run.batch)
         resumed = time.monotonic()
+        modules = self.modules
         try:
             while run.batch < self.n_batches:
-                chunk = run.order[
-                    run.batch * config.batch_size : (run.batch + 1) * config.batch_size
-                ]
+                chunk = batch_positions(run.order, run.batch, config.batch_size)
                 x, y = self.batches.get(self.train_pos[chunk])
-                loss_sum, correct = train_step(
-                    self.model, self.optimizer, self.scaler, x, y, self.precision
-                )
+                loss_sum, correct = train_step(modules.model, modules.optimizer, modules.scaler,
+                                               x, y, self.precision)  # fmt: skip
                 run.loss_sum += loss_sum
                 run.correct += correct
                 run.seen += len(y)
@@ -540,38 +400,30 @@ class _Trainer:
 
     def _end_epoch(self) -> None:
         """Validate, record the epoch's metrics and step the LR scheduler."""
-        run = self.state
+        run, modules = self.state, self.modules
         validation_started = time.monotonic()
         val_loss, val_acc = validate(
-            self.model, self.batches, self.val_pos, self.config.batch_size, self.precision
+            modules.model, self.batches, self.val_pos, self.config.batch_size, self.precision
         )
         train_seconds = run.seconds
-        run.seconds += time.monotonic() - validation_started
-        run.epoch += 1
+        seconds = run.seconds + time.monotonic() - validation_started
         run.metrics.append(
             {
-                "epoch": run.epoch,
+                "epoch": run.epoch + 1,
                 "train_loss": run.loss_sum / run.seen,
                 "train_acc": run.correct / run.seen,
                 "val_loss": val_loss,
                 "val_acc": val_acc,
-                "lr": self.scheduler.get_last_lr()[0],
-                "seconds": round(run.seconds, 3),
+                "lr": modules.scheduler.get_last_lr()[0],
+                "seconds": round(seconds, 3),
                 "images_per_s": round(run.seen / train_seconds, 1)
                 if train_seconds > 0
                 else math.nan,
             }
         )
         self.progress.finish(_summary(run.metrics[-1]))
-        self.scheduler.step()
-        run.batch, run.order, run.loss_sum, run.correct, run.seen, run.seconds = (
-            0,
-            None,
-            0.0,
-            0,
-            0,
-            0.0,
-        )
+        modules.scheduler.step()
+        run.next_epoch()
 
     def _timed_out(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -579,36 +431,10 @@ class _Trainer:
     def _save(self) -> None:
         run = self.state
         run.checkpoints += 1
-        checkpoint = self._checkpoint()
-        save_checkpoint(checkpoint, self.config.checkpoint_dir)
-        _write_metrics(self.config.checkpoint_dir / METRICS_FILE, run.metrics)
-        summary = {key: checkpoint[key] for key in ("epoch", "batch", "finished")}
-        summary.update(checkpoint["counters"], epochs=self.config.epochs, member=self.config.member)
-        atomic_write_text(
-            self.config.checkpoint_dir / STATE_FILE, json.dumps(summary, indent=1) + "\n"
-        )
-
-    def _checkpoint(self) -> dict[str, Any]:
-        run = self.state
-        return {
-            "config": self.record,
-            "epoch": run.epoch,
-            "batch": run.batch,
-            "order": run.order,
-            "epoch_sums": [run.loss_sum, run.correct, run.seen, run.seconds],
-            "metrics": run.metrics,
-            "counters": {
-                "checkpoints": run.checkpoints,
-                "runs": run.runs,
-                "wall_seconds": self.wall_before + time.monotonic() - self.started,
-            },
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": capture_rng_state(),
-            "finished": run.epoch >= self.config.epochs,
-        }
+        checkpoint = checkpoint_contents(self.record, run, self.modules,
+                                         time.monotonic() - self.started,
+                                         run.epoch >= self.config.epochs)  # fmt: skip
+        save_run(self.config, checkpoint)
 
     def _result(self, status: str, signum: int | None = None) -> TrainResult:
         return TrainResult(

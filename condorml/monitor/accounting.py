@@ -109,73 +109,100 @@ def job_time(events: Iterable[Event], now: float | None = None) -> JobTime:
 
     Example
     -------
+    >>> from htcondor2 import FileTransferEventType as F, JobEventType as T
     >>> E = lambda kind, at, transfer=None: Event(kind, at, transfer)
-    >>> t = job_time([E(40, 0, 2), E(1, 2), E(40, 60, 6), E(4, 90), E(1, 100), E(5, 130)])
+    >>> run, evicted = E(T.EXECUTE, 2), E(T.JOB_EVICTED, 90)
+    >>> out = E(T.FILE_TRANSFER, 60, F.OUT_FINISHED)
+    >>> t = job_time([E(T.FILE_TRANSFER, 0, F.IN_STARTED), run, out, evicted,
+    ...               E(T.EXECUTE, 100), E(T.JOB_TERMINATED, 130)])
     >>> (t.committed, t.lost, t.setup, t.execution, t.lost_to["eviction"])
     (88.0, 30.0, 2.0, 120.0, 30.0)
-    >>> removed = job_time([E(1, 0), E(40, 60, 6), E(4, 90), E(9, 90)])  # condor_rm: all lost
-    >>> (removed.committed, removed.lost_to["removal"])
+    >>> removed = job_time([E(T.EXECUTE, 0), out, evicted, E(T.JOB_ABORTED, 90)])  # condor_rm
+    >>> (removed.committed, removed.lost_to["removal"])  # its checkpoints are deleted with it
     (0.0, 90.0)
     """
-    from htcondor2 import FileTransferEventType as F
     from htcondor2 import JobEventType as T
 
     # The events that decide what a pending 004 or output transfer was (not 006, 021, 028...)
     deciding = {T.FILE_TRANSFER, T.EXECUTE, T.JOB_EVICTED, T.JOB_TERMINATED, T.JOB_HELD,
                 T.JOB_ABORTED, T.JOB_RELEASED, T.SUBMIT}  # fmt: skip
-    result = JobTime()
+    clock = _JobClock()
+    for event in events:
+        if event.type in deciding:
+            clock.settle(event.type)
+            clock.step(event)
+    return clock.finish(time.time() if now is None else now)
+
+
+@dataclass
+class _JobClock:
+    """:func:`job_time`'s walk through one job's events: the time so far and what is pending."""
+
+    result: JobTime = field(default_factory=JobTime)
     start: float | None = None  # start of the current run (its input transfer)
     since: float | None = None  # last commit (or execution start) while running; None when not
     output_at: float | None = None  # an output transfer back: a checkpoint, or the final output
     evicted: float | None = None  # time lost at a 004: to an eviction, or a hold or removal
-    for event in events:
-        kind, timestamp = event.type, event.timestamp
-        if kind not in deciding:
-            continue
-        if evicted is not None:  # a 004 announces a hold or a removal, else it is an eviction
+
+    def settle(self, kind: int) -> None:
+        """Decide what a pending 004 or output transfer was, as an event of ``kind`` follows."""
+        from htcondor2 import JobEventType as T
+
+        lost_to = self.result.lost_to
+        if self.evicted is not None:  # a 004 announces a hold or a removal, else it is an eviction
             cause = {T.JOB_HELD: "hold", T.JOB_ABORTED: "removal"}.get(kind, "eviction")
-            result.lost_to[cause] += evicted
-            evicted = None
-        if output_at is not None and since is not None and kind != T.JOB_TERMINATED:
-            result.committed += output_at - since  # the job went on: it was a checkpoint
-            since, output_at = output_at, None
-        if kind == T.FILE_TRANSFER and event.transfer == F.IN_STARTED and since is None:
-            start = timestamp
+            lost_to[cause] += self.evicted
+            self.evicted = None
+        if self.output_at is not None and self.since is not None and kind != T.JOB_TERMINATED:
+            self.result.committed += self.output_at - self.since  # the job went on: a checkpoint
+            self.since, self.output_at = self.output_at, None
+
+    def step(self, event: Event) -> None:
+        """Account for one event that decides something (see :func:`job_time`)."""
+        from htcondor2 import FileTransferEventType as F
+        from htcondor2 import JobEventType as T
+
+        kind, at, result = event.type, event.timestamp, self.result
+        if kind == T.FILE_TRANSFER and event.transfer == F.IN_STARTED and self.since is None:
+            self.start = at
         elif kind == T.EXECUTE:
-            result.setup += timestamp - (start if start is not None else timestamp)
-            start, since = None, timestamp
+            result.setup += at - (self.start if self.start is not None else at)
+            self.start, self.since = None, at
         elif kind == T.JOB_ABORTED:
-            if since is not None:
-                result.lost_to["removal"] += timestamp - since
+            if self.since is not None:
+                result.lost_to["removal"] += at - self.since
             # condor_rm deletes the spool: the job's checkpoints are gone with it
             result.lost_to["removal"] += result.committed
-            result.committed, since = 0.0, None
-        elif since is None:
-            continue
+            result.committed, self.since = 0.0, None
+        elif self.since is None:
+            return
         elif kind == T.FILE_TRANSFER and event.transfer == F.OUT_FINISHED:
-            output_at = timestamp
+            self.output_at = at
         elif kind == T.JOB_TERMINATED:
-            ok = event.normal and not event.return_value
-            if ok:
-                result.committed += timestamp - since
+            if event.normal and not event.return_value:
+                result.committed += at - self.since
             else:  # the work since the last checkpoint is not in the output that came back
-                result.lost_to["failure"] += timestamp - since
-            since = output_at = None
+                result.lost_to["failure"] += at - self.since
+            self.since = self.output_at = None
         elif kind == T.JOB_EVICTED:
-            evicted, since = timestamp - since, None
+            self.evicted, self.since = at - self.since, None
         elif kind == T.JOB_HELD:
-            result.lost_to["hold"] += timestamp - since
-            since = None
-    if evicted is not None:  # nothing followed yet: an eviction, unless a hold or removal comes
-        result.lost_to["eviction"] += evicted
-    if since is not None:
-        if output_at is not None:  # still running after it: a checkpoint
-            result.committed += output_at - since
-            since = output_at
-        result.uncommitted = max((time.time() if now is None else now) - since, 0.0)
-    result.committed, result.setup = float(result.committed), float(result.setup)
-    result.lost_to = {cause: float(value) for cause, value in result.lost_to.items()}
-    return result
+            result.lost_to["hold"] += at - self.since
+            self.since = None
+
+    def finish(self, now: float) -> JobTime:
+        """The job's time once its log ends here (a running job's work counts up to ``now``)."""
+        result = self.result
+        if self.evicted is not None:  # nothing followed yet: an eviction, unless a hold comes
+            result.lost_to["eviction"] += self.evicted
+        if self.since is not None:
+            if self.output_at is not None:  # still running after it: a checkpoint
+                result.committed += self.output_at - self.since
+                self.since = self.output_at
+            result.uncommitted = max(now - self.since, 0.0)
+        result.committed, result.setup = float(result.committed), float(result.setup)
+        result.lost_to = {cause: float(value) for cause, value in result.lost_to.items()}
+        return result
 
 
 def read_job_times(
@@ -240,7 +267,7 @@ def _last_error_line(path: Path) -> str:
 
 
 def no_predictions_reasons(table: pd.DataFrame | None) -> dict[str, str]:
-    """Member -> why it has no predictions, read from its jobs' logs (see :func:`member_outcome`)."""
+    """Member -> why it has no predictions, from its jobs' logs (see :func:`member_outcome`)."""
     if table is None:
         return {}
     return {row["member"]: member_outcome(row) for row in table.to_dict("records")}
@@ -276,7 +303,10 @@ def member_accounting(
 
     logs = run_logs(run_dir, members)
     if not logs:
-        return None, ["no job event logs (no *.dag.nodes.log, no members/<id>/train.log): HTCondor accounting skipped"]  # fmt: skip
+        return None, [
+            "no job event logs (no *.dag.nodes.log, no members/<id>/train.log): "
+            "HTCondor accounting skipped"
+        ]
     try:
         jobs, times = read_job_times(logs, now)
     except CondormlError as err:

@@ -12,7 +12,6 @@ pandas and numpy are imported inside the functions, so that importing this modul
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from condorml.errors import CondormlError
+from condorml.job.files import METRICS_FILE, PREDICTIONS_FILE
 from condorml.monitor.accounting import (
     LEADERBOARD_COLUMNS,
     leaderboard_counts,
@@ -29,6 +29,7 @@ from condorml.monitor.accounting import (
     no_predictions_reasons,
 )
 from condorml.results.evaluate import Scores, read_labels, score
+from condorml.sweep.rundir import CHECKPOINT_FOLDER, MemberDir, RunDir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,74 +89,30 @@ def _number(value: Any) -> float:
     return math.inf if math.isnan(number) else number
 
 
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` is a sweep's run folder (``condorml sweep`` writes ``members.csv``)."""
-    return (path / "members.csv").is_file()
+def default_inputs(run: RunDir) -> tuple[Path | None, Path | None, list[str]]:
+    """The labels and test images the run itself uses (its ``run.json``), and notes on what
+    could not be found.
 
-
-def default_inputs(
-    run_dir: Path, member: str | None = None
-) -> tuple[Path | None, Path | None, list[str]]:
-    """The labels and test images the run itself uses, and notes on what could not be found.
-
-    The run folder's ``spec.toml`` is a copy whose relative paths were relative to the original
-    spec, so they are read from the generated submit files instead: ``collect.sub``'s
-    ``--labels`` (relative to the run folder) and ``infer.sub``'s transferred images (relative to
-    a member's folder, its ``initialdir``: ``members/<member>``, the first member by default).
+    A run folder written before ``run.json`` existed gets a note instead: ``condorml sweep`` run
+    again with the same spec and ``--out`` writes it and changes nothing else.
     """
-    from condorml.htcondor.quoting import split_condor_arguments
-
-    notes: list[str] = []
-    labels = images = None
-    collect = _submit_values(run_dir / "collect.sub")
-    if collect is not None:
-        args = _split(split_condor_arguments, collect.get("arguments", ""))
-        if "--labels" in args[:-1]:
-            labels = _local(args[args.index("--labels") + 1], run_dir)
-            if labels is None:
-                notes.append("the run's labels are not a local file: give --labels")
-    infer = _submit_values(run_dir / "infer.sub")
-    if member is None and is_run_dir(run_dir):
-        with open(run_dir / "members.csv", newline="") as handle:
-            member = next((row.get("member") for row in csv.DictReader(handle)), None)
-    if infer is not None and member:
-        args = _split(split_condor_arguments, infer.get("arguments", ""))
-        name = args[args.index("--images") + 1] if "--images" in args[:-1] else None
-        entries = [e.strip() for e in infer.get("transfer_input_files", "").split(",")]
-        entry = next((e for e in entries if name and PurePosixPath(e).name == name), None)
-        if entry is not None:
-            images = _local(entry, run_dir / "members" / member)
-            if images is None:
-                notes.append(f"the test images are at {entry}: give --images to show samples")
+    try:
+        info = run.info()
+    except CondormlError as err:
+        return None, None, [f"{err}: the run's labels and test images are unknown"]
+    if info is None:
+        return None, None, [
+            f"no {run.run_json} (written by an older condorml): the run's labels and test images "
+            f"are unknown; give --labels and --images, or add it with `condorml sweep "
+            f"{run.spec_copy} --out {run.path}` (the same spec: nothing else changes)"
+        ]  # fmt: skip
+    notes = []
+    labels, images = run.data_path(info, "labels"), run.data_path(info, "test")
+    if labels is None and "labels" in info.data:
+        notes.append("the run's labels are not a local file: give --labels")
+    if images is None and "test" in info.data:
+        notes.append(f"the test images are at {info.data['test'].job}: give --images to show samples")  # fmt: skip
     return labels, images, notes
-
-
-def _submit_values(path: Path) -> dict[str, str] | None:
-    """A submit file's commands (HTCondor's own parser), or None if absent or unreadable."""
-    if not path.is_file():
-        return None
-    import htcondor2
-
-    try:
-        description = htcondor2.Submit(path.read_text())
-        return {key: str(description[key]) for key in description}
-    except Exception:  # htcondor2 raises plain exceptions for bad text; defaults are optional
-        return None
-
-
-def _split(splitter: Any, text: str) -> list[str]:
-    try:
-        return splitter(text) if text else []
-    except ValueError:
-        return []
-
-
-def _local(entry: str, folder: Path) -> Path | None:
-    """A submit file's path as a path from here (None for URLs)."""
-    if "://" in entry:
-        return None if not entry.startswith("file://") else Path(entry[len("file://") :])
-    # resolve(): `..` after a symlink means what the OS (and HTCondor's transfer) make of it
-    return (Path(folder) / entry).resolve()
 
 
 def gather(
@@ -188,27 +145,15 @@ def gather(
     """
     import pandas as pd
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CondormlError(f"{run_dir}: no such folder; give a sweep's run folder")
-    if not is_run_dir(run_dir):
-        raise CondormlError(
-            f"{run_dir}: no members.csv; not a sweep run folder (condorml sweep writes one)"
-        )
-    try:
-        table = pd.read_csv(run_dir / "members.csv", dtype={"member": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise CondormlError(f"{run_dir / 'members.csv'}: not a CSV file ({err})") from None
-    if "member" not in table.columns:
-        raise CondormlError(f"{run_dir / 'members.csv'}: no member column")
+    run = RunDir(run_dir)
+    run_dir = run.path
+    table = run.member_table()
     missing: list[str] = []
     explicit_labels = labels is not None
     if images is not None and not Path(images).exists():
         raise CondormlError(f"--images {images}: no such file or folder")
     if use_defaults and (labels is None or images is None):
-        default_labels, default_images, notes = default_inputs(
-            run_dir, table["member"].iloc[0] if len(table) else None
-        )
+        default_labels, default_images, notes = default_inputs(run)
         labels = labels if labels is not None else default_labels
         images = images if images is not None else default_images
         missing += notes
@@ -218,28 +163,18 @@ def gather(
 
     epochs, leaderboard_rows, predictions = [], [], {}
     for record in table.to_dict("records"):
-        member, folder = record["member"], run_dir / "members" / record["member"]
-        if not folder.is_dir():  # one note says it all
-            reason = "no member folder (nothing came back yet)"
-            missing.append(f"{member}: {reason}")
-            leaderboard_rows.append({"member": member, "status": f"missing: {reason}", **record})
-            continue
-        state, note = _state(folder)
-        metrics, metrics_note = _metrics(folder)
-        probs, reason = _member_probs(folder, why_none.get(member, ""))
-        missing += [f"{member}: {n}" for n in (note, metrics_note, reason) if n]
+        member = record["member"]
+        status, state, metrics, probs = _member(run.member(member), why_none, missing)
+        found = {} if state is None else {**state, **counts.get(member, {})}
+        leaderboard_rows.append({"member": member, "status": status, **record, **found})
         if metrics is not None:
-            epochs.append(metrics.assign(member=member))
+            epochs.append(metrics)
         if probs is not None:
-            predictions[member] = probs
-        status = "ok" if probs is not None else f"missing: {reason}"
-        leaderboard_rows.append(
-            {"member": member, "status": status, **record, **state, **counts.get(member, {})}
-        )
+            predictions[record["member"]] = probs
 
-    leaderboard, source = _leaderboard(run_dir, leaderboard_rows)
+    leaderboard, source = _leaderboard(run, leaderboard_rows)
     _current_counts(leaderboard, counts)
-    data = ReportData(run_dir, leaderboard, _epoch_table(table, epochs), _swept(run_dir, table),
+    data = ReportData(run_dir, leaderboard, _epoch_table(table, epochs), _swept(run, table),
                       leaderboard_source=source, missing=missing)  # fmt: skip
     if not data.swept:
         missing.append("no swept hyperparameter (the members differ by seed only)")
@@ -262,54 +197,58 @@ def gather(
     return data
 
 
-def _state(folder: Path) -> tuple[dict[str, Any], str]:
+def _member(
+    files: MemberDir, why_none: dict[str, str], missing: list[str]
+) -> tuple[str, dict[str, Any] | None, pd.DataFrame | None, pd.Series | None]:
+    """A member's status, training progress (None: no folder yet), per-epoch metrics and
+    predictions; what is missing is added to ``missing``."""
+    member = files.member
+    if not files.path.is_dir():  # one note says it all
+        reason = "no member folder (nothing came back yet)"
+        missing.append(f"{member}: {reason}")
+        return f"missing: {reason}", None, None, None
+    state, note = _state(files)
+    metrics, metrics_note = _metrics(files)
+    probs, reason = _member_probs(files, why_none.get(member, ""))
+    missing += [f"{member}: {n}" for n in (note, metrics_note, reason) if n]
+    status = "ok" if probs is not None else f"missing: {reason}"
+    return status, state, None if metrics is None else metrics.assign(member=member), probs
+
+
+def _state(files: MemberDir) -> tuple[dict[str, Any], str]:
     """The member's training counters and final metrics (as the collect step reads them)."""
-    from condorml.sweep.collect import training_state
-
     try:
-        return training_state(folder), ""
-    except (OSError, ValueError, KeyError) as err:
-        return {}, f"unreadable {folder / 'ckpt'} files ({err})"
+        return files.training_row(), ""
+    except CondormlError as err:
+        return {}, str(err)
 
 
-def _metrics(folder: Path) -> tuple[pd.DataFrame | None, str]:
-    import pandas as pd
-
-    path = folder / "ckpt" / "metrics.csv"
-    if not path.exists():
-        return None, "no training metrics (ckpt/metrics.csv: no epoch finished yet)"
+def _metrics(files: MemberDir) -> tuple[pd.DataFrame | None, str]:
     try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        return None, f"unreadable {path} ({err})"
-    if "epoch" not in frame.columns or frame.empty:
-        return None, f"{path}: no epoch recorded yet"
+        frame = files.metrics()
+    except CondormlError as err:
+        return None, str(err)
+    if frame is None:
+        return None, f"no training metrics ({CHECKPOINT_FOLDER}/{METRICS_FILE}: no epoch finished yet)"  # fmt: skip
     return frame, ""
 
 
-def _member_probs(folder: Path, why_none: str = "") -> tuple[pd.Series | None, str]:
+def _member_probs(files: MemberDir, why_none: str = "") -> tuple[pd.Series | None, str]:
     """The member's probability of dog per image id, merging shard parts in memory.
 
     ``why_none``: why the member has no predictions, from its jobs' logs (default: a guess).
     """
-    from condorml.results.merge import merge_predictions
     from condorml.results.predictions import read_predictions
 
-    out = folder / "out"
-    csv = out / "dog_probs.csv"
-    try:
-        if not csv.exists():
-            parts = sorted(out.glob("dog_probs.part*.csv")) if out.is_dir() else []
-            if not parts:
-                return None, f"no predictions ({why_none or 'inference did not finish'})"
-            # merged into a temporary folder: a report never writes into the run's folders
-            with tempfile.TemporaryDirectory() as tmp:
-                merge_predictions(Path(tmp) / "dog_probs.csv", parts)
-                frame = read_predictions(Path(tmp) / "dog_probs.csv")
-        else:
-            frame = read_predictions(csv)
-    except CondormlError as err:
-        return None, f"unusable predictions ({err})"
+    # shard parts are merged into a temporary folder: a report never writes into the run's folders
+    with tempfile.TemporaryDirectory() as tmp:
+        predictions = files.predictions(why_none, merge_to=Path(tmp) / PREDICTIONS_FILE)
+        if predictions.csv is None:
+            return None, predictions.reason
+        try:
+            frame = read_predictions(predictions.csv)
+        except CondormlError as err:
+            return None, f"unusable predictions ({err})"
     return frame.set_index("fileid")["prob"], ""
 
 
@@ -333,23 +272,23 @@ def _epoch_table(members: pd.DataFrame, frames: list[pd.DataFrame]) -> pd.DataFr
     return table.sort_values(["member", "epoch"], kind="stable", ignore_index=True)
 
 
-def _swept(run_dir: Path, members: pd.DataFrame) -> list[str]:
+def _swept(run: RunDir, members: pd.DataFrame) -> list[str]:
     """The spec's swept hyperparameters; without a readable spec, the columns that vary."""
     from condorml.sweep.spec import load_spec
 
     try:
-        swept = list(load_spec(run_dir / "spec.toml", check_paths=False).swept)
+        swept = list(load_spec(run.spec_copy, check_paths=False).swept)
     except CondormlError:
         fixed = {"member", "seed"}
         swept = [c for c in members.columns if c not in fixed and members[c].nunique() > 1]
     return [name for name in swept if name in members.columns]
 
 
-def _leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, str]:
+def _leaderboard(run: RunDir, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, str]:
     """The collect step's leaderboard when it wrote one, else the same table from the files."""
     import pandas as pd
 
-    path = run_dir / "leaderboard.csv"
+    path = run.leaderboard
     if path.exists():
         try:
             frame = pd.read_csv(path, dtype={"member": str})

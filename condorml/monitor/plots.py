@@ -14,18 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condorml.errors import CondormlError
-from condorml.monitor.accounting import (
-    LOST_CAUSES,
-    lost_column,
-)
+from condorml.monitor.accounting import LOST_CAUSES, lost_column
+from condorml.monitor.gather import CALIBRATION_BINS, ReportData, sample_images
 from condorml.results.evaluate import THRESHOLD
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
-
-
-from condorml.monitor.gather import CALIBRATION_BINS, ReportData, sample_images
 
 # Every plot the report can draw, in page order: file stem -> title
 PLOTS = {
@@ -96,19 +91,24 @@ def _fit_ticks(fig: Figure, axis: Any, along: str, renderer: Any) -> None:
 
     Thinning keeps the last label (the ensemble, after its members) and every n-th before it.
     """
-    from itertools import pairwise
-
     labels = _tick_labels(axis, along)
     if _apart([t.get_window_extent(renderer) for t in labels], along):
         return
-    ticks = axis.xaxis if along == "x" else axis.yaxis
     if along == "x":
         axis.tick_params(axis="x", labelrotation=90)
         fig.draw_without_rendering()
         labels = _tick_labels(axis, along)
+    _thin_ticks(fig, axis, along, renderer, labels)
+
+
+def _thin_ticks(fig: Figure, axis: Any, along: str, renderer: Any, labels: list[Any]) -> None:
+    """Keep the last tick label and every n-th before it, with n as small as leaves no overlap."""
+    from itertools import pairwise
+
     boxes = [t.get_window_extent(renderer) for t in labels]
     if _apart(boxes, along) or len(labels) < 2:
         return
+    ticks = axis.xaxis if along == "x" else axis.yaxis
     # every n-th label: n spacings must hold the widest label (across the axis)
     size = max(b.width if along == "x" else b.height for b in boxes) + _LABEL_GAP
     centres = sorted((b.x0 + b.x1) / 2 if along == "x" else (b.y0 + b.y1) / 2 for b in boxes)
@@ -239,7 +239,8 @@ def plot_ensemble_size(curve: pd.DataFrame) -> Figure:
         fig.subplots(1, 2), ("accuracy", "log_loss"), ("accuracy", "log loss"), strict=True
     ):
         axis.plot(curve["k"], curve[metric], "-o", color="tab:orange", label="ensemble of k")
-        axis.axhline(best[metric], color="tab:blue", ls="--", lw=1, label=f"best-validation member ({best['added']})")  # fmt: skip
+        label_best = f"best-validation member ({best['added']})"
+        axis.axhline(best[metric], color="tab:blue", ls="--", lw=1, label=label_best)
         axis.set(xlabel="members (best validation accuracy first)", ylabel=label)
         axis.set_title(f"test {label}")
         axis.xaxis.get_major_locator().set_params(integer=True)
@@ -291,6 +292,10 @@ def plot_sample_images(
     return _finish(fig)
 
 
+# The lost time's colours in the goodput plot, by cause (in LOST_CAUSES order)
+_LOST_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:brown")
+
+
 def plot_goodput(condor: pd.DataFrame) -> Figure:
     """Per member: committed, lost (by cause), set-up (and still uncommitted) time, evictions."""
     table = condor.iloc[::-1]  # first member on top
@@ -299,27 +304,39 @@ def plot_goodput(condor: pd.DataFrame) -> Figure:
     y = range(len(table))
     axis.barh(y, table["committed_seconds"], color="tab:green", label="committed")
     left = table["committed_seconds"].copy()
-    by_cause = all(lost_column(cause) in table for cause in LOST_CAUSES)
-    lost = [(lost_column(cause), color, f"lost to {cause}s") for cause, color in
-            zip(LOST_CAUSES, ("tab:red", "tab:orange", "tab:purple", "tab:brown"), strict=True)]  # fmt: skip
-    always = lost[0][0] if by_cause else "lost_seconds"
-    for column, color, label in (
-        *(lost if by_cause else [("lost_seconds", "tab:red", "lost")]),
-        ("setup_seconds", "tab:blue", "input transfer and set-up"),
-        ("uncommitted_seconds", "tab:grey", "running, not yet checkpointed"),
-    ):  # the first kind of lost time is always in the legend: "none lost" is news too
-        if column == always or table[column].sum() > 0:
+    for column, color, label, always in _goodput_bars(table):
+        if always or table[column].sum() > 0:
             axis.barh(y, table[column], left=left, color=color, label=label)
             left = left + table[column]
-    axis.set_yticks(list(y), [f"{m} ({e} eviction{'' if e == 1 else 's'})" for m, e in zip(table["member"], table["evictions"], strict=True)])  # fmt: skip
+    names = [f"{member} ({n} eviction{'' if n == 1 else 's'})"
+             for member, n in zip(table["member"], table["evictions"], strict=True)]  # fmt: skip
+    axis.set_yticks(list(y), names)
     axis.set_ylim(-0.6, len(table) - 0.4)
     axis.set_xlim(0, max(float(left.max()) * 1.03, 1.0))
     axis.set(xlabel="execution time of the training jobs (s)")
     axis.grid(alpha=0.3, axis="x")
-    handles, names = axis.get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside upper center", ncols=min(len(names), 3),
+    handles, labels = axis.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 3),
                fontsize="small", frameon=False)  # fmt: skip
     return _finish(fig)
+
+
+def _goodput_bars(table: pd.DataFrame) -> list[tuple[str, str, str, bool]]:
+    """The stacked bars after the committed time: (column, colour, label, always shown).
+
+    Lost time by cause when the table has every cause's column, else in one bar; the first kind
+    of lost time is always in the legend ("none lost" is news too).
+    """
+    if all(lost_column(cause) in table for cause in LOST_CAUSES):
+        lost = [(lost_column(cause), color, f"lost to {cause}s")
+                for cause, color in zip(LOST_CAUSES, _LOST_COLORS, strict=True)]  # fmt: skip
+    else:
+        lost = [("lost_seconds", "tab:red", "lost")]
+    return [
+        *((column, color, label, i == 0) for i, (column, color, label) in enumerate(lost)),
+        ("setup_seconds", "tab:blue", "input transfer and set-up", False),
+        ("uncommitted_seconds", "tab:grey", "running, not yet checkpointed", False),
+    ]
 
 
 def png(fig: Figure, dpi: int = 100) -> bytes:
@@ -344,51 +361,86 @@ class Plot:
 
 def make_plots(data: ReportData) -> tuple[list[Plot], list[str]]:
     """Every plot the data allows, in page order, and notes on the ones it does not."""
-    plots, notes = [], []
-
-    def add(name: str, fig: Figure, caption: str = "", dpi: int = 100) -> None:
-        plots.append(Plot(name, PLOTS[name], png(fig, dpi), caption))
-
-    if data.epochs["epoch"].notna().any():
-        add("learning_curves", plot_learning_curves(data.epochs),
-            "Every member's loss and accuracy per epoch: a validation curve that rises again "
-            "while the training curve falls is overfitting.")  # fmt: skip
-    else:
-        notes.append("no member finished an epoch: learning curves skipped")
-    if data.swept and "val_acc" in data.members and data.members["val_acc"].notna().any():
-        log_scaled = log_distributed(data.run_dir / "spec.toml")
-        add("hyperparameters", plot_hyperparameters(data.members, data.swept, log_scaled),
-            "One point per member (seeds give the spread).")  # fmt: skip
-    elif data.swept:
-        notes.append("no final validation accuracy yet: hyperparameter plot skipped")
-    if data.scores is not None and data.ensemble_curve is not None:
-        add("ensemble_vs_members", plot_ensemble_vs_members(data.scores, data.ranked()),
-            "Scored on the test images every member predicted.")  # fmt: skip
-        add("ensemble_size", plot_ensemble_size(data.ensemble_curve),
-            "The ensemble of the k members with the best validation accuracy.")  # fmt: skip
-    if data.calibration is not None and not data.calibration.empty:
-        add("calibration", plot_calibration(data.calibration),
-            f"The ensemble's probabilities in {CALIBRATION_BINS} equal bins: points on the "
-            "diagonal mean that a probability of 0.8 is right 80% of the time.")  # fmt: skip
-    if data.images is not None:
-        ensemble = data.ensemble
-        ids = None if ensemble is None else set(ensemble.index)
-        try:
-            samples, unreadable = sample_images(data.images, ids)
-        except CondormlError as err:
-            samples, unreadable = [], [f"sample grid skipped: {err}"]
-        notes += unreadable
-        if samples:
-            probs = {} if ensemble is None else ensemble.to_dict()
-            labels = None if data.labels is None else data.labels.to_dict()
-            add("sample_images", plot_sample_images(samples, probs, labels),
-                f"The first {len(samples)} test images by id, from {data.images}.", dpi=72)  # fmt: skip
-        elif not unreadable:
-            notes.append(f"no test image with a prediction in {data.images}: sample grid skipped")
-    if data.condor is not None and data.condor["execution_seconds"].sum() > 0:
-        add("goodput", plot_goodput(data.condor),
-            "From the jobs' own event logs: time up to a checkpoint or the job's end is committed; "
-            "time since the last checkpoint before an eviction, hold or failure is lost, and a "
-            "removal loses all of the job's time (its checkpoints go with it); from a run's input "
-            "transfer to its execution is set-up. In all: HTCondor's RemoteWallClockTime.")  # fmt: skip
+    plots: list[Plot] = []
+    notes: list[str] = []
+    for draw in (_learning_curves, _hyperparameters, _ensemble, _calibration, _samples, _goodput):
+        more, why = draw(data)
+        plots += more
+        notes += why
     return plots, notes
+
+
+_Drawn = tuple[list[Plot], list[str]]  # the plots one drawer made, notes on those it skipped
+
+
+def _plot(name: str, fig: Figure, caption: str = "", dpi: int = 100) -> Plot:
+    return Plot(name, PLOTS[name], png(fig, dpi), caption)
+
+
+def _learning_curves(data: ReportData) -> _Drawn:
+    if not data.epochs["epoch"].notna().any():
+        return [], ["no member finished an epoch: learning curves skipped"]
+    caption = ("Every member's loss and accuracy per epoch: a validation curve that rises again "
+               "while the training curve falls is overfitting.")  # fmt: skip
+    return [_plot("learning_curves", plot_learning_curves(data.epochs), caption)], []
+
+
+def _hyperparameters(data: ReportData) -> _Drawn:
+    if not data.swept:
+        return [], []
+    if "val_acc" not in data.members or not data.members["val_acc"].notna().any():
+        return [], ["no final validation accuracy yet: hyperparameter plot skipped"]
+    log_scaled = log_distributed(data.run_dir / "spec.toml")
+    fig = plot_hyperparameters(data.members, data.swept, log_scaled)
+    return [_plot("hyperparameters", fig, "One point per member (seeds give the spread).")], []
+
+
+def _ensemble(data: ReportData) -> _Drawn:
+    if data.scores is None or data.ensemble_curve is None:
+        return [], []
+    return [
+        _plot("ensemble_vs_members", plot_ensemble_vs_members(data.scores, data.ranked()),
+              "Scored on the test images every member predicted."),
+        _plot("ensemble_size", plot_ensemble_size(data.ensemble_curve),
+              "The ensemble of the k members with the best validation accuracy."),
+    ], []  # fmt: skip
+
+
+def _calibration(data: ReportData) -> _Drawn:
+    if data.calibration is None or data.calibration.empty:
+        return [], []
+    caption = (f"The ensemble's probabilities in {CALIBRATION_BINS} equal bins: points on the "
+               "diagonal mean that a probability of 0.8 is right 80% of the time.")  # fmt: skip
+    return [_plot("calibration", plot_calibration(data.calibration), caption)], []
+
+
+def _samples(data: ReportData) -> _Drawn:
+    if data.images is None:
+        return [], []
+    ensemble = data.ensemble
+    try:
+        samples, unreadable = sample_images(
+            data.images, None if ensemble is None else set(ensemble.index)
+        )
+    except CondormlError as err:
+        return [], [f"sample grid skipped: {err}"]
+    if not samples:
+        missing = f"no test image with a prediction in {data.images}: sample grid skipped"
+        return [], unreadable or [missing]
+    probs = {} if ensemble is None else ensemble.to_dict()
+    labels = None if data.labels is None else data.labels.to_dict()
+    caption = f"The first {len(samples)} test images by id, from {data.images}."
+    fig = plot_sample_images(samples, probs, labels)
+    return [_plot("sample_images", fig, caption, dpi=72)], unreadable
+
+
+def _goodput(data: ReportData) -> _Drawn:
+    if data.condor is None or data.condor["execution_seconds"].sum() <= 0:
+        return [], []
+    caption = (
+        "From the jobs' own event logs: time up to a checkpoint or the job's end is committed; "
+        "time since the last checkpoint before an eviction, hold or failure is lost, and a "
+        "removal loses all of the job's time (its checkpoints go with it); from a run's input "
+        "transfer to its execution is set-up. In all: HTCondor's RemoteWallClockTime."
+    )
+    return [_plot("goodput", plot_goodput(data.condor), caption)], []

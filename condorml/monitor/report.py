@@ -18,19 +18,12 @@ from typing import TYPE_CHECKING, Any
 from condorml import __version__
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
-from condorml.monitor.accounting import (
-    LEADERBOARD_COLUMNS,
-    LOST_CAUSES,
-    counts_line,
-    lost_column,
-)
+from condorml.monitor.accounting import LEADERBOARD_COLUMNS, LOST_CAUSES, counts_line, lost_column
+from condorml.monitor.gather import ReportData, gather
+from condorml.monitor.plots import PLOTS, Plot, make_plots
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-from condorml.monitor.gather import ReportData, gather
-from condorml.monitor.plots import PLOTS, Plot, make_plots
 
 REPORT_FOLDER = "report"
 HTML_NAME = "report.html"
@@ -147,26 +140,35 @@ def _leaderboard_view(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 def _summary(data: ReportData) -> list[str]:
     members = data.members
-    lines = [f"{len(members)} member(s); {0 if data.probs is None else data.probs.shape[1]} with predictions."]  # fmt: skip
+    predicted = 0 if data.probs is None else data.probs.shape[1]
+    lines = [f"{len(members)} member(s); {predicted} with predictions."]
     if "val_acc" in members and members["val_acc"].notna().any():
         best = members.loc[members["val_acc"].astype(float).idxmax()]
-        lines.append(f"Best final validation accuracy: {best['member']} ({float(best['val_acc']):.4f}).")  # fmt: skip
+        accuracy = float(best["val_acc"])
+        lines.append(f"Best final validation accuracy: {best['member']} ({accuracy:.4f}).")
     if data.scores is not None:
-        table = data.scores.set_index("member")
-        ensemble = table.loc["ensemble"]
-        single = table.drop(index="ensemble")
-        best = single["accuracy"].idxmax()
-        verdict = "better than" if ensemble["accuracy"] > single.at[best, "accuracy"] else (
-            "as good as" if ensemble["accuracy"] == single.at[best, "accuracy"] else "worse than")  # fmt: skip
-        lines.append(
-            f"Ensemble of {len(single)}: test accuracy {ensemble['accuracy']:.4f}, log loss "
-            f"{ensemble['log_loss']:.4f}; by accuracy {verdict} its best member {best} "
-            f"(accuracy {single.at[best, 'accuracy']:.4f}, log loss {single.at[best, 'log_loss']:.4f}) "
-            f"on {int(ensemble['images'])} labelled test images."
-        )
+        lines.append(_ensemble_summary(data.scores))
     if data.condor is not None:
         lines.append(_condor_summary(data.condor))
     return lines
+
+
+def _ensemble_summary(scores: pd.DataFrame) -> str:
+    """The ensemble's test scores against its best member's."""
+    table = scores.set_index("member")
+    ensemble, single = table.loc["ensemble"], table.drop(index="ensemble")
+    best = single["accuracy"].idxmax()
+    top = single.loc[best]
+    if ensemble["accuracy"] == top["accuracy"]:
+        verdict = "as good as"
+    else:
+        verdict = "better than" if ensemble["accuracy"] > top["accuracy"] else "worse than"
+    return (
+        f"Ensemble of {len(single)}: test accuracy {ensemble['accuracy']:.4f}, log loss "
+        f"{ensemble['log_loss']:.4f}; by accuracy {verdict} its best member {best} "
+        f"(accuracy {top['accuracy']:.4f}, log loss {top['log_loss']:.4f}) "
+        f"on {int(ensemble['images'])} labelled test images."
+    )
 
 
 def _condor_summary(c: pd.DataFrame) -> str:
@@ -186,8 +188,28 @@ def _condor_summary(c: pd.DataFrame) -> str:
 def render_html(data: ReportData, plots: list[Plot], missing: list[str], files: list[str]) -> str:
     """The report as one self-contained HTML page: plots inline, no external resources."""
     esc = html.escape
-    view, fixed = _leaderboard_view(data)
     parts = [
+        *_head(data),
+        '<section id="summary"><h2>Summary</h2><ul>',
+        *(f"<li>{esc(line)}</li>" for line in _summary(data)),
+        "</ul></section>",
+        *_leaderboard_section(data),
+        *_missing_section(missing),
+        '<section id="plots"><h2>Plots</h2>',
+        *(_figure_html(plot) for plot in plots),
+        "</section>",
+        *_condor_section(data),
+        *_scores_section(data),
+        '<section id="files"><h2>Files</h2><p>Beside this page: ',
+        esc(", ".join(files)),
+        "</p></section></body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _head(data: ReportData) -> list[str]:
+    esc = html.escape
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         # Nothing may be fetched: the page must open the same offline, from a job's sandbox.
@@ -199,54 +221,68 @@ def render_html(data: ReportData, plots: list[Plot], missing: list[str], files: 
         f"<h1>Sweep report: {esc(str(data.run_dir))}</h1>",
         f'<p class="meta">condorml {esc(__version__)}, {esc(time.strftime("%Y-%m-%d %H:%M:%S"))}; '
         f"leaderboard from {esc(data.leaderboard_source)}</p>",
-        '<section id="summary"><h2>Summary</h2><ul>',
-        *(f"<li>{esc(line)}</li>" for line in _summary(data)),
-        "</ul></section>",
+    ]
+
+
+def _leaderboard_section(data: ReportData) -> list[str]:
+    view, fixed = _leaderboard_view(data)
+    parts = [
         '<section id="leaderboard"><h2>Leaderboard</h2>',
         _table_html(view, "leaderboard-table"),
     ]
     if fixed:
         shared = ", ".join(f"{k} = {v}" for k, v in fixed.items())
-        parts.append(f'<p class="meta">Shared by every member: {esc(shared)}</p>')
-    parts.append("</section>")
-    parts.append('<section id="missing" class="missing"><h2>Missing</h2>')
+        parts.append(f'<p class="meta">Shared by every member: {html.escape(shared)}</p>')
+    return [*parts, "</section>"]
+
+
+def _missing_section(missing: list[str]) -> list[str]:
+    parts = ['<section id="missing" class="missing"><h2>Missing</h2>']
     if missing:
-        parts += ["<ul>", *(f"<li>{esc(note)}</li>" for note in missing), "</ul>"]
+        parts += ["<ul>", *(f"<li>{html.escape(note)}</li>" for note in missing), "</ul>"]
     else:
         parts.append("<p>Nothing: every member finished and every plot was drawn.</p>")
-    parts.append('</section><section id="plots"><h2>Plots</h2>')
-    for plot in plots:
-        data_url = "data:image/png;base64," + base64.b64encode(plot.png).decode("ascii")
-        parts.append(
-            f'<figure id="plot-{plot.name}"><h3>{esc(plot.title)}</h3>'
-            f'<img src="{data_url}" alt="{esc(plot.title)}">'
-            f"<figcaption>{esc(plot.caption)}</figcaption></figure>"
-        )
-    parts.append("</section>")
-    if data.condor is not None:
-        parts += [
-            '<section id="htcondor"><h2>HTCondor: training jobs</h2>',
-            "<p>Runs are executions on an execute point (a restart after exit 85 in the same "
-            "sandbox is not a new run); checkpoints are checkpoint transfers back (040 while the "
-            "job runs); evictions are 004 events that announced no hold or removal. Execution is "
-            "HTCondor's RemoteWallClockTime; lost time is split by cause: since the last "
-            "checkpoint at an eviction, a hold or a failed exit, and at a removal (condor_rm, "
-            "Ctrl-C of condorml run) also every checkpoint, which HTCondor deletes with the job. "
-            "Committed is the rest after set-up (HTCondor's CommittedTime for jobs that ended "
-            "well); goodput = committed / execution. The note says why a member's node is held, "
-            "failed or removed.</p>",
-            _table_html(data.condor, "htcondor-table"),
-            "</section>",
-        ]
-    if data.scores is not None:
-        parts += ['<section id="scores"><h2>Test scores</h2>',
-                  _table_html(data.scores, "scores-table")]  # fmt: skip
-        if data.ensemble_curve is not None:
-            parts.append(_table_html(data.ensemble_curve, "ensemble-size-table"))
-        parts.append("</section>")
-    parts += [
-        '<section id="files"><h2>Files</h2><p>Beside this page: ',
-        esc(", ".join(files)),
-        "</p></section></body></html>",
+    return [*parts, "</section>"]
+
+
+def _figure_html(plot: Plot) -> str:
+    esc = html.escape
+    data_url = "data:image/png;base64," + base64.b64encode(plot.png).decode("ascii")
+    return (
+        f'<figure id="plot-{plot.name}"><h3>{esc(plot.title)}</h3>'
+        f'<img src="{data_url}" alt="{esc(plot.title)}">'
+        f"<figcaption>{esc(plot.caption)}</figcaption></figure>"
+    )
+
+
+# What the HTCondor table's columns mean, above it on the page
+_CONDOR_EXPLAINED = (
+    "Runs are executions on an execute point (a restart after exit 85 in the same sandbox is not a "
+    "new run); checkpoints are checkpoint transfers back (040 while the job runs); evictions are "
+    "004 events that announced no hold or removal. Execution is HTCondor's RemoteWallClockTime; "
+    "lost time is split by cause: since the last checkpoint at an eviction, a hold or a failed "
+    "exit, and at a removal (condor_rm, Ctrl-C of condorml run) also every checkpoint, which "
+    "HTCondor deletes with the job. Committed is the rest after set-up (HTCondor's CommittedTime "
+    "for jobs that ended well); goodput = committed / execution. The note says why a member's "
+    "node is held, failed or removed."
+)
+
+
+def _condor_section(data: ReportData) -> list[str]:
+    if data.condor is None:
+        return []
+    return [
+        '<section id="htcondor"><h2>HTCondor: training jobs</h2>',
+        f"<p>{_CONDOR_EXPLAINED}</p>",
+        _table_html(data.condor, "htcondor-table"),
+        "</section>",
     ]
-    return "\n".join(parts) + "\n"
+
+
+def _scores_section(data: ReportData) -> list[str]:
+    if data.scores is None:
+        return []
+    parts = ['<section id="scores"><h2>Test scores</h2>', _table_html(data.scores, "scores-table")]
+    if data.ensemble_curve is not None:
+        parts.append(_table_html(data.ensemble_curve, "ensemble-size-table"))
+    return [*parts, "</section>"]

@@ -3,7 +3,10 @@
 The events and what they mean are read by :mod:`condorml.htcondor.events`. For a run folder, a watch
 follows DAGMan's ``<dag>.nodes.log`` (which jobs belong to the DAG, POST results) and every
 job's own log (``members/<id>/train.log``...), which alone holds the 040 transfers that mark a
-checkpoint on a real pool.
+checkpoint on a real pool. The DAG's nodes are counted by :mod:`condorml.htcondor.dagread`, which
+reads any DAG a pool runs (not only those the local backend runs).
+
+This module returns data (:class:`Snapshot`) and raises; :mod:`condorml.cli.watch` draws it.
 
 For a sweep run folder, the member table adds the training progress from the member's files:
 ``members/<id>/ckpt/state.json`` and ``metrics.csv`` once the training job's outputs came back,
@@ -13,25 +16,23 @@ or, while it runs on the local backend, its spooled checkpoint.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from condorml.errors import CondormlError
+from condorml.htcondor.dagread import DagNodes, read_dag_nodes
 from condorml.htcondor.events import (
     NODES_LOG_SUFFIX,
     EventFollower,
     JobView,
     NodeView,
     looks_like_event_log,
-    short_reason,
 )
+from condorml.job.files import METRICS_FILE, STATE_FILE
 from condorml.monitor.accounting import node_note
-from condorml.sweep.rundir import job_logs, member_folder
+from condorml.sweep.rundir import RunDir, job_logs, read_metrics, read_state
 
 # What a job's state counts as, for --exit conditions
 TERMINAL = frozenset({"done", "failed", "removed"})
@@ -79,13 +80,15 @@ class Snapshot:
     members: list[MemberView]
     dag_nodes: int | None = None  # nodes in the DAG (None: plain logs)
     dag_exit: int | None = None  # DAGMan's exit status once it finished
+    premarked: int = 0  # nodes the DAG file marks DONE that no log names: DAGMan never submits them
 
     def counts(self) -> dict[str, int]:
         """Nodes (or jobs, for plain logs) per state, ``waiting`` for nodes not yet submitted."""
         items = self._states()
         counts = {state: items.count(state) for state in ("waiting", *STATES)}
         if self.dag_nodes:
-            counts["waiting"] += max(self.dag_nodes - len(self.nodes), 0)
+            counts["done"] += self.premarked
+            counts["waiting"] += max(self.dag_nodes - len(self.nodes) - self.premarked, 0)
             if self.finished():  # DAGMan exited: what still waits will not run
                 counts["not run"] = counts.pop("waiting")
         return counts
@@ -114,8 +117,10 @@ class Snapshot:
         if self.dag_nodes and condition == "done" and grouper == "all":
             return self.finished()
         states = self._states()
+        if self.dag_nodes:
+            states += ["done"] * self.premarked
         if self.dag_nodes and not self.finished():
-            states += ["idle"] * max(self.dag_nodes - len(self.nodes), 0)
+            states += ["idle"] * max(self.dag_nodes - len(self.nodes) - self.premarked, 0)
         states = ["idle" if s == "waiting" else s for s in states]
         if not states:
             return grouper == "none"
@@ -170,14 +175,20 @@ class Watch:
     ----------
     sources : list of Path
         One folder holding a ``*.dag`` (its ``<dag>.nodes.log`` is followed and, when it has a
-        ``members.csv``, the members are tabulated), or one or more event log files.
+        ``members.csv``, the members are tabulated), or one or more event log files. DAG files
+        that another one splices, includes or runs as a SUBDAG are parts, not DAGs followed.
+
+    Raises
+    ------
+    CondormlError
+        For a missing source, a folder without a ``*.dag``, a file that is no event log.
     """
 
     def __init__(self, sources: list[Path]) -> None:
         if not sources:
             sources = [Path(".")]
         self.run_dir: Path | None = None
-        self.dags: list[Path] = []
+        self.dag_files: list[DagNodes] = []
         missing = [str(s) for s in sources if not s.exists()]
         if missing:
             raise CondormlError(
@@ -188,8 +199,8 @@ class Watch:
             if len(sources) != 1:
                 raise CondormlError("give one run folder, or event log files, not both")
             self.run_dir = folders[0]
-            self.dags = sorted(self.run_dir.glob("*.dag"))
-            if not self.dags:
+            self.dag_files = top_level_dags(self.run_dir)
+            if not self.dag_files:
                 raise CondormlError(
                     f"{self.run_dir}: no *.dag file here; give a run folder made by "
                     "`condorml sweep`, or the job event log files to follow"
@@ -204,14 +215,13 @@ class Watch:
             logs += job_logs(self.run_dir, self.members)
         self.follower = EventFollower(logs)
         self._dagman_out: dict[Path, tuple[int, int | None]] = {}  # file -> (offset read, exit)
-        self.dag_nodes = self._count_dag_nodes()
+        self.dag_nodes = sum(len(d.nodes) for d in self.dag_files) if self.dag_files else None
+        self._premarked = {name for d in self.dag_files for name in d.done}
 
-    def _count_dag_nodes(self) -> int | None:
-        if not self.dags:
-            return None
-        from condorml.backends.local.dagfile import read_dag
-
-        return sum(len(read_dag(dag).nodes) for dag in self.dags)
+    @property
+    def dags(self) -> list[Path]:
+        """The DAG files followed (a folder's top-level ``*.dag`` files)."""
+        return [dag.path for dag in self.dag_files]
 
     def _read_members(self) -> list[str]:
         if self.run_dir is None or not (self.run_dir / "members.csv").exists():
@@ -257,19 +267,23 @@ class Watch:
             name = job.node or job.id
             nodes.setdefault(name, NodeView(name)).jobs.append(job)
         members = [self._member(member, nodes) for member in self.members]
-        return Snapshot(jobs, list(nodes.values()), members, self.dag_nodes, self._dag_exit())
+        premarked = len(self._premarked - nodes.keys())
+        return Snapshot(
+            jobs, list(nodes.values()), members, self.dag_nodes, self._dag_exit(), premarked
+        )
 
     def _member(self, member: str, nodes: dict[str, NodeView]) -> MemberView:
         view = MemberView(member, nodes.get(f"train_{member}"), nodes.get(f"infer_{member}"))
         folders = self._ckpt_folders(member, view.train)
         for folder in folders:
             try:
-                state = json.loads((folder / "state.json").read_text())
-            except (OSError, ValueError):
+                state = read_state(folder)
+            except CondormlError:
                 continue  # being replaced right now; the next poll reads it
-            view.epoch, view.epochs = state.get("epoch"), state.get("epochs")
-            break
-        metrics = next((f / "metrics.csv" for f in folders if (f / "metrics.csv").exists()), None)
+            if state is not None:
+                view.epoch, view.epochs = state.epoch, state.epochs
+                break
+        metrics = next((f for f in folders if (f / METRICS_FILE).exists()), None)
         if metrics is not None:
             view.val_acc = _last_val_acc(metrics)
         return view
@@ -277,133 +291,39 @@ class Watch:
     def _ckpt_folders(self, member: str, train: NodeView | None) -> list[Path]:
         """Where the member's checkpoint files may be, newest first."""
         assert self.run_dir is not None
-        from condorml.backends.local.dagman import LOCAL_FOLDER
-
-        folders = [member_folder(self.run_dir, member) / "ckpt"]
+        run = RunDir(self.run_dir)
+        folders = [run.member(member).ckpt]
         if train is not None:  # a local run's spooled checkpoint, newer while the job runs
             for job in reversed(train.jobs):
-                spool = self.run_dir / LOCAL_FOLDER / "spool" / job.id
-                folders.extend(sorted(spool.glob("**/state.json")))
-        folders = [f.parent if f.name == "state.json" else f for f in folders]
+                spooled = sorted(run.local_spool(job.id).glob(f"**/{STATE_FILE}"))
+                folders.extend(state.parent for state in spooled)
         return sorted(
-            (f for f in folders if (f / "state.json").exists()),
-            key=lambda f: (f / "state.json").stat().st_mtime,
+            (f for f in folders if (f / STATE_FILE).exists()),
+            key=lambda f: (f / STATE_FILE).stat().st_mtime,
             reverse=True,
         )
 
 
-def _last_val_acc(path: Path) -> float | None:
+def top_level_dags(folder: Path) -> list[DagNodes]:
+    """The nodes of a folder's ``*.dag`` files that no other one splices, includes or runs as a
+    SUBDAG (those are parts of a DAG, not DAGs of their own), by file name.
+
+    Raises
+    ------
+    CondormlError
+        If a ``*.dag`` file cannot be read.
+    """
+    read = [read_dag_nodes(path) for path in sorted(folder.glob("*.dag"))]
+    parts = {path.resolve() for dag in read for path in dag.referenced}
+    return [dag for dag in read if dag.path.resolve() not in parts]
+
+
+def _last_val_acc(ckpt: Path) -> float | None:
+    """The last finished epoch's validation accuracy in a checkpoint folder (None: none yet)."""
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        return float(rows[-1]["val_acc"]) if rows and rows[-1].get("val_acc") else None
-    except (OSError, ValueError, KeyError):
+        metrics = read_metrics(ckpt)
+    except CondormlError:
+        return None  # being replaced right now; the next poll reads it
+    if metrics is None or "val_acc" not in metrics or metrics["val_acc"].isna().iloc[-1]:
         return None
-
-
-# --- rendering --------------------------------------------------------------------------------------
-
-
-def _age(start: float | None, end: float | None) -> str:
-    if start is None:
-        return ""
-    seconds = int((end or time.time()) - start)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-_NUMBERS = frozenset({"runs", "ckpts", "evictions", "epoch", "val acc"})
-_NOTE_WIDTH = 80
-
-
-def _cell(note: str) -> str:
-    """A note cut to the table's note width."""
-    return note if len(note) <= _NOTE_WIDTH else note[: _NOTE_WIDTH - 1].rstrip() + "\u2026"
-
-
-def render(snapshot: Snapshot, title: str = "") -> Any:
-    """A rich renderable: the member (or node, or job) table and a progress line."""
-    from rich.console import Group
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title or None, title_justify="left")
-    if snapshot.members:
-        for column in ("member", "state", "runs", "ckpts", "evictions", "epoch", "val acc", "note"):
-            table.add_column(column, justify="right" if column in _NUMBERS else "left")
-        for m in snapshot.members:
-            train = m.train
-            epoch = f"{m.epoch}/{m.epochs}" if m.epoch is not None else ""
-            table.add_row(
-                m.member,
-                m.state,
-                str(train.total("runs")) if train else "0",
-                str(train.total("checkpoints")) if train else "0",
-                str(train.total("evictions")) if train else "0",
-                epoch,
-                f"{m.val_acc:.3f}" if m.val_acc is not None else "",
-                _cell(m.note),
-            )
-        named = {f"{stage}_{m.member}" for m in snapshot.members for stage in ("train", "infer")}
-        others = [node for node in snapshot.nodes if node.name not in named]
-        for node in others:  # e.g. the collect node
-            table.add_row(node.name, node.state, str(node.total("runs")), "", "", "", "",
-                          _cell(node_note(node)))  # fmt: skip
-    elif snapshot.dag_nodes:
-        for column in ("node", "state", "attempts", "runs", "ckpts", "evictions", "note"):
-            table.add_column(column)
-        for node in snapshot.nodes:
-            table.add_row(
-                node.name,
-                node.state,
-                str(node.attempts),
-                str(node.total("runs")),
-                str(node.total("checkpoints")),
-                str(node.total("evictions")),
-                _cell(node_note(node)),
-            )
-    else:
-        for column in ("job", "node", "state", "runs", "ckpts", "evictions", "time", "note"):
-            table.add_column(column)
-        for job in snapshot.jobs:
-            table.add_row(
-                job.id,
-                job.node or "",
-                job.state,
-                str(job.runs),
-                str(job.checkpoints),
-                str(job.evictions),
-                _age(job.started or job.submitted, job.ended),
-                _cell(short_reason(job.reason)),
-            )
-    counts = snapshot.counts()
-    done = counts["done"] + counts["failed"] + counts["removed"]
-    unit = "nodes" if snapshot.dag_nodes else "jobs"
-    summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    line = Text(f"{done}/{snapshot.total} {unit} ended ({summary or 'nothing yet'})")
-    if snapshot.dag_exit is not None:
-        line.append(f"; DAG exited with status {snapshot.dag_exit}")
-    status = Table.grid(padding=(0, 1))
-    status.add_row(ProgressBar(total=max(snapshot.total, 1), completed=done, width=30), line)
-    return Group(table, status)
-
-
-def summary_line(snapshot: Snapshot) -> str:
-    """One plain line for logs without a terminal."""
-    counts = snapshot.counts()
-    parts = [f"{n} {state}" for state, n in counts.items() if n]
-    extra = []
-    for m in snapshot.members:
-        if m.epoch is not None and m.train is not None and m.train.state == "running":
-            acc = f" acc {m.val_acc:.3f}" if m.val_acc is not None else ""
-            extra.append(f"{m.member} epoch {m.epoch}/{m.epochs}{acc}")
-        elif m.note:  # held, failed or removed: say why
-            extra.append(f"{m.member} {m.state}: {_cell(m.note)}")
-    text = f"{snapshot.total} {'nodes' if snapshot.dag_nodes else 'jobs'}: " + (
-        ", ".join(parts) or "nothing yet"
-    )
-    if extra:
-        text += " | " + "; ".join(extra)
-    if snapshot.dag_exit is not None:
-        text += f" | DAG exited with status {snapshot.dag_exit}"
-    return text
+    return float(metrics["val_acc"].iloc[-1])

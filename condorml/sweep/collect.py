@@ -9,7 +9,6 @@ members; the others are listed as failed with the reason. The step succeeds when
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -33,14 +32,19 @@ from condorml.results.predictions import (
     sort_ids,
     write_sidecar,
 )
-from condorml.sweep.rundir import member_folder
+from condorml.sweep.rundir import (
+    ENSEMBLE_CSV,
+    LEADERBOARD_CSV,
+    MEMBERS_CSV,
+    METRICS_JSON,
+    MemberDir,
+    RunDir,
+)
 
 log = logging.getLogger(__name__)
 
-MEMBERS_CSV = "members.csv"
-LEADERBOARD = "leaderboard.csv"
-ENSEMBLE_CSV = "dog_probs.csv"
-METRICS_JSON = "metrics.json"
+LEADERBOARD = LEADERBOARD_CSV  # the name condorml.sweep.demo imports
+__all__ = ["ENSEMBLE_CSV", "LEADERBOARD", "MEMBERS_CSV", "METRICS_JSON", "CollectResult", "collect"]
 
 
 @dataclass
@@ -56,52 +60,6 @@ class CollectResult:
     def succeeded(self, min_members: int) -> bool:
         """Whether enough members joined the ensemble."""
         return len(self.joined) >= min_members
-
-
-def _member_predictions(folder: Path, why_none: str = "") -> tuple[Path | None, str]:
-    """The member's complete predictions CSV (merging shard parts), or None and why not.
-
-    ``why_none``: why the member has no predictions, from its jobs' logs (default: a guess).
-    """
-    from condorml.results.merge import merge_predictions
-
-    out = folder / "out"
-    csv = out / ENSEMBLE_CSV
-    parts = sorted(out.glob("dog_probs.part*.csv")) if out.is_dir() else []
-    if parts and not csv.exists():
-        try:
-            merge_predictions(csv, parts)
-        except CondormlError as err:
-            return None, f"incomplete inference shards ({err})"
-    if not csv.exists():
-        return None, f"no predictions ({why_none or 'inference did not finish'})"
-    return csv, ""
-
-
-def training_state(folder: Path) -> dict[str, Any]:
-    """Progress and final metrics of a member's training, from files readable without torch.
-
-    Runs and checkpoints are not taken from the trainer's own counters (which count process
-    starts and saves) but from HTCondor's event logs (:mod:`condorml.monitor.accounting`), as
-    everywhere else.
-    """
-    import pandas as pd
-
-    row: dict[str, Any] = {}
-    state = folder / "ckpt" / "state.json"
-    if state.exists():
-        summary = json.loads(state.read_text())
-        row.update(epochs_done=summary["epoch"], finished=summary["finished"],
-                   wall_seconds=round(summary["wall_seconds"], 1))  # fmt: skip
-    metrics = folder / "ckpt" / "metrics.csv"
-    if metrics.exists():
-        frame = pd.read_csv(metrics)
-        if len(frame):
-            last = frame.iloc[-1]
-            row.update(
-                val_loss=last["val_loss"], val_acc=last["val_acc"], train_loss=last["train_loss"]
-            )
-    return row
 
 
 def collect(
@@ -125,24 +83,19 @@ def collect(
     CondormlError
         If ``run_dir`` is not a sweep's run folder.
     """
-    import pandas as pd
-
-    members_csv = run_dir / MEMBERS_CSV
-    if not members_csv.exists():
-        raise CondormlError(
-            f"{run_dir}: no {MEMBERS_CSV}; not a sweep run folder (condorml sweep writes one)"
-        )
-    members = pd.read_csv(members_csv, dtype={"member": str})
+    run = RunDir(run_dir)
+    members = run.member_table()
     accounting = member_accounting(run_dir, list(members["member"]))[0]
     counts, why_none = leaderboard_counts(accounting), no_predictions_reasons(accounting)
-    rows, frames, result = [], [], CollectResult(None, run_dir / LEADERBOARD)
+    rows, frames, result = [], [], CollectResult(None, run.leaderboard)
     for record in members.to_dict("records"):
         member = record["member"]
-        folder = member_folder(run_dir, member)
+        files = run.member(member)
         # HTCondor's counts: empty, not guessed, for a member whose jobs no event log shows
         unknown = dict.fromkeys(LEADERBOARD_COLUMNS)
-        row = {**record, **training_state(folder), **unknown, **counts.get(member, {})}
-        csv, reason = _member_predictions(folder, why_none.get(member, ""))
+        row = {**record, **_training_row(files), **unknown, **counts.get(member, {})}
+        predictions = files.predictions(why_none.get(member, ""))
+        csv, reason = predictions.csv, predictions.reason
         if csv is not None:
             frame = read_predictions(csv)[["fileid", "prob"]]
             frames.append(frame.assign(member=member))
@@ -160,35 +113,43 @@ def collect(
             row["status"] = f"failed: {reason}"
         rows.append(row)
     if frames:
-        result.ensemble = _write_ensemble(run_dir, frames, result, with_stats)
+        result.ensemble = _write_ensemble(run, frames, result, with_stats)
         if labels is not None:
-            result.scores = evaluate_file(result.ensemble, labels, run_dir / METRICS_JSON).to_dict()
+            result.scores = evaluate_file(result.ensemble, labels, run.metrics_json).to_dict()
     _write_leaderboard(result.leaderboard, rows)
     for member, reason in result.failed.items():
         log.warning("member %s failed: %s", member, reason)
     return result
 
 
-def _write_ensemble(run_dir: Path, frames: list, result: CollectResult, with_stats: bool) -> Path:
+def _training_row(files: MemberDir) -> dict[str, Any]:
+    """The member's training progress; a damaged file is a warning, not the step's failure."""
+    try:
+        return files.training_row()
+    except CondormlError as err:
+        log.warning("member %s: %s", files.member, err)
+        return {}
+
+
+def _write_ensemble(run: RunDir, frames: list, result: CollectResult, with_stats: bool) -> Path:
     import pandas as pd
 
     table = pd.concat(frames).groupby("fileid")["prob"].agg(["mean", "std", "count"])
-    output = run_dir / ENSEMBLE_CSV
+    output = run.ensemble_csv
     with prediction_writer(output, with_stats) as write:
         for fileid in sort_ids(table.index):
             mean, count = table.at[fileid, "mean"], int(table.at[fileid, "count"])
             # population standard deviation, like condorml infer's ensembles
             std = table.at[fileid, "std"] * math.sqrt((count - 1) / count) if count > 1 else 0.0
             write(fileid, mean, std, count)
-    first = read_sidecar(run_dir / "members" / result.joined[0] / "out" / ENSEMBLE_CSV) or {}
+    sidecars = [read_sidecar(run.member(m).predictions_csv) or {} for m in result.joined]
     write_sidecar(output, {
         "condorml_version": __version__,
         "prob": "probability of dog: mean over the members that produced predictions",
         "members": result.joined,
         "failed_members": result.failed,
-        "images": {k: v for k, v in first.get("images", {}).items() if k in ("source", "fingerprint", "in_source")},
-        "models": [m for member in result.joined
-                   for m in (read_sidecar(run_dir / "members" / member / "out" / ENSEMBLE_CSV) or {}).get("models", [])],
+        "images": {k: v for k, v in sidecars[0].get("images", {}).items() if k in ("source", "fingerprint", "in_source")},
+        "models": [m for sidecar in sidecars for m in sidecar.get("models", [])],
     })  # fmt: skip
     return output
 

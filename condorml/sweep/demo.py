@@ -114,14 +114,16 @@ def run_demo(
     evictions : float
         Probability of an injected eviction per job start (0: none).
     on_change : callable, optional
-        Called with the DAG runner whenever a node changes state.
+        Called with the DAG runner whenever a node changes state (from the backend's worker
+        thread).
 
     Raises
     ------
     CondormlError
         If the folder cannot be written.
     """
-    from condorml.backends.local.dagman import DagRunner, RunOptions
+    from condorml.backends import choose_backend
+    from condorml.backends.local.dagman import RunOptions
     from condorml.backends.local.starter import Evictions
     from condorml.sweep.plan import plan_sweep, write_sweep
 
@@ -147,5 +149,7 @@ def run_demo(
     plan = plan_sweep(spec, run_dir)
     write_sweep(plan, force=True)  # the demo's own folder: a changed demo starts over
     options = RunOptions(evictions=Evictions(evictions, (1.0, 8.0), seed=0))
-    result = DagRunner(plan.dag_file, options, on_change=on_change).run()
+    handle = choose_backend("local", options, on_change).submit_dag(plan.dag_file)
+    handle.wait()  # on the main thread, Ctrl-C removes the jobs and writes a rescue DAG
+    result = handle.result
     return DemoResult(out, run_dir, result.exit_code, result.rescue)

@@ -8,6 +8,9 @@ pure). A run folder holds::
     RUN_DIR/members.csv          every member's id, seed and hyperparameters
     RUN_DIR/sweep.dag            the DAG; train.sub, infer.sub, collect.sub and their wrappers
     RUN_DIR/members/<id>/        each member's initialdir: ckpt/ (checkpoints), out/ (predictions)
+    RUN_DIR/run.json             what the readers of the folder need (:class:`RunInfo`), last
+
+The names are :mod:`condorml.sweep.rundir`'s.
 
 Running ``condorml sweep`` again with the same spec rewrites the same files and leaves the
 members' folders alone, so a resubmitted DAG continues from its rescue file and its members
@@ -16,7 +19,9 @@ from their checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +29,20 @@ from typing import Any
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
-from condorml.htcondor.dag import DAG_FILE, SweepWorkflow, member_dir, sweep_workflow
-from condorml.htcondor.submit import CHECKPOINT_FOLDER, write_job
+from condorml.htcondor.dag import SweepWorkflow, sweep_workflow
+from condorml.htcondor.submit import local_path, write_job
+from condorml.sweep.rundir import (
+    CHECKPOINT_FOLDER,
+    DAG_FILE,
+    MEMBERS_CSV,
+    RUN_JSON,
+    SPEC_COPY,
+    DataPath,
+    RunInfo,
+    member_folder,
+    submit_file_name,
+    write_run_info,
+)
 from condorml.sweep.spec import (
     HYPERPARAMETERS,
     Member,
@@ -37,10 +54,6 @@ from condorml.sweep.spec import (
 from condorml.sweep.spec import same_spec as _same_spec
 
 log = logging.getLogger(__name__)
-
-SPEC_COPY = "spec.toml"
-MEMBERS_CSV = "members.csv"
-BACKENDS = ("local", "condor")
 
 
 @dataclass
@@ -60,8 +73,29 @@ class SweepPlan:
         """The files written into the run folder (member folders aside)."""
         names = [SPEC_COPY, MEMBERS_CSV, DAG_FILE]
         for kind, job in self.workflow.jobs.items():
-            names += [f"{kind}.sub", job.wrapper_name]
-        return [self.run_dir / name for name in names]
+            names += [submit_file_name(kind), job.wrapper_name]
+        return [self.run_dir / name for name in [*names, RUN_JSON]]
+
+    def run_info(self) -> RunInfo:
+        """``run.json``: the spec's digest, the data paths, the members, the inference shards."""
+        copy = spec_copy_text(self.spec, self.run_dir)
+        first = member_folder(self.run_dir, self.members[0].member)
+        data = {}
+        for key, value in self.spec.data.items():
+            if "://" in value:  # a URL: fetched by the job, no local path
+                data[key] = DataPath(value, None)
+                continue
+            # as dag.py writes them: labels for the collect job (the run folder), the rest for
+            # a member's jobs (its folder)
+            folder = self.run_dir if key == "labels" else first
+            job = local_path(value, folder, f"[data] {key}", transferred=False)
+            data[key] = DataPath(job, os.path.abspath(value))
+        return RunInfo(
+            spec_sha256=hashlib.sha256(copy.encode()).hexdigest(),
+            members=tuple(m.member for m in self.members),
+            shards=int(self.spec.inference.get("shards", 1)),
+            data=data,
+        )
 
     def member_rows(self) -> list[dict[str, Any]]:
         """``members.csv``: id, seed, and every hyperparameter's effective value."""
@@ -135,12 +169,15 @@ def write_sweep(plan: SweepPlan, force: bool = False) -> list[Path]:
         for member in plan.members:
             # ckpt/ exists from the start: it is an input of the training job (resume after a
             # RETRY or a rescue DAG), and a missing input would hold the job.
-            (run_dir / member_dir(member) / CHECKPOINT_FOLDER).mkdir(parents=True, exist_ok=True)
+            (member_folder(run_dir, member.member) / CHECKPOINT_FOLDER).mkdir(
+                parents=True, exist_ok=True
+            )
         for kind, job in plan.workflow.jobs.items():
-            write_job(job, run_dir / f"{kind}.sub")
+            write_job(job, run_dir / submit_file_name(kind))
         _write_members_csv(run_dir / MEMBERS_CSV, plan.member_rows())
         atomic_write_text(plan.dag_file, "\n".join(plan.workflow.dag_lines) + "\n")
         atomic_write_text(copy, spec_copy_text(plan.spec, run_dir))
+        write_run_info(run_dir, plan.run_info())  # last: once the rest is written
     except OSError as err:
         raise CondormlError(
             f"{run_dir}: cannot write the run folder ({err.strerror or err})"
@@ -166,38 +203,3 @@ def _set_aside(run_dir: Path) -> Path:
         if entry != kept and not entry.name.startswith("previous-"):
             entry.rename(kept / entry.name)
     return kept
-
-
-@dataclass(frozen=True)
-class Submitted:
-    """Where a sweep's DAG went."""
-
-    backend: str
-    cluster: int | None = None
-    message: str = ""
-
-
-def schedd_available() -> bool:
-    """Whether a schedd answers here (the default backend is then ``condor``)."""
-    import htcondor2
-
-    try:
-        htcondor2.Schedd()
-    except htcondor2.HTCondorException:
-        return False
-    return True
-
-
-def submit_to_condor(plan: SweepPlan, schedd: Any = None) -> Submitted:
-    """Submit the DAG to the schedd (``condor_submit_dag``, else ``Submit.from_dag`` + bindings).
-
-    Raises
-    ------
-    CondormlError
-        If the run folder is one DAGMan refuses (under /tmp), or the DAG cannot be submitted.
-    """
-    from condorml.backends.condor import submit_dag
-
-    cluster = submit_dag(plan.dag_file, schedd)
-    follow = f"condor_watch_q -clusters {cluster}" if cluster is not None else "condor_watch_q"
-    return Submitted("condor", cluster, f"DAGMan job {cluster} submitted; follow it with: {follow}")

@@ -1,20 +1,62 @@
-"""Names in a sweep's run folder that several stages read: one place for each.
+"""A sweep's run folder: every name in it, and the one reader of what the sweep and jobs left.
 
 ``condorml sweep`` writes, the jobs fill, and ``collect``, ``watch`` and ``report`` read::
 
-    RUN_DIR/<dag>.nodes.log            DAGMan's log of every node job (no file transfers)
+    RUN_DIR/run.json                   what the sweep wrote (:class:`RunInfo`), written last
+    RUN_DIR/spec.toml                  the spec, copied
+    RUN_DIR/members.csv                every member's id, seed and hyperparameters
+    RUN_DIR/sweep.dag                  the DAG; train.sub, infer.sub, collect.sub and wrappers
+    RUN_DIR/sweep.dag.nodes.log        DAGMan's log of every node job (no file transfers)
     RUN_DIR/collect.log                the collect job's own event log
-    RUN_DIR/members/<id>/train.log     a member's training jobs' own event log (040 transfers:
-    RUN_DIR/members/<id>/infer.log     the checkpoints), and its inference jobs'
+    RUN_DIR/dog_probs.csv              the ensemble; leaderboard.csv, metrics.json beside it
+    RUN_DIR/report/                    condorml report's default output
+    RUN_DIR/members/<id>/              a member's initialdir:
+        train.log, infer.log           its training and inference jobs' own event logs (040
+                                       transfers: the checkpoints)
+        ckpt/                          model.pth, state.json, metrics.csv (the training job's)
+        out/                           dog_probs.csv, or dog_probs.part<N>.csv per shard
+
+The names of the files a job writes come from :mod:`condorml.job.files` (no torch); this module
+imports nothing heavy, so that ``watch`` and ``report`` stay quick to start.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
+from condorml import __version__
+from condorml.errors import CondormlError
+from condorml.fileio import atomic_write_text
+from condorml.htcondor.events import NODES_LOG_SUFFIX
+from condorml.job.files import METRICS_FILE, PREDICTIONS_FILE, STATE_FILE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RUN_JSON = "run.json"
+RUN_FORMAT = "condorml.run"
+RUN_FORMAT_VERSION = 1
+SPEC_COPY = "spec.toml"
+MEMBERS_CSV = "members.csv"
+DAG_FILE = "sweep.dag"
 MEMBERS_FOLDER = "members"
+CHECKPOINT_FOLDER = "ckpt"  # a training job's --checkpoint-dir, in its member's folder
+RESULTS_FOLDER = "out"  # where an inference job's predictions come back
+ENSEMBLE_CSV = PREDICTIONS_FILE  # the ensemble has the members' predictions' name
+LEADERBOARD_CSV = "leaderboard.csv"
+METRICS_JSON = "metrics.json"
+REPORT_FOLDER = "report"
 JOB_KINDS = ("train", "infer", "collect")
 MEMBER_JOB_KINDS = ("train", "infer")  # the jobs that run in a member's folder
+DATA_KEYS = ("train", "test", "labels")
+# where a data path as the jobs see it is relative to: a member's folder (its initialdir), or
+# the run folder (the collect job's)
+_RUN_FOLDER_DATA = frozenset({"labels"})
 
 
 def job_log_name(kind: str) -> str:
@@ -30,6 +72,17 @@ def job_stream_name(kind: str, stream: str, job: str) -> str:
     return f"{kind}.{job}.{stream}"
 
 
+def submit_file_name(kind: str) -> str:
+    """The submit file of the ``train``, ``infer`` or ``collect`` jobs, in the run folder."""
+    return f"{kind}.sub"
+
+
+def shard_part_name(output: str, proc: str) -> str:
+    """An inference shard's CSV: ``<stem>.part<proc><suffix>`` (``proc``: a number or a macro)."""
+    path = PurePosixPath(output)
+    return f"{path.stem}.part{proc}{path.suffix}"
+
+
 def member_folder(run_dir: Path, member: str) -> Path:
     """``RUN_DIR/members/<id>``: the member's initialdir."""
     return run_dir / MEMBERS_FOLDER / member
@@ -37,5 +90,376 @@ def member_folder(run_dir: Path, member: str) -> Path:
 
 def job_logs(run_dir: Path, members: list[str]) -> list[Path]:
     """Every job's own event log in a sweep's run folder (existing or not yet)."""
-    logs = [member_folder(run_dir, m) / job_log_name(k) for m in members for k in MEMBER_JOB_KINDS]
-    return [*logs, run_dir / job_log_name("collect")]
+    return RunDir(run_dir).job_logs(members)
+
+
+# --- run.json ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataPath:
+    """One ``[data]`` input of a sweep, as its jobs see it and as a path from here.
+
+    ``job`` is written in the submit files: ``train`` and ``test`` relative to a member's folder
+    (their jobs' initialdir), ``labels`` relative to the run folder (the collect job's); a URL
+    as given. ``local`` is the absolute path when the sweep was written (None for a URL).
+    """
+
+    job: str
+    local: str | None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """``run.json``: what ``condorml sweep`` wrote, for the readers of the run folder."""
+
+    spec_sha256: str  # of RUN_DIR/spec.toml as written
+    members: tuple[str, ...]
+    shards: int  # inference jobs per member
+    data: dict[str, DataPath] = field(default_factory=dict)
+    condorml_version: str = __version__
+
+    def to_json(self) -> str:
+        """The text of ``run.json``."""
+        record = {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, **asdict(self)}
+        record["members"] = list(self.members)
+        return json.dumps(record, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: Path) -> RunInfo:
+        """Read ``run.json``'s text.
+
+        Raises
+        ------
+        CondormlError
+            If it is not a run.json of a version this condorml reads.
+        """
+        try:
+            record = json.loads(text)
+            if record.get("format") != RUN_FORMAT:
+                raise ValueError(f"format {record.get('format')!r}, not {RUN_FORMAT}")
+            if record.get("version") != RUN_FORMAT_VERSION:
+                raise ValueError(
+                    f"version {record.get('version')!r}; this condorml reads version "
+                    f"{RUN_FORMAT_VERSION} (run `condorml sweep` on the run folder again)"
+                )
+            data = {k: DataPath(v["job"], v["local"]) for k, v in record["data"].items()}
+            return cls(str(record["spec_sha256"]), tuple(map(str, record["members"])),
+                       int(record["shards"]), data, str(record.get("condorml_version", "")))  # fmt: skip
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CondormlError(f"{where}: not a condorml run.json ({err})") from None
+
+
+def write_run_info(run_dir: Path, info: RunInfo) -> Path:
+    """Write ``RUN_DIR/run.json`` atomically (a reader sees the old file or the new one)."""
+    path = run_dir / RUN_JSON
+    atomic_write_text(path, info.to_json())
+    return path
+
+
+# --- a member's folder -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """``ckpt/state.json``: the counters of a member's last checkpoint."""
+
+    epoch: int  # epochs done
+    epochs: int | None  # epochs asked for
+    finished: bool
+    wall_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A member's complete predictions CSV, or why there is none."""
+
+    csv: Path | None
+    reason: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.csv is not None
+
+
+def read_state(ckpt: Path) -> TrainingState | None:
+    """The checkpoint folder's ``state.json`` (None if there is none yet).
+
+    Raises
+    ------
+    CondormlError
+        If it cannot be read or lacks a field (e.g. being replaced at this moment).
+    """
+    path = ckpt / STATE_FILE
+    try:
+        record = json.loads(path.read_text())
+        wall = record.get("wall_seconds")
+        return TrainingState(int(record["epoch"]), record.get("epochs"), bool(record["finished"]),
+                             None if wall is None else float(wall))  # fmt: skip
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CondormlError(f"unreadable {path} ({err})") from None
+
+
+def read_metrics(ckpt: Path) -> pd.DataFrame | None:
+    """The checkpoint folder's ``metrics.csv``, one row per epoch (None: no epoch finished yet).
+
+    Raises
+    ------
+    CondormlError
+        If it cannot be read as a CSV with an ``epoch`` column.
+    """
+    import pandas as pd
+
+    path = ckpt / METRICS_FILE
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise CondormlError(f"unreadable {path} ({err})") from None
+    if frame.empty:
+        return None
+    if "epoch" not in frame.columns:
+        raise CondormlError(f"{path}: no epoch column")
+    return frame
+
+
+@dataclass(frozen=True)
+class MemberDir:
+    """``RUN_DIR/members/<id>``: a member's files and what they say."""
+
+    member: str
+    path: Path
+
+    @property
+    def ckpt(self) -> Path:
+        """The training job's checkpoint folder, as it came back."""
+        return self.path / CHECKPOINT_FOLDER
+
+    @property
+    def out(self) -> Path:
+        """Where the inference jobs' predictions come back."""
+        return self.path / RESULTS_FOLDER
+
+    @property
+    def predictions_csv(self) -> Path:
+        """The member's predictions (an unsharded job's, or the shard parts merged)."""
+        return self.out / PREDICTIONS_FILE
+
+    def log(self, kind: str) -> Path:
+        """The ``train`` or ``infer`` jobs' own event log."""
+        return self.path / job_log_name(kind)
+
+    def shard_parts(self) -> list[Path]:
+        """The inference shards' CSVs that came back, in name order."""
+        if not self.out.is_dir():
+            return []
+        return sorted(self.out.glob(shard_part_name(PREDICTIONS_FILE, "*")))
+
+    def state(self) -> TrainingState | None:
+        """See :func:`read_state`."""
+        return read_state(self.ckpt)
+
+    def metrics(self) -> pd.DataFrame | None:
+        """See :func:`read_metrics`."""
+        return read_metrics(self.ckpt)
+
+    def training_row(self) -> dict[str, Any]:
+        """Progress and final metrics for a leaderboard row: ``epochs_done``, ``finished``,
+        ``wall_seconds`` (state.json) and the last epoch's ``val_loss``, ``val_acc``,
+        ``train_loss`` (metrics.csv); empty for what is not there yet.
+
+        Runs and checkpoints are not taken from the trainer's own counters (which count process
+        starts and saves) but from HTCondor's event logs (:mod:`condorml.monitor.accounting`).
+
+        Raises
+        ------
+        CondormlError
+            If a file is there but unreadable.
+        """
+        row: dict[str, Any] = {}
+        state = self.state()
+        if state is not None:
+            wall = None if state.wall_seconds is None else round(state.wall_seconds, 1)
+            row.update(epochs_done=state.epoch, finished=state.finished, wall_seconds=wall)
+        metrics = self.metrics()
+        if metrics is not None:
+            last = metrics.iloc[-1]
+            row.update({k: last[k] for k in ("val_loss", "val_acc", "train_loss") if k in last})
+        return row
+
+    def predictions(self, why_none: str = "", merge_to: Path | None = None) -> Predictions:
+        """The member's complete predictions, merging shard parts when there is no CSV yet.
+
+        Parameters
+        ----------
+        why_none : str
+            Why the member has no predictions, from its jobs' logs (default: a guess).
+        merge_to : Path, optional
+            Where to merge shard parts (default: :attr:`predictions_csv`; a report, which never
+            writes into a run folder, gives a temporary file).
+        """
+        from condorml.results.merge import merge_predictions
+
+        if self.predictions_csv.exists():
+            return Predictions(self.predictions_csv)
+        parts = self.shard_parts()
+        if not parts:
+            return Predictions(None, f"no predictions ({why_none or 'inference did not finish'})")
+        target = merge_to if merge_to is not None else self.predictions_csv
+        try:
+            merge_predictions(target, parts)
+        except CondormlError as err:
+            return Predictions(None, f"incomplete inference shards ({err})")
+        return Predictions(target)
+
+
+# --- the run folder ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A sweep's run folder: its paths, and readers of what the sweep and the jobs wrote there."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / RUN_JSON
+
+    @property
+    def spec_copy(self) -> Path:
+        return self.path / SPEC_COPY
+
+    @property
+    def members_csv(self) -> Path:
+        return self.path / MEMBERS_CSV
+
+    @property
+    def dag_file(self) -> Path:
+        return self.path / DAG_FILE
+
+    @property
+    def nodes_log(self) -> Path:
+        """DAGMan's log of every node job."""
+        return self.path / (DAG_FILE + NODES_LOG_SUFFIX)
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.path / LEADERBOARD_CSV
+
+    @property
+    def ensemble_csv(self) -> Path:
+        return self.path / ENSEMBLE_CSV
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.path / METRICS_JSON
+
+    @property
+    def report_folder(self) -> Path:
+        return self.path / REPORT_FOLDER
+
+    @property
+    def local_folder(self) -> Path:
+        """The local backend's own folder beside the DAG (spool, sandboxes)."""
+        from condorml.backends.local.dagman import LOCAL_FOLDER  # not at the top: an import cycle
+
+        return self.path / LOCAL_FOLDER
+
+    def local_spool(self, job: str) -> Path:
+        """Where the local backend keeps job ``CLUSTER.PROC``'s checkpoint while it runs."""
+        return self.local_folder / "spool" / job
+
+    def submit_file(self, kind: str) -> Path:
+        return self.path / submit_file_name(kind)
+
+    def member(self, member: str) -> MemberDir:
+        return MemberDir(member, member_folder(self.path, member))
+
+    def job_logs(self, members: list[str]) -> list[Path]:
+        """Every job's own event log (existing or not yet)."""
+        logs = [self.member(m).log(k) for m in members for k in MEMBER_JOB_KINDS]
+        return [*logs, self.path / job_log_name("collect")]
+
+    def is_run(self) -> bool:
+        """Whether this is a sweep's run folder (every condorml sweep wrote ``members.csv``)."""
+        return self.members_csv.is_file()
+
+    def check(self) -> None:
+        """Raise :class:`CondormlError` unless this is a sweep's run folder."""
+        if not self.path.is_dir():
+            raise CondormlError(f"{self.path}: no such folder; give a sweep's run folder")
+        if not self.is_run():
+            raise CondormlError(
+                f"{self.path}: no {MEMBERS_CSV}; not a sweep run folder (condorml sweep writes one)"
+            )
+
+    def member_ids(self) -> list[str]:
+        """The members, in ``members.csv`` order (none if there is no readable one)."""
+        try:
+            with open(self.members_csv, newline="") as handle:
+                return [row["member"] for row in csv.DictReader(handle) if row.get("member")]
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []
+
+    def member_table(self) -> pd.DataFrame:
+        """``members.csv``: id, seed and hyperparameters of every member.
+
+        Raises
+        ------
+        CondormlError
+            If this is not a run folder or its ``members.csv`` is not a member table.
+        """
+        import pandas as pd
+
+        self.check()
+        try:
+            table = pd.read_csv(self.members_csv, dtype={"member": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise CondormlError(f"{self.members_csv}: not a CSV file ({err})") from None
+        if "member" not in table.columns:
+            raise CondormlError(f"{self.members_csv}: no member column")
+        return table
+
+    def info(self) -> RunInfo | None:
+        """``run.json``, or None for a run folder written before condorml wrote one.
+
+        Raises
+        ------
+        CondormlError
+            If it is there but unreadable, or of a version this condorml does not read.
+        """
+        try:
+            text = self.run_json.read_text()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as err:
+            raise CondormlError(f"{self.run_json}: unreadable ({err})") from None
+        return RunInfo.from_json(text, self.run_json)
+
+    def data_path(self, info: RunInfo, key: str) -> Path | None:
+        """A ``[data]`` input of the run as a path from here (None: not given, or a URL).
+
+        The path the jobs see is taken first, from the folder they see it from, so that a run
+        folder moved together with its data still finds it; then the absolute path recorded when
+        the sweep was written. If neither exists, the first (for the caller to report).
+        """
+        entry = info.data.get(key)
+        if entry is None or entry.local is None:
+            return None
+        if Path(entry.job).is_absolute():
+            return Path(entry.job)
+        # every member folder is at the same depth: the first stands for all
+        member = info.members[0] if info.members else ""
+        folder = self.path if key in _RUN_FOLDER_DATA else member_folder(self.path, member)
+        # resolve(): `..` after a symlink means what the OS (and HTCondor's transfer) make of it
+        seen = (folder / entry.job).resolve()
+        if not seen.exists() and os.path.exists(entry.local):
+            return Path(entry.local)
+        return seen

@@ -25,59 +25,43 @@ from typing import Any
 import numpy as np
 
 from condorml.config import (
-    INFER_PRECISIONS,
+    FIXED,
     OPTION_RULES,
+    SWEPT,
     OptionRule,
     TrainConfig,
     combination_problems,
+    option_fields,
 )
 from condorml.errors import CondormlError
 from condorml.htcondor.passthrough import extra_commands
+from condorml.htcondor.submit import InferJob, pool_options
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+# The spec's keys come from the option tables' field metadata (condorml.config.Option.spec).
 # Options a sweep may vary (grid / random) or fix ([train]); the rest belong to the job layout.
-HYPERPARAMETERS = (
-    "epochs", "model", "image_size", "lr", "batch_size", "optimizer", "weight_decay", "momentum",
-    "scheduler", "val_fraction", "freeze_backbone", "precision",
-)  # fmt: skip
-FIXED_ONLY = (
-    "checkpoint_every",
-    "checkpoint_minutes",
-    "split_seed",
-    "workers",
-    "device",
-    "pretrained_weights",
-)
+HYPERPARAMETERS = tuple(k for k, (_, o) in option_fields(TrainConfig).items() if o.spec == SWEPT)
+FIXED_ONLY = tuple(k for k, (_, o) in option_fields(TrainConfig).items() if o.spec == FIXED)
 SECTIONS = ("data", "train", "grid", "random", "ensemble", "resources", "submit", "inference",
             "throttle")  # fmt: skip
 DATA_KEYS = ("train", "test", "labels")
 ENSEMBLE_KEYS = ("members", "seeds", "min_members")
-RESOURCE_KEYS = (
-    "cpus", "memory", "disk", "gpus", "gpu_capability_min", "gpu_capability_max", "gpu_memory_min",
-    "gpu_runtime_min", "require_gpus", "container_image", "docker_image", "python", "profile",
-    "gpu_job_length",
-)  # fmt: skip
-INFERENCE_KEYS = ("shards", "batch_size", "precision", "with_stats", "resources", "submit")
+# [resources]: what a job asks the pool for (htcondor.submit's Resources, Container, Profile)
+RESOURCE_RULES = {key: o.rule for key, o in pool_options().items() if o.rule is not None}
+RESOURCE_KEYS = tuple(RESOURCE_RULES)
+SIZE_KEYS = ("memory", "disk", "gpu_memory_min")  # text with a unit, or a number (MiB, KiB)
+# [inference]: the options of the inference jobs, and their own pool options and commands
+INFERENCE_RULES = {
+    k: o.rule for k, (_, o) in option_fields(InferJob).items() if o.spec and o.rule is not None
+}
+INFERENCE_KEYS = (*INFERENCE_RULES, "resources", "submit")
 THROTTLE_KEYS = ("max_train_jobs", "max_infer_jobs", "retries")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform")
 SIGNIFICANT_DIGITS = 4  # random floats are rounded: readable ids, CSVs and command lines
-INFERENCE_RULES = {
-    "shards": OptionRule(int, low=1),
-    "batch_size": OptionRule(int, low=1),
-    "precision": OptionRule(str, choices=INFER_PRECISIONS),
-    "with_stats": OptionRule(bool),
-}
-# [resources] values that are not text (sizes may be text or a number: "8GB", 8192)
-RESOURCE_RULES = {
-    "cpus": OptionRule(int, low=1),
-    "gpus": OptionRule(int, low=0),
-    "gpu_capability_min": OptionRule(float, low=1, below=100),
-    "gpu_capability_max": OptionRule(float, low=1, below=100),
-}
 # A run folder's copy of a spec names the folder its relative paths are relative to.
 RELATIVE_TO = "relative_to"
 _RELATIVE_TO_LINE = re.compile(rf"^{RELATIVE_TO}\s*=.*(\n|$)", re.MULTILINE)
@@ -321,15 +305,9 @@ def _resources(table: dict[str, Any], where: _Where, name: str) -> dict[str, Any
     _check_keys(table, RESOURCE_KEYS, where.path, name)
     checked = {}
     for key, value in table.items():
-        if (
-            key in ("memory", "disk", "gpu_memory_min")
-            and isinstance(value, int)
-            and not isinstance(value, bool)
-        ):
-            value = str(value)  # fmt: skip
-        checked[key] = _check_rule(
-            RESOURCE_RULES.get(key, OptionRule(str)), value, where.path, name, key
-        )
+        if key in SIZE_KEYS and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        checked[key] = _check_rule(RESOURCE_RULES[key], value, where.path, name, key)
     image = checked.get("container_image")
     if isinstance(image, str) and image.endswith(".sif") and "://" not in image:
         checked["container_image"] = where.input(name, "container_image", image)

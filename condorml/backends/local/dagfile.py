@@ -1,4 +1,4 @@
-"""Reading DAG files (and their rescue files) for the local backend.
+"""Reading DAG files for the local backend (rescue files: :mod:`.rescue`).
 
 Supported: JOB, FINAL, VARS, PARENT/CHILD, RETRY [UNLESS-EXIT], SCRIPT PRE/POST (with DEFER),
 PRE_SKIP, CATEGORY, MAXJOBS, PRIORITY, ABORT-DAG-ON, DONE, NOOP, DIR, ``ALL_NODES``. Anything
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from condorml.errors import CondormlError
-from condorml.fileio import atomic_write_text
 
 ALL_NODES = "ALL_NODES"
 _NODE_KEYWORDS = {"JOB", "FINAL"}
@@ -32,7 +30,6 @@ _SUPPORTED = {
     "DONE",
 }
 _VARS_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.+]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
-RESCUE_PATTERN = re.compile(r"\.rescue(\d{3})$")
 
 
 @dataclass
@@ -308,65 +305,3 @@ _PARSERS = {
     "ABORT-DAG-ON": _parse_abort,
     "DONE": _parse_done,
 }
-
-
-def rescue_files(dag_path: Path) -> list[Path]:
-    """The DAG's rescue files, oldest first (``sweep.dag.rescue001``, ...)."""
-    found = [
-        (int(m.group(1)), p)
-        for p in dag_path.parent.glob(dag_path.name + ".rescue*")
-        if (m := RESCUE_PATTERN.search(p.name))
-    ]
-    return [p for _, p in sorted(found)]
-
-
-def apply_rescue(dag: Dag, rescue: Path) -> None:
-    """Apply a rescue file (DONE lines, remaining RETRY counts) to a parsed DAG, as DAGMan does."""
-    for number, line in enumerate(rescue.read_text().splitlines(), start=1):
-        words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
-        keyword = words[0].upper()
-        if keyword not in ("DONE", "RETRY"):
-            raise _fail(rescue, number, line, f"{words[0]} in a rescue file")
-        node = dag.nodes.get(words[1])
-        if node is None:
-            raise _fail(
-                rescue,
-                number,
-                line,
-                f"unknown node {words[1]} (the rescue file belongs to another DAG?)",
-            )
-        if keyword == "DONE":
-            node.done = True
-        else:
-            node.retries = int(words[2])
-    dag.rescue = rescue
-
-
-def write_rescue(dag: Dag, done: list[str], failed: list[str]) -> Path:
-    """Write the next ``<dag>.rescueNNN`` in DAGMan's (partial) format; return its path."""
-    existing = rescue_files(dag.path)
-    number = int(RESCUE_PATTERN.search(existing[-1].name).group(1)) + 1 if existing else 1
-    path = dag.path.with_name(f"{dag.path.name}.rescue{number:03d}")
-
-    lines = [
-        "# Rescue DAG file, created after running",
-        f"#   the {dag.path.name} DAG file",
-        f"# Created {time.strftime('%m/%d/%Y %H:%M:%S UTC', time.gmtime())}",
-        "# Rescue DAG version: 2.0.1 (partial)",
-        "#",
-        f"# Total number of Nodes: {len(dag.nodes)}",
-        f"# Nodes premarked DONE: {len(done)}",
-        f"# Nodes that failed: {len(failed)}",
-        "#   " + ",".join([*failed, "<ENDLIST>"]),
-        "",
-        *[f"DONE {name}" for name in done],
-        *[
-            f"RETRY {n.name} {n.retries}"
-            for n in dag.nodes.values()
-            if n.retries and n.name not in done and not n.final
-        ],
-    ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path

@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from condorml.errors import CondormlError
 from condorml.htcondor.quoting import split_condor_arguments
@@ -110,6 +111,77 @@ def _expand(description: object, key: str) -> str | None:
         return None
 
 
+@dataclass
+class SubmitFile:
+    """A submit file as htcondor2 parsed it, with the text it was parsed from."""
+
+    path: Path
+    text: str
+    description: Any  # htcondor2.Submit; macros set on it (VARS, JOB...) stay set
+
+
+def read_submit(
+    submit_file: Path, submit_dir: Path, previous: SubmitFile | None = None
+) -> SubmitFile:
+    """Read and parse a submit file; ``previous`` is returned as it is if the text is the same.
+
+    The DAG runner reads a node's submit file once per attempt to learn its request, and again
+    when the job starts, after the PRE script, which may have rewritten it: only a changed file
+    is parsed again.
+
+    Raises
+    ------
+    CondormlError
+        For a missing or invalid file.
+    """
+    import htcondor2
+
+    path = submit_file if submit_file.is_absolute() else submit_dir / submit_file
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CondormlError(f"{path}: no such submit file") from None
+    if previous is not None and previous.path == path and previous.text == text:
+        return previous
+    try:
+        return SubmitFile(path, text, htcondor2.Submit(text))
+    except (htcondor2.HTCondorException, ValueError) as err:
+        raise CondormlError(f"{path}: not a valid submit description ({err})") from None
+
+
+def expand_jobs(
+    submit: SubmitFile,
+    submit_dir: Path,
+    cluster: int,
+    vars_: dict[str, str] | None = None,
+    dag_macros: dict[str, str] | None = None,
+) -> list[JobSpec]:
+    """Describe each job the ``queue`` statement of a parsed submit file creates.
+
+    The arguments are those of :func:`load_jobs`. Expanding the same file again with the same
+    VARS (and other ``cluster`` or ``dag_macros``) gives what a fresh parse would.
+
+    Raises
+    ------
+    CondormlError
+        For a queue statement the local backend does not support, or a missing executable.
+    """
+    description, path = submit.description, submit.path
+    for key, value in {**(dag_macros or {}), **(vars_ or {})}.items():
+        if key not in description or key in (dag_macros or {}):
+            description[key] = value
+    queue = (description.getQArgs() or "1").strip()
+    if not queue.isdigit():
+        raise CondormlError(
+            f"{path}: queue {queue} is not supported by the local backend (queue N is)"
+        )
+    jobs = []
+    for proc in range(int(queue)):
+        description["ClusterId"], description["ProcId"] = str(cluster), str(proc)
+        jobs.append(_job(description, path, submit_dir, cluster, proc))
+    return jobs
+
+
 def load_jobs(
     submit_file: Path,
     submit_dir: Path,
@@ -138,28 +210,7 @@ def load_jobs(
         For an unreadable file, a queue statement the local backend does not support, or a
         missing executable.
     """
-    import htcondor2
-
-    path = submit_file if submit_file.is_absolute() else submit_dir / submit_file
-    try:
-        description = htcondor2.Submit(path.read_text())
-    except FileNotFoundError:
-        raise CondormlError(f"{path}: no such submit file") from None
-    except (htcondor2.HTCondorException, ValueError) as err:
-        raise CondormlError(f"{path}: not a valid submit description ({err})") from None
-    for key, value in {**(dag_macros or {}), **(vars_ or {})}.items():
-        if key not in description or key in (dag_macros or {}):
-            description[key] = value
-    queue = (description.getQArgs() or "1").strip()
-    if not queue.isdigit():
-        raise CondormlError(
-            f"{path}: queue {queue} is not supported by the local backend (queue N is)"
-        )
-    jobs = []
-    for proc in range(int(queue)):
-        description["ClusterId"], description["ProcId"] = str(cluster), str(proc)
-        jobs.append(_job(description, path, submit_dir, cluster, proc))
-    return jobs
+    return expand_jobs(read_submit(submit_file, submit_dir), submit_dir, cluster, vars_, dag_macros)
 
 
 def _job(description: object, path: Path, submit_dir: Path, cluster: int, proc: int) -> JobSpec:

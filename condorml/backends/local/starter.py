@@ -1,4 +1,7 @@
-"""Running one job the way an HTCondor execute point does, on this machine.
+"""Running one job the way an HTCondor execute point does, on this machine: process control.
+
+The sandbox and its file transfers are in :mod:`.sandbox`; here, the executable is started,
+waited for, signalled, restarted after a checkpoint and evicted at random when asked.
 
 * Each execution gets a fresh scratch folder (the sandbox): the executable and the inputs are
   copied in (``file://`` URLs too; another URL scheme holds the job), plus the spooled
@@ -33,8 +36,15 @@ from pathlib import Path
 
 from condorml.backends.local.eventlog import EventLog
 from condorml.backends.local.jobspec import JobSpec
+from condorml.backends.local.sandbox import (
+    STDERR,
+    STDOUT,
+    Held,
+    prepare_sandbox,
+    spool_checkpoint,
+    transfer_output,
+)
 
-STDOUT, STDERR = "_condor_stdout", "_condor_stderr"
 _POLL_S = 0.05
 
 
@@ -73,12 +83,6 @@ class JobOutcome:
         return self.exit_code if self.signal is None else -self.signal
 
 
-class _Held(Exception):
-    def __init__(self, reason: str, code: int, subcode: int) -> None:
-        super().__init__(reason)
-        self.code, self.subcode = code, subcode
-
-
 class Starter:
     """Run one job to its end: transfers, restarts after checkpoints, evictions, outputs.
 
@@ -112,14 +116,15 @@ class Starter:
             if self.job.universe == "local":
                 return self._run_local()
             while True:
-                sandbox = self._new_sandbox()
+                sandbox = self._sandbox_folder()
+                prepare_sandbox(self.job, self.events, sandbox, self.spool)
                 try:
                     result = self._execute(sandbox)
                 finally:
                     shutil.rmtree(sandbox, ignore_errors=True)
                 if result is not None:
                     return result
-        except _Held as held:
+        except Held as held:
             self.events.held(str(held), held.code, held.subcode)
             self.outcome.status, self.outcome.reason = "held", str(held)
             return self.outcome
@@ -148,58 +153,11 @@ class Starter:
 
     # --- vanilla / container / docker ----------------------------------------------------------
 
-    def _new_sandbox(self) -> Path:
+    def _sandbox_folder(self) -> Path:
+        """A new folder per execution: an eviction's restart does not reuse the last one."""
         job = self.job
-        self.events.transfer("input", finished=False)
-        sandbox = (
-            self.scratch_root / f"dir_{job.cluster}_{job.proc}_{self.outcome.starts}_{os.getpid()}"
-        )
-        shutil.rmtree(sandbox, ignore_errors=True)
-        sandbox.mkdir(parents=True)
-        if job.transfer_executable:
-            if not job.executable.exists():
-                raise _Held(
-                    f"Failed to transfer the executable {job.executable}: (errno 2) No such file or directory",
-                    13,
-                    2,
-                )
-            shutil.copy2(job.executable, sandbox / job.executable.name)
-        for entry in job.inputs:
-            self._transfer_in(entry, sandbox)
-        if self.spool.exists():  # the checkpoint comes back after an eviction
-            _copy_contents(self.spool, sandbox)
-        self.events.transfer("input", finished=True)
-        return sandbox
-
-    def _transfer_in(self, entry: str, sandbox: Path) -> None:
-        source = entry
-        if "://" in entry:
-            scheme, _, rest = entry.partition("://")
-            if scheme != "file":
-                raise _Held(
-                    f"Transfer input files failure: no {scheme}:// plugin in the local backend ({entry})",
-                    13,
-                    0,
-                )
-            source = rest
-        path = Path(source) if Path(source).is_absolute() else self.job.iwd / source
-        trailing = source.endswith("/")
-        if not path.exists():
-            raise _Held(
-                f"Transfer input files failure: reading from file {path}: (errno 2) No such file or directory",
-                13,
-                2,
-            )
-        if path.is_dir() and trailing:
-            _copy_contents(path, sandbox)
-            return
-        target = sandbox / (
-            source.rstrip("/")
-            if self.job.preserve_relative_paths and not Path(source).is_absolute()
-            else path.name
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _copy(path, target)
+        name = f"dir_{job.cluster}_{job.proc}_{self.outcome.starts}_{os.getpid()}"
+        return self.scratch_root / name
 
     def _execute(self, sandbox: Path) -> JobOutcome | None:
         """Run in ``sandbox`` until the job ends (an outcome) or is evicted (None)."""
@@ -224,9 +182,10 @@ class Starter:
                 )
                 return None
             if job.checkpoint_exit_code is not None and code == job.checkpoint_exit_code:
-                self._checkpoint(sandbox)
+                spool_checkpoint(job, self.events, sandbox, self.spool)
+                self.outcome.checkpoints += 1
                 continue  # HTCondor restarts the executable in the same sandbox
-            self._transfer_out(sandbox)
+            transfer_output(job, self.events, sandbox)
             self._record_exit(code)
             return self.outcome
 
@@ -236,7 +195,7 @@ class Starter:
             process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr,
                                        stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         except OSError as err:
-            raise _Held(
+            raise Held(
                 f"Failed to execute '{argv[0]}': {err.strerror or err}", 6, err.errno or 0
             ) from None
         if self.cores and hasattr(os, "sched_setaffinity"):
@@ -266,72 +225,6 @@ class Starter:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-
-    def _checkpoint(self, sandbox: Path) -> None:
-        """Spool ``transfer_checkpoint_files`` as HTCondor 25.0 does (checked on a pool).
-
-        Without ``preserve_relative_paths`` an entry comes back under its last name
-        (``ckpt/model.pth`` as ``model.pth``, ``sub/deep`` as ``deep``), a trailing slash
-        (``ckpt/``) sends the folder's contents, and a listed file that does not exist fails
-        the upload: the checkpoint is not committed, the job is evicted and held (code 36).
-        """
-        job = self.job
-        self.events.transfer("output", finished=False)
-        entries = job.checkpoint_files if job.checkpoint_files is not None else (job.outputs or [])
-        staged = self.spool.with_name(self.spool.name + ".new")
-        shutil.rmtree(staged, ignore_errors=True)
-        staged.mkdir(parents=True)
-        listed = job.checkpoint_files or []
-        if any(not (sandbox / entry).exists() for entry in listed):
-            shutil.rmtree(staged, ignore_errors=True)
-            self.events.transfer("output", finished=True)
-            slot = f"slot1@{os.uname().nodename}"
-            reason = f"Error from {slot}: Starter failed to upload checkpoint"
-            self.events.evicted(reason)
-            raise _Held(reason, 36, -1)
-        for entry in [*entries, STDOUT, STDERR]:  # stdout/err are part of a checkpoint (9.0.6+)
-            source = sandbox / entry
-            if not source.exists():  # stdout/stderr of a job that wrote nothing
-                continue
-            if entry.endswith("/") and source.is_dir():
-                _copy_contents(source, staged)
-                continue
-            name = entry if job.preserve_relative_paths else Path(entry).name
-            (staged / name).parent.mkdir(parents=True, exist_ok=True)
-            _copy(source, staged / name)
-        old = self.spool.with_name(self.spool.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.spool.exists():
-            self.spool.rename(old)
-        staged.rename(self.spool)  # the new checkpoint replaces the old one whole
-        shutil.rmtree(old, ignore_errors=True)
-        self.outcome.checkpoints += 1
-        self.events.transfer("output", finished=True)
-
-    def _transfer_out(self, sandbox: Path) -> None:
-        job = self.job
-        self.events.transfer("output", finished=False)
-        if job.outputs is None:
-            skip = {job.executable.name, STDOUT, STDERR}
-            entries = [p.name for p in sandbox.iterdir() if p.is_file() and p.name not in skip]
-        else:
-            entries = job.outputs
-        for entry in entries:
-            source = sandbox / entry.rstrip("/")
-            if not source.exists():
-                raise _Held(
-                    "Transfer output files failure at execution point while sending files to access point. "
-                    f"Details: reading from file {source}: (errno 2) No such file or directory", 12, 2,
-                )  # fmt: skip
-            name = entry.rstrip("/") if job.preserve_relative_paths else source.name
-            target = job.iwd / job.output_remaps.get(name, name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _copy(source, target)
-        for stream, path in ((STDOUT, job.stdout), (STDERR, job.stderr)):
-            if path and (sandbox / stream).exists():
-                (job.iwd / path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(sandbox / stream, job.iwd / path)
-        self.events.transfer("output", finished=True)
 
     def _record_exit(self, code: int) -> None:
         if code < 0:
@@ -376,15 +269,3 @@ def job_environment(job: JobSpec, sandbox: Path) -> dict[str, str]:
         env["PATH"] = f"{Path(sys.executable).parent}:{_SYSTEM_PATH}"
     env.update(job.environment)
     return env
-
-
-def _copy(source: Path, target: Path) -> None:
-    if source.is_dir():
-        shutil.copytree(source, target, dirs_exist_ok=True)
-    else:
-        shutil.copy2(source, target)
-
-
-def _copy_contents(folder: Path, target: Path) -> None:
-    for item in folder.iterdir():
-        _copy(item, target / item.name)

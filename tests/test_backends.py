@@ -1,0 +1,277 @@
+"""The backend interface (:mod:`condorml.backends`): the same scenarios on both backends.
+
+Each scenario submits through ``Backend.submit_dag`` / ``submit_job`` and reads the handle's
+``status``, ``wait`` and ``cancel``. On the local backend it runs here, in pytest's process; on
+a pool it runs as the pool's submitting user from a folder outside /tmp (HTCondor refuses jobs
+owned by root, DAGMan node logs under /tmp; see ``tests/pool.py``), through this module's
+``__main__``, which prints the scenario's result as JSON. Without a pool the condor cases skip
+(with ``CONDORML_REQUIRE_POOL=1`` they fail instead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from condorml.backends import choose_backend
+from condorml.backends.base import Backend, Status
+from condorml.errors import CondormlError
+from tests.pool import REQUIRED, ROOT, Pool, python_install_paths, wait_for
+
+WAIT_S = 300  # a pool's negotiation cycle and DAGMan's submit interval, plus the jobs
+SWEEP_WAIT_S = 900
+
+ECHO_JOB = """\
+#!/bin/sh
+# $1: a name; writes it to out_NAME.txt (transferred back), exits with $2 (default 0)
+echo "$1" > "out_$1.txt"
+[ -n "$3" ] && sleep "$3"
+exit "${2:-0}"
+"""
+
+
+def _write_job(folder: Path, name: str, arguments: str, queue: str = "") -> Path:
+    script = folder / "echo.sh"
+    script.write_text(ECHO_JOB)
+    script.chmod(0o755)
+    submit = folder / f"{name}.sub"
+    submit.write_text(
+        textwrap.dedent(f"""\
+        executable = echo.sh
+        arguments = {arguments}
+        should_transfer_files = YES
+        when_to_transfer_output = ON_EXIT
+        log = {name}.log
+        output = {name}.$(ClusterId).$(ProcId).out
+        error = {name}.$(ClusterId).$(ProcId).err
+        request_cpus = 1
+        request_memory = 64MB
+        request_disk = 10MB
+        queue {queue}
+        """)
+    )
+    return submit
+
+
+def _summary(status: Status) -> dict[str, Any]:
+    return {"state": status.state, "counts": status.counts, "exit_code": status.exit_code}
+
+
+# --- scenarios: run here (local) or as the pool's user (condor) ---------------------------------
+
+
+def scenario_dag(backend: Backend, folder: Path) -> dict[str, Any]:
+    """A two-node DAG (A then B) to its end."""
+    _write_job(folder, "node", "$(JOB)")
+    dag = folder / "tiny.dag"
+    dag.write_text("JOB A node.sub\nJOB B node.sub\nPARENT A CHILD B\n")
+    handle = backend.submit_dag(dag)
+    first = handle.status()
+    done = handle.wait(WAIT_S)
+    outputs = sorted(p.name for p in folder.glob("out_*.txt"))
+    return {"first": first.state, **_summary(done), "outputs": outputs, "kind": handle.kind}
+
+
+def scenario_jobs(backend: Backend, folder: Path) -> dict[str, Any]:
+    """A submit file that queues two jobs, the second failing with 1, to their end."""
+    submit = _write_job(folder, "two", "p$(ProcId) $(ProcId)", queue="2")
+    handle = backend.submit_job(submit)
+    done = handle.wait(WAIT_S)
+    outputs = sorted(p.name for p in folder.glob("out_*.txt"))
+    return {**_summary(done), "outputs": outputs, "kind": handle.kind}
+
+
+def scenario_cancel(backend: Backend, folder: Path) -> dict[str, Any]:
+    """A job that sleeps, cancelled once it runs."""
+    submit = _write_job(folder, "sleepy", "z 0 120")
+    handle = backend.submit_job(submit)
+    wait_for(lambda: handle.status().counts.get("running"), WAIT_S, "the job to run", every=1)
+    started = time.monotonic()
+    handle.cancel()
+    done = handle.wait(WAIT_S)
+    return {**_summary(done), "seconds": time.monotonic() - started}
+
+
+def scenario_sweep(backend: Backend, folder: Path) -> dict[str, Any]:
+    """A whole tiny sweep (one member, one epoch): plan, write, submit the DAG, wait."""
+    from condorml.job.synth import make_synthetic_dataset
+    from condorml.sweep.plan import plan_sweep, write_sweep
+
+    make_synthetic_dataset(folder / "data", n_train=64, n_test=8, seed=1, size=(56, 44),
+                           make_zips=True)  # fmt: skip
+    spec = folder / "spec.toml"
+    spec.write_text(SWEEP_SPEC.format(python=os.path.abspath(sys.executable)))
+    plan = plan_sweep(spec, folder / "run")
+    backend.check_dag(plan.dag_file)
+    write_sweep(plan)
+    done = backend.submit_dag(plan.dag_file).wait(SWEEP_WAIT_S)
+    return {**_summary(done), "ensemble": (folder / "run" / "dog_probs.csv").exists()}
+
+
+SWEEP_SPEC = """\
+[data]
+train = "data/train.zip"
+test = "data/test.zip"
+labels = "data/test_labels.csv"
+
+[train]
+model = "cnn"
+image_size = 48
+epochs = 1
+batch_size = 16
+precision = "fp32"
+
+[ensemble]
+members = 1
+
+[resources]
+python = "{python}"
+cpus = 1
+memory = "1GB"
+disk = "1GB"
+
+[inference.resources]
+cpus = 1
+memory = "1GB"
+disk = "1GB"
+"""
+
+SCENARIOS: dict[str, Callable[[Backend, Path], dict[str, Any]]] = {
+    "dag": scenario_dag,
+    "jobs": scenario_jobs,
+    "cancel": scenario_cancel,
+    "sweep": scenario_sweep,
+}
+
+
+# --- running a scenario on a backend ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pool() -> Pool:
+    found, reason = Pool.find()
+    if found is None:
+        if REQUIRED:
+            pytest.fail(f"CONDORML_REQUIRE_POOL is set but {reason}")
+        pytest.skip(reason)
+    found.allow(*python_install_paths())
+    return found
+
+
+@pytest.fixture(
+    params=["local", pytest.param("condor", marks=[pytest.mark.pool, pytest.mark.slow])]
+)
+def run_scenario(request: pytest.FixtureRequest, tmp_path: Path):
+    """``run_scenario(name)``: the scenario's result on the parametrised backend."""
+    if request.param == "local":
+        return lambda name: SCENARIOS[name](choose_backend("local"), tmp_path)
+    pool: Pool = request.getfixturevalue("pool")
+
+    def on_pool(name: str) -> dict[str, Any]:
+        folder = pool.workdir(f"backend-{name}")
+        command = f"{shlex.quote(sys.executable)} -m tests.test_backends {name} {shlex.quote(str(folder))}"
+        proc = pool.run(command, ROOT, timeout=SWEEP_WAIT_S + 60)
+        assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    return on_pool
+
+
+def test_a_dag_runs_to_its_end(run_scenario) -> None:
+    result = run_scenario("dag")
+    assert result["kind"] == "dag" and result["first"] in ("idle", "running")
+    assert result["state"] == "done" and result["exit_code"] == 0
+    assert result["counts"] == {"done": 2}
+    assert result["outputs"] == ["out_A.txt", "out_B.txt"]
+
+
+def test_jobs_report_each_procs_state_and_the_failed_exit_code(run_scenario) -> None:
+    result = run_scenario("jobs")
+    assert result["kind"] == "job" and result["outputs"] == ["out_p0.txt", "out_p1.txt"]
+    assert result["counts"] == {"done": 1, "failed": 1}
+    assert result["state"] == "failed" and result["exit_code"] == 1
+
+
+def test_a_cancelled_job_is_removed(run_scenario) -> None:
+    result = run_scenario("cancel")
+    assert result["state"] == "removed" and result["counts"] == {"removed": 1}
+    assert result["seconds"] < 60  # stopped, not waited for (it sleeps 120 s)
+
+
+@pytest.mark.slow
+def test_a_whole_tiny_sweep_ends_with_an_ensemble(run_scenario) -> None:
+    result = run_scenario("sweep")
+    assert result["state"] == "done" and result["exit_code"] == 0, result
+    assert result["ensemble"]
+    assert result["counts"] == {"done": 3}  # train, infer, the FINAL collect
+
+
+def test_a_job_submitted_again_on_the_local_backend_counts_only_its_own_jobs(
+    tmp_path: Path,
+) -> None:
+    submit = _write_job(tmp_path, "twice", "p$(ProcId)", queue="2")
+    backend = choose_backend("local")
+    for _ in range(2):
+        assert backend.submit_job(submit).wait(60).counts == {"done": 2}
+
+
+def test_sigterm_while_waiting_on_the_local_backend_removes_the_job_as_condor_rm(
+    tmp_path: Path,
+) -> None:
+    """wait() on the main thread keeps `condorml run`'s Ctrl-C/SIGTERM: a removal, not a kill."""
+    handle = choose_backend("local").submit_job(_write_job(tmp_path, "sleepy", "z 0 120"))
+    wait_for(lambda: handle.status().counts.get("running"), 30, "the job to run", every=0.1)
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    started = time.monotonic()
+    status = handle.wait()
+    assert status.state == "removed" and time.monotonic() - started < 30
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is given back
+
+
+# --- choosing ------------------------------------------------------------------------------------
+
+
+def test_choose_backend_says_which_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import condorml.backends as backends
+
+    monkeypatch.setattr(backends, "schedd_available", lambda: False)
+    chosen = choose_backend(None)
+    assert (chosen.name, chosen.why, chosen.detached) == ("local", "no schedd answers here", False)
+    monkeypatch.setattr(backends, "schedd_available", lambda: True)
+    chosen = choose_backend(None)
+    assert (chosen.name, chosen.why, chosen.detached) == ("condor", "a schedd answers", True)
+    assert choose_backend("local").why == ""
+    with pytest.raises(CondormlError, match="--backend slurm: choose one of local, condor"):
+        choose_backend("slurm")
+
+
+def test_the_condor_backend_refuses_a_job_it_could_not_follow(tmp_path: Path) -> None:
+    submit = tmp_path / "nolog.sub"
+    submit.write_text("executable = /bin/true\nqueue\n")
+    with pytest.raises(CondormlError, match="no log command"):
+        choose_backend("condor").submit_job(submit)
+
+
+def test_the_local_backend_refuses_a_submit_file_a_dag_cannot_name(tmp_path: Path) -> None:
+    submit = _write_job(tmp_path, "job", "x")
+    spaced = submit.rename(tmp_path / "my job.sub")
+    with pytest.raises(CondormlError, match="spaces"):
+        choose_backend("local").submit_job(spaced)
+
+
+if __name__ == "__main__":  # python -m tests.test_backends SCENARIO FOLDER [BACKEND]: one JSON line
+    name, where = sys.argv[1], Path(sys.argv[2])
+    outcome = SCENARIOS[name](choose_backend(sys.argv[3] if len(sys.argv) > 3 else "condor"), where)
+    print(json.dumps(outcome))
