@@ -1248,3 +1248,14 @@ def test_jobs_get_a_jobs_environment_not_the_submitting_shells(
         "PATH", ""
     )
     assert here["_CONDOR_JOB_IWD"] == str(tmp_path / "here")
+
+
+def test_every_proc_of_a_cluster_gets_its_own_process_macros(tmp_path: Path) -> None:
+    """``$(Cluster)``/``$(Process)`` are HTCondor's older names of ``$(ClusterId)``/``$(ProcId)``."""
+    from condorml.backends.local.jobspec import load_jobs
+
+    sub = tmp_path / "q.sub"
+    sub.write_text("executable = /bin/echo\narguments = $(Cluster).$(Process) $(ClusterId).$(ProcId)\n"
+                   "output = out.$(Process)\nqueue 2\n")  # fmt: skip
+    jobs = load_jobs(sub, tmp_path, 7)
+    assert [job.arguments for job in jobs] == [["7.0", "7.0"], ["7.1", "7.1"]]

@@ -10,6 +10,7 @@ import typer
 from condorml.cli._common import call, make_progress, setup_logging
 from condorml.cli._options import inference_options, with_options
 from condorml.errors import ExitCode
+from condorml.job.files import PREDICTIONS_FILE
 
 
 @with_options(inference_options)
@@ -24,7 +25,7 @@ def infer_command(
         ..., "--images", "-i", help="Folder or .zip of images; id = file name without extension."
     ),
     output: Path = typer.Option(
-        Path("dog_probs.csv"),
+        Path(PREDICTIONS_FILE),
         "--output",
         "-o",
         help="The CSV (fileid,prob); its provenance goes to OUTPUT.json.",

@@ -15,6 +15,8 @@ from condorml.cli._options import (
     training_options,
     with_options,
 )
+from condorml.job.files import PREDICTIONS_FILE
+from condorml.sweep.rundir import CHECKPOINT_FOLDER, submit_file_name
 
 app = typer.Typer(
     help="Write HTCondor submit descriptions (and their wrapper scripts) for condorml jobs.",
@@ -33,7 +35,7 @@ def submit_train(
         help="The training zip: a local path, or an osdf:/// or file:/// URL.",
     ),
     output: Path = typer.Option(
-        Path("train.sub"),
+        Path(submit_file_name("train")),
         "--output",
         "-o",
         help="The submit file; its wrapper condorml_train.sh goes beside it.",
@@ -49,7 +51,7 @@ def submit_train(
     resources, container, profile, extra, submit = _resources(options)
     weights = options["pretrained_weights"]
     _check_inputs(container, ("--data-dir", data_dir), ("--pretrained-weights", weights))
-    config = TrainConfig(data_dir=Path(data_dir), checkpoint_dir=Path("ckpt"), **options)
+    config = TrainConfig(data_dir=Path(data_dir), checkpoint_dir=Path(CHECKPOINT_FOLDER), **options)
     job = call(train_description, config, data_dir, resources, container, profile, output.parent,
                extra=extra)  # fmt: skip
     _write(job, output, submit)
@@ -68,13 +70,13 @@ def submit_infer(
         help="Zip of test images: a local path, or an osdf:/// or file:/// URL.",
     ),
     output: Path = typer.Option(
-        Path("infer.sub"),
+        Path(submit_file_name("infer")),
         "--output",
         "-o",
         help="The submit file; its wrapper condorml_infer.sh goes beside it.",
     ),
     csv: str = typer.Option(
-        "dog_probs.csv", "--csv", help="Name of the predictions CSV the job returns in out/."
+        PREDICTIONS_FILE, "--csv", help="Name of the predictions CSV the job returns in out/."
     ),
     shards: int = typer.Option(
         1, "--shards", help="Spread the images over N jobs (queue N, --shard $(ProcId)/N)."

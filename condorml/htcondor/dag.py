@@ -51,6 +51,7 @@ from condorml.htcondor.submit import (
     local_path,
     train_description,
 )
+from condorml.job.files import CHECKPOINT_FILE
 from condorml.sweep.rundir import MEMBERS_FOLDER
 from condorml.sweep.spec import Member, SweepSpec
 
@@ -143,7 +144,7 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
     infer_extra = {**spec.submit, **inference.pop("submit", {})}
     job = InferJob(**inference)
     model = os.path.relpath(
-        os.path.abspath(first / CHECKPOINT_FOLDER / "model.pth")
+        os.path.abspath(first / CHECKPOINT_FOLDER / CHECKPOINT_FILE)
     )  # -> ckpt/model.pth
     infer = infer_description([model], spec.data["test"], job, infer_resources, infer_container,
                               infer_profile, first, initialdir="$(member_dir)", extra=infer_extra)  # fmt: skip

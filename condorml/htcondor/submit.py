@@ -54,12 +54,17 @@ from condorml.htcondor.quoting import (
     size_value,
 )
 from condorml.htcondor.wrappers import PYTHON_OPTION, wrapper_script
-from condorml.sweep.rundir import job_log_name, job_stream_name
+from condorml.job.files import PREDICTIONS_FILE
+from condorml.sweep.rundir import (
+    CHECKPOINT_FOLDER,
+    RESULTS_FOLDER,
+    job_log_name,
+    job_stream_name,
+    shard_part_name,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FOLDER = "ckpt"
-RESULTS_FOLDER = "out"
 URL_SCHEMES = ("osdf://", "file://", "pelican://", "https://", "http://", "s3://", "stash://")
 PROFILES = ("none", "chtc")
 # CHTC's GPU job lengths and their run-time limits in hours (chtc.cs.wisc.edu, gpu-jobs).
@@ -606,7 +611,7 @@ def _training_arguments(config: TrainConfig, swept: tuple[str, ...] = ()) -> lis
 class InferJob(InferOptions):
     """The options of an inference job (the models and images are given separately)."""
 
-    output_name: str = "dog_probs.csv"
+    output_name: str = PREDICTIONS_FILE
     shards: int = option(
         1,
         "Spread the images over N jobs (queue N, --shard $(ProcId)/N).",
@@ -683,7 +688,7 @@ def infer_description(
         # Helper macros, defined before the arguments that use them (they expand per job).
         commands = {
             "condorml_shard": f"$(ProcId)/{job.shards}",
-            "condorml_output": f"{RESULTS_FOLDER}/{output.stem}.part$(ProcId){output.suffix}",
+            "condorml_output": f"{RESULTS_FOLDER}/{shard_part_name(output.name, '$(ProcId)')}",
             **commands,
         }
     if profile.name == "chtc" and resources.gpus:

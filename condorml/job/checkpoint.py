@@ -43,11 +43,11 @@ from condorml.errors import (
     os_error,
 )
 from condorml.fileio import TMP_PREFIX, atomic_write, fsync_dir, remove_stale_temporaries
+from condorml.job.files import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EXIT_CODE = int(ExitCode.CHECKPOINTED)  # HTCondor's checkpoint_exit_code
-CHECKPOINT_FILE = "model.pth"
 PREVIOUS_FILE = "model.prev.pth"
 # In a job's sandbox, beside the checkpoint folder that HTCondor transfers, not in it.
 PREVIOUS_FOLDER = ".condorml-previous"

@@ -25,10 +25,11 @@ from torch import nn
 
 from condorml import __version__
 from condorml.config import INFER_BATCH_SIZE
-from condorml.errors import CondormlError, DataError
+from condorml.errors import CondormlError, DataError, os_error
 from condorml.job.checkpoint import FORMAT, describe_load_error
 from condorml.job.data import ImageFile, ImageSource, fingerprint
 from condorml.job.devices import autocast, job_cpus, resolve_device, resolve_precision
+from condorml.job.files import PREDICTIONS_FILE
 from condorml.job.images import (
     DECODE_ERRORS,
     decode_resized,
@@ -118,7 +119,7 @@ class InferConfig:
 
     models: tuple[Path, ...]
     images: Path
-    output: Path = Path("dog_probs.csv")
+    output: Path = Path(PREDICTIONS_FILE)
     batch_size: int = INFER_BATCH_SIZE
     workers: int | None = None
     device: str = "auto"
@@ -178,6 +179,10 @@ def load_member(
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CondormlError(f"--model {path}: no such file") from None
+    except OSError as err:  # an I/O error may be the machine's: worth another attempt
+        raise os_error(
+            f"--model {path}: cannot read it ({err.strerror or err})", err, path
+        ) from None
     except Exception as err:  # torch raises many types for a damaged or unsafe file
         raise CondormlError(f"--model {path}: {describe_load_error(path, err)}") from None
     if not isinstance(state, dict):

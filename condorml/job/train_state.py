@@ -189,7 +189,8 @@ def resume_point(config: TrainConfig, data_fingerprint: str) -> dict[str, Any] |
             check_same_run(saved["config"], current, config.checkpoint_dir)
         return saved
     except CondormlError as err:
-        if not config.force_restart or not checkpoint_files(config.checkpoint_dir):
+        # a transient failure (an I/O error) says nothing about the files: never discard them
+        if err.transient or not config.force_restart or not checkpoint_files(config.checkpoint_dir):
             raise
         moved = discard_checkpoints(config.checkpoint_dir)
         log.warning(

@@ -17,6 +17,7 @@ from condorml.errors import CondormlError
 from condorml.monitor.accounting import LOST_CAUSES, lost_column
 from condorml.monitor.gather import CALIBRATION_BINS, ReportData, sample_images
 from condorml.results.evaluate import THRESHOLD
+from condorml.sweep.rundir import RunDir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -390,7 +391,7 @@ def _hyperparameters(data: ReportData) -> _Drawn:
         return [], []
     if "val_acc" not in data.members or not data.members["val_acc"].notna().any():
         return [], ["no final validation accuracy yet: hyperparameter plot skipped"]
-    log_scaled = log_distributed(data.run_dir / "spec.toml")
+    log_scaled = log_distributed(RunDir(data.run_dir).spec_copy)
     fig = plot_hyperparameters(data.members, data.swept, log_scaled)
     return [_plot("hyperparameters", fig, "One point per member (seeds give the spread).")], []
 

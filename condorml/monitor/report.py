@@ -21,11 +21,11 @@ from condorml.fileio import atomic_write, atomic_write_text
 from condorml.monitor.accounting import LEADERBOARD_COLUMNS, LOST_CAUSES, counts_line, lost_column
 from condorml.monitor.gather import ReportData, gather
 from condorml.monitor.plots import PLOTS, Plot, make_plots
+from condorml.sweep.rundir import REPORT_FOLDER
 
 if TYPE_CHECKING:
     import pandas as pd
 
-REPORT_FOLDER = "report"
 HTML_NAME = "report.html"
 
 

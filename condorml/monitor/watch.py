@@ -15,7 +15,6 @@ or, while it runs on the local backend, its spooled checkpoint.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass
@@ -224,10 +223,7 @@ class Watch:
         return [dag.path for dag in self.dag_files]
 
     def _read_members(self) -> list[str]:
-        if self.run_dir is None or not (self.run_dir / "members.csv").exists():
-            return []
-        with open(self.run_dir / "members.csv", newline="") as handle:
-            return [row["member"] for row in csv.DictReader(handle)]
+        return [] if self.run_dir is None else RunDir(self.run_dir).member_ids()
 
     def _dag_exit(self) -> int | None:
         """DAGMan's exit status when its latest start has finished (real or local dagman.out).

@@ -33,18 +33,11 @@ from condorml.results.predictions import (
     write_sidecar,
 )
 from condorml.sweep.rundir import (
-    ENSEMBLE_CSV,
-    LEADERBOARD_CSV,
-    MEMBERS_CSV,
-    METRICS_JSON,
     MemberDir,
     RunDir,
 )
 
 log = logging.getLogger(__name__)
-
-LEADERBOARD = LEADERBOARD_CSV  # the name condorml.sweep.demo imports
-__all__ = ["ENSEMBLE_CSV", "LEADERBOARD", "MEMBERS_CSV", "METRICS_JSON", "CollectResult", "collect"]
 
 
 @dataclass

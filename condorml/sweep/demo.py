@@ -19,7 +19,7 @@ from typing import Any
 
 from condorml.errors import CondormlError
 from condorml.job.synth import make_synthetic_dataset
-from condorml.sweep.collect import ENSEMBLE_CSV, LEADERBOARD, METRICS_JSON
+from condorml.sweep.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,15 @@ class DemoResult:
     @property
     def predictions(self) -> Path:
         """The ensemble ``dog_probs.csv``."""
-        return self.run_dir / ENSEMBLE_CSV
+        return RunDir(self.run_dir).ensemble_csv
 
     @property
     def leaderboard(self) -> Path:
-        return self.run_dir / LEADERBOARD
+        return RunDir(self.run_dir).leaderboard
 
     def scores(self) -> dict[str, Any] | None:
         """The ensemble's accuracy, log loss, ROC AUC (``metrics.json``), once written."""
-        path = self.run_dir / METRICS_JSON
+        path = RunDir(self.run_dir).metrics_json
         return json.loads(path.read_text()) if path.exists() else None
 
 

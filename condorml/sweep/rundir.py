@@ -44,6 +44,8 @@ RUN_FORMAT_VERSION = 1
 SPEC_COPY = "spec.toml"
 MEMBERS_CSV = "members.csv"
 DAG_FILE = "sweep.dag"
+# The local backend's own folder beside a DAG it runs: sandboxes (execute/) and spooled checkpoints
+LOCAL_FOLDER = ".condorml-local"
 MEMBERS_FOLDER = "members"
 CHECKPOINT_FOLDER = "ckpt"  # a training job's --checkpoint-dir, in its member's folder
 RESULTS_FOLDER = "out"  # where an inference job's predictions come back
@@ -81,6 +83,11 @@ def shard_part_name(output: str, proc: str) -> str:
     """An inference shard's CSV: ``<stem>.part<proc><suffix>`` (``proc``: a number or a macro)."""
     path = PurePosixPath(output)
     return f"{path.stem}.part{proc}{path.suffix}"
+
+
+def local_spool(dag_folder: Path, job: str) -> Path:
+    """Where the local backend keeps job ``CLUSTER.PROC``'s spooled checkpoint (HTCondor's spool)."""
+    return dag_folder / LOCAL_FOLDER / "spool" / job
 
 
 def member_folder(run_dir: Path, member: str) -> Path:
@@ -368,13 +375,11 @@ class RunDir:
     @property
     def local_folder(self) -> Path:
         """The local backend's own folder beside the DAG (spool, sandboxes)."""
-        from condorml.backends.local.dagman import LOCAL_FOLDER  # not at the top: an import cycle
-
         return self.path / LOCAL_FOLDER
 
     def local_spool(self, job: str) -> Path:
         """Where the local backend keeps job ``CLUSTER.PROC``'s checkpoint while it runs."""
-        return self.local_folder / "spool" / job
+        return local_spool(self.path, job)
 
     def submit_file(self, kind: str) -> Path:
         return self.path / submit_file_name(kind)

@@ -40,10 +40,10 @@ from condorml.backends.local.starter import Evictions
 from condorml.errors import CondormlError
 from condorml.htcondor.events import JobView
 from condorml.monitor.accounting import LEADERBOARD_COLUMNS, counts_line
+from condorml.sweep.rundir import LOCAL_FOLDER
 
 log = logging.getLogger(__name__)
 
-LOCAL_FOLDER = ".condorml-local"
 # DAGMan's DAG_STATUS values
 DAG_STATUS_OK, DAG_STATUS_NODE_FAILED, DAG_STATUS_ABORT, DAG_STATUS_RM = 0, 2, 3, 4
 

@@ -16,20 +16,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from htcondor2 import FileTransferEventType as F
+from htcondor2 import JobEventType as T
+
 from condorml.htcondor.events import Event, JobView
 
 _HOST = "<127.0.0.1:0?alias={host}&condorml-local>"
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
 
-SUBMIT, EXECUTE, EVICTED, TERMINATED, ABORTED, HELD = 0, 1, 4, 5, 9, 12
-POST_SCRIPT_TERMINATED, FILE_TRANSFER = 16, 40
-# 040's FileTransferEventType (htcondor2): (direction, finished) -> type
+# The event numbers, from HTCondor's own bindings
+SUBMIT, EXECUTE, EVICTED = T.SUBMIT, T.EXECUTE, T.JOB_EVICTED
+TERMINATED, ABORTED, HELD = T.JOB_TERMINATED, T.JOB_ABORTED, T.JOB_HELD
+POST_SCRIPT_TERMINATED, FILE_TRANSFER = T.POST_SCRIPT_TERMINATED, T.FILE_TRANSFER
+# 040's FileTransferEventType: (direction, finished) -> type
 _TRANSFER_TYPES = {
-    ("input", False): 2,
-    ("input", True): 3,
-    ("output", False): 5,
-    ("output", True): 6,
+    ("input", False): F.IN_STARTED,
+    ("input", True): F.IN_FINISHED,
+    ("output", False): F.OUT_STARTED,
+    ("output", True): F.OUT_FINISHED,
 }
 NOT_IN_NODES_LOG = frozenset({FILE_TRANSFER})  # what a real DAGMan's nodes log leaves out
 

@@ -178,6 +178,7 @@ def expand_jobs(
     jobs = []
     for proc in range(int(queue)):
         description["ClusterId"], description["ProcId"] = str(cluster), str(proc)
+        description["Cluster"], description["Process"] = str(cluster), str(proc)  # older names
         jobs.append(_job(description, path, submit_dir, cluster, proc))
     return jobs
 

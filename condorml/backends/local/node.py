@@ -20,6 +20,7 @@ from condorml.backends.local.starter import Evictions, JobOutcome, Starter
 from condorml.errors import CondormlError
 from condorml.htcondor.events import JobView
 from condorml.monitor.accounting import LEADERBOARD_COLUMNS, counts_line
+from condorml.sweep.rundir import local_spool
 
 
 @dataclass
@@ -157,7 +158,7 @@ class NodeAttempt:
         events = EventLog(log_files, JobId(job.cluster, job.proc), name, around.nodes_log)
         for note in job.notes:
             around.out.write(f"Node {name}: {note}")
-        spool = around.local / "spool" / f"{job.cluster}.{job.proc}"
+        spool = local_spool(around.local.parent, f"{job.cluster}.{job.proc}")
         starter = Starter(job, events, around.local / "execute", spool, cores, around.evictions,
                           around.cancel)  # fmt: skip
         outcome = starter.run()
