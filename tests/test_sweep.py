@@ -147,6 +147,28 @@ def _golden_outputs(tmp_path: Path) -> dict[str, str]:
     }
 
 
+EXAMPLE_SPEC = GOLDEN.parent.parent / "dags" / "example.toml"
+
+
+def _example_dag(tmp_path: Path) -> str:
+    """The sweep.dag that dags/example.toml gives (its data need only exist: nothing is read)."""
+    (tmp_path / "dags").mkdir()
+    shutil.copy(EXAMPLE_SPEC, tmp_path / "dags" / EXAMPLE_SPEC.name)
+    (tmp_path / "data" / "synth").mkdir(parents=True)
+    for data in ("train.zip", "test.zip", "test_labels.csv"):
+        (tmp_path / "data" / "synth" / data).touch()
+    plan = plan_sweep(tmp_path / "dags" / EXAMPLE_SPEC.name, tmp_path / "run")
+    write_sweep(plan)
+    return plan.dag_file.read_text()
+
+
+def test_the_example_dag_in_dags_is_what_the_example_spec_gives(tmp_path: Path) -> None:
+    expected = (EXAMPLE_SPEC.parent / "example.dag").read_text()
+    assert _example_dag(tmp_path) == expected, (
+        "dags/example.dag differs from what dags/example.toml gives; regenerate: python -m tests.test_sweep"
+    )
+
+
 def test_dag_golden(tmp_path: Path) -> None:
     """The DAG and submit files of tests/golden/small.toml, line by line.
 
@@ -424,6 +446,9 @@ if __name__ == "__main__":  # regenerate the golden files: python -m tests.test_
         for name, text in _golden_outputs(Path(tmp)).items():
             (GOLDEN / name).write_text(text)
             print(f"wrote tests/golden/{name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        (EXAMPLE_SPEC.parent / "example.dag").write_text(_example_dag(Path(tmp)))
+        print("wrote dags/example.dag")
 
 
 def test_submit_section_and_python_reach_the_training_and_inference_jobs(tmp_path: Path) -> None:
