@@ -19,7 +19,8 @@ import typer.main
 
 from condorml.cli import app
 from condorml.config import FIXED, SWEPT, InferOptions, TrainConfig, option_default, option_fields
-from condorml.htcondor.submit import POOL_TABLES, InferJob, pool_options
+from condorml.htcondor.resources import POOL_TABLES, pool_options
+from condorml.htcondor.submit import InferJob
 from condorml.sweep.spec import FIXED_ONLY, HYPERPARAMETERS, INFERENCE_KEYS, RESOURCE_KEYS
 
 # TrainConfig fields that no option of `condorml train` sets, and why.

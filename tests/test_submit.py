@@ -26,16 +26,8 @@ from condorml.config import TrainConfig
 from condorml.errors import CondormlError
 from condorml.htcondor.passthrough import extra_commands
 from condorml.htcondor.quoting import condor_arguments, split_condor_arguments
-from condorml.htcondor.submit import (
-    Container,
-    InferJob,
-    Profile,
-    Resources,
-    chtc_job_length,
-    infer_description,
-    train_description,
-    write_job,
-)
+from condorml.htcondor.resources import Container, Profile, Resources, chtc_job_length
+from condorml.htcondor.submit import InferJob, infer_description, train_description, write_job
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "htcondor"  # real HTCondor 25.0 output

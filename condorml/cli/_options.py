@@ -32,7 +32,7 @@ from condorml.config import (
     option_fields,
     option_flag,
 )
-from condorml.htcondor.submit import CHTC_GPU_JOB_LENGTHS, POOL_TABLES, PROFILES
+from condorml.htcondor.resources import CHTC_GPU_JOB_LENGTHS, POOL_TABLES, PROFILES
 
 # The choices as types, for typer; made from condorml.config's tables.
 Model = Literal[MODEL_NAMES]  # type: ignore[valid-type]

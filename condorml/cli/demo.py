@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 from condorml.cli._common import call, print_command, setup_logging
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from condorml.sweep.demo import DemoResult
 
 
 def demo_command(
@@ -45,20 +51,28 @@ def demo_command(
         render(Watch([run_dir]).snapshot(), f"{run_dir}  ({time.monotonic() - started:.0f} s)")
     )
     if result.exit_code != 0:
-        typer.echo(
-            f"condorml: error: the demo's DAG failed (exit {result.exit_code}); see "
-            f"{run_dir / 'sweep.dag.dagman.out'}"
-            + (
-                f"; run the demo again to continue from {result.rescue.name}"
-                if result.rescue
-                else ""
-            ),
-            err=True,
-        )
-        raise typer.Exit(1)
+        _exit_dag_failed(result, run_dir)
+    board_size = _print_leaderboard(console, result.leaderboard)
+    _print_scores(console, result.scores(), board_size)
+    _print_outputs(result, run_dir)
+
+
+def _exit_dag_failed(result: DemoResult, run_dir: Path) -> NoReturn:
+    """Say where to look when the demo's DAG failed (and how to continue), then exit 1."""
+    typer.echo(
+        f"condorml: error: the demo's DAG failed (exit {result.exit_code}); see "
+        f"{run_dir / 'sweep.dag.dagman.out'}"
+        + (f"; run the demo again to continue from {result.rescue.name}" if result.rescue else ""),
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+def _print_leaderboard(console: Console, leaderboard: Path) -> int:
+    """Print the leaderboard's main columns; return its number of members."""
     import pandas as pd
 
-    board = pd.read_csv(result.leaderboard)
+    board = pd.read_csv(leaderboard)
     columns = [
         c
         for c in ("member", "lr", "seed", "val_acc", "test_accuracy", "test_log_loss")
@@ -67,13 +81,21 @@ def demo_command(
     console.print(
         board[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"), highlight=False
     )
-    scores = result.scores()
+    return len(board)
+
+
+def _print_scores(console: Console, scores: dict[str, Any] | None, members: int) -> None:
+    """Print the ensemble's test scores (when the demo's labels gave any)."""
     if scores:
         console.print(
-            f"ensemble of {len(board)}: accuracy {scores['accuracy']:.3f}, log loss "
+            f"ensemble of {members}: accuracy {scores['accuracy']:.3f}, log loss "
             f"{scores['log_loss']:.3f}, ROC AUC {scores['roc_auc']:.3f} on {scores['n']} test images",
             highlight=False,
         )
+
+
+def _print_outputs(result: DemoResult, run_dir: Path) -> None:
+    """Print where the predictions, leaderboard and logs are, and how to look again."""
     typer.echo(f"predictions: {result.predictions}")
     typer.echo(f"leaderboard: {result.leaderboard}")
     typer.echo(

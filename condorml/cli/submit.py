@@ -99,7 +99,7 @@ def submit_infer(
 
 def _resources(options: dict[str, Any]):
     from condorml.htcondor.passthrough import extra_commands, parse_assignments
-    from condorml.htcondor.submit import Container, Profile, Resources
+    from condorml.htcondor.resources import Container, Profile, Resources
 
     values = split(options, resource_options)
     container = Container(
@@ -115,7 +115,7 @@ def _resources(options: dict[str, Any]):
 
 def _check_inputs(container: Any, *inputs: tuple[str, Any]) -> None:
     """Every local input exists now (URLs pass): a job for a missing file would go on hold."""
-    from condorml.htcondor.submit import check_exists, is_url
+    from condorml.htcondor.inputs import check_exists, is_url
 
     image = container.image
     if image and image.endswith(".sif") and not is_url(image):

@@ -36,19 +36,16 @@ from typing import Any
 
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError, ExitCode
+from condorml.htcondor.inputs import local_path
 from condorml.htcondor.quoting import safe_value
+from condorml.htcondor.resources import RESOURCE_FIELDS, Container, Profile, Resources
 from condorml.htcondor.submit import (
     CHECKPOINT_FOLDER,
-    RESOURCE_FIELDS,
-    Container,
     InferJob,
     JobDescription,
-    Profile,
-    Resources,
     argument_text,
     collect_description,
     infer_description,
-    local_path,
     train_description,
 )
 from condorml.job.files import CHECKPOINT_FILE
@@ -120,18 +117,39 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
     CondormlError
         For resources, containers or values that cannot be written safely.
     """
-    import htcondor2.dags as dags
-
     first = run_dir / member_dir(members[0])  # every member folder is at this depth
+    train, train_resources = _train_job(spec, members[0], first)
+    infer, with_stats = _infer_job(spec, first)
+    collect = _collect_job(spec, run_dir, with_stats)
+    lines = _dag_lines(spec, members, train, infer, collect)
+    maxjobs = _maxjobs(spec, train_resources)
+    lines += [f"MAXJOBS {category} {n}" for category, n in maxjobs.items()]
+    header = [f"# condorml sweep of {len(members)} member(s) from {spec.path.name}; generated, do not edit.",
+              "# Submit from this folder: condor_submit_dag sweep.dag (or: condorml run sweep.dag).",
+              _EXIT_CODES_NOTE]  # fmt: skip
+    return SweepWorkflow(
+        header + lines, {"train": train, "infer": infer, "collect": collect}, members, maxjobs
+    )
+
+
+def _train_job(spec: SweepSpec, member: Member, first: Path) -> tuple[JobDescription, Resources]:
+    """The training jobs' submit description (swept options as VARS) and their resources.
+
+    ``member`` is any member: its values stand for the swept ones when the options are checked.
+    """
     train_resources, container, profile = _pool(spec.resources, f"{spec.path}: [resources]")
     swept = (*spec.swept, "seed", "member")
-    options = members[0].options(spec.train)
+    options = member.options(spec.train)
     config = TrainConfig(
         data_dir=Path(spec.data["train"]), checkpoint_dir=Path(CHECKPOINT_FOLDER), **options
     )
     train = train_description(config, spec.data["train"], train_resources, container, profile, first,
                               swept=swept, initialdir="$(member_dir)", extra=spec.submit)  # fmt: skip
+    return train, train_resources
 
+
+def _infer_job(spec: SweepSpec, first: Path) -> tuple[JobDescription, bool]:
+    """The inference jobs' submit description, and whether collect adds ensemble statistics."""
     inference = dict(spec.inference)
     # Inference is light: a CPU job unless [inference.resources] says otherwise; the container
     # and pool profile are the training jobs'.
@@ -148,7 +166,11 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
     )  # -> ckpt/model.pth
     infer = infer_description([model], spec.data["test"], job, infer_resources, infer_container,
                               infer_profile, first, initialdir="$(member_dir)", extra=infer_extra)  # fmt: skip
+    return infer, with_stats
 
+
+def _collect_job(spec: SweepSpec, run_dir: Path, with_stats: bool) -> JobDescription:
+    """The FINAL collect step's submit description, run in the run folder."""
     collect_args = [".", "--min-members", str(spec.min_members)]
     if "labels" in spec.data:
         collect_args += [
@@ -157,7 +179,18 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
         ]
     if with_stats:
         collect_args.append("--with-stats")
-    collect = collect_description(collect_args, generating_python())
+    return collect_description(collect_args, generating_python())
+
+
+def _dag_lines(
+    spec: SweepSpec,
+    members: list[Member],
+    train: JobDescription,
+    infer: JobDescription,
+    collect: JobDescription,
+) -> list[str]:
+    """The DAG's nodes, VARS, RETRY, CATEGORY, edges and FINAL, as htcondor2.dags writes them."""
+    import htcondor2.dags as dags
 
     retries = spec.throttle.get("retries", DEFAULT_RETRIES)
     dag = dags.DAG()
@@ -171,15 +204,7 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
         retries=retries or None, retry_unless_exit=USAGE_ERROR_EXIT if retries else None, category="infer",
     )  # fmt: skip
     dag.final(name="collect", submit_description=collect.submit)
-    lines = list(dags.writer.DAGWriter(dag, _MemberNames(members)).yield_dag_file_lines())
-    maxjobs = _maxjobs(spec, train_resources)
-    lines += [f"MAXJOBS {category} {n}" for category, n in maxjobs.items()]
-    header = [f"# condorml sweep of {len(members)} member(s) from {spec.path.name}; generated, do not edit.",
-              "# Submit from this folder: condor_submit_dag sweep.dag (or: condorml run sweep.dag).",
-              _EXIT_CODES_NOTE]  # fmt: skip
-    return SweepWorkflow(
-        header + lines, {"train": train, "infer": infer, "collect": collect}, members, maxjobs
-    )
+    return list(dags.writer.DAGWriter(dag, _MemberNames(members)).yield_dag_file_lines())
 
 
 _EXIT_CODES_NOTE = (

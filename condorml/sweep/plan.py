@@ -30,7 +30,8 @@ from condorml.config import TrainConfig
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
 from condorml.htcondor.dag import SweepWorkflow, sweep_workflow
-from condorml.htcondor.submit import local_path, write_job
+from condorml.htcondor.inputs import local_path
+from condorml.htcondor.submit import write_job
 from condorml.sweep.rundir import (
     CHECKPOINT_FOLDER,
     DAG_FILE,

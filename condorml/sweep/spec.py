@@ -35,7 +35,8 @@ from condorml.config import (
 )
 from condorml.errors import CondormlError
 from condorml.htcondor.passthrough import extra_commands
-from condorml.htcondor.submit import InferJob, pool_options
+from condorml.htcondor.resources import pool_options
+from condorml.htcondor.submit import InferJob
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -197,6 +198,28 @@ def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
     text, doc = _read(path)
     base = spec_folder(path, doc)
     doc = {k: v for k, v in doc.items() if k != RELATIVE_TO}
+    _check_sections(doc, path)
+    where = _Where(path, base, check_paths)
+    data = _data(_table(doc, "data", path), where)
+    train = _train(_table(doc, "train", path), where)
+    grid = _grid(_table(doc, "grid", path), path)
+    random, samples, random_seed = _random(_table(doc, "random", path), path)
+    _check_swept_once(train, grid, random, path)
+    seeds, min_members = _ensemble(_table(doc, "ensemble", path), grid, samples, path)
+    resources = _resources(_table(doc, "resources", path), where, "resources")
+    inference = _inference(_table(doc, "inference", path), where)
+    submit = extra_commands(_table(doc, "submit", path), f"{path}: [submit]")
+    if "submit" in inference:
+        inference["submit"] = extra_commands(
+            _table(inference, "submit", path), f"{path}: [inference.submit]"
+        )
+    throttle = _throttle(_table(doc, "throttle", path), path)
+    return SweepSpec(path, text, data, train, grid, random, samples, random_seed, seeds,
+                     min_members, resources, inference, throttle, submit)  # fmt: skip
+
+
+def _check_sections(doc: dict[str, Any], path: Path) -> None:
+    """Every top-level name is a known table (a bare key or an unknown table is an error)."""
     for name, value in doc.items():
         if name not in SECTIONS and not isinstance(value, dict):
             raise CondormlError(
@@ -204,32 +227,47 @@ def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
             )
         if name not in SECTIONS:
             raise _fail(path, name, None, f"unknown section; valid sections: {', '.join(SECTIONS)}")
-    where = _Where(path, base, check_paths)
 
-    data = _table(doc, "data", path)
-    _check_keys(data, DATA_KEYS, path, "data")
+
+def _data(table: dict[str, Any], where: _Where) -> dict[str, str]:
+    """``[data]``: the training zip and test images (required) and labels, resolved."""
+    _check_keys(table, DATA_KEYS, where.path, "data")
     for key in ("train", "test"):
-        if key not in data:
+        if key not in table:
             raise _fail(
-                path, "data", key,
+                where.path, "data", key,
                 "required: the training zip and the test images (a path or an osdf:/// URL)",
             )  # fmt: skip
-    data = {key: where.input("data", key, value) for key, value in data.items()}
+    return {key: where.input("data", key, value) for key, value in table.items()}
 
-    train = dict(_table(doc, "train", path))
-    _check_keys(train, HYPERPARAMETERS + FIXED_ONLY, path, "train")
+
+def _train(table: dict[str, Any], where: _Where) -> dict[str, Any]:
+    """``[train]``: fixed training options, checked; ``pretrained_weights`` resolved."""
+    _check_keys(table, HYPERPARAMETERS + FIXED_ONLY, where.path, "train")
+    train = dict(table)
     for key, value in train.items():
         if key == "pretrained_weights":
             train[key] = where.input("train", key, value)
         else:
-            train[key] = _check_rule(OPTION_RULES[key], value, path, "train", key)
-    grid = _grid(_table(doc, "grid", path), path)
-    random_table = dict(_table(doc, "random", path))
+            train[key] = _check_rule(OPTION_RULES[key], value, where.path, "train", key)
+    return train
+
+
+def _random(table: dict[str, Any], path: Path) -> tuple[dict[str, Any], int, int]:
+    """``[random]``: its distributions by hyperparameter, the number of samples, and the seed."""
+    random_table = dict(table)
     samples = random_table.pop("samples", 1 if random_table else 0)
     random_seed = random_table.pop("seed", 0)
     _check_rule(OptionRule(int, low=1 if random_table else 0), samples, path, "random", "samples")
     _check_rule(OptionRule(int), random_seed, path, "random", "seed")
     random = {name: _distribution(name, spec, path) for name, spec in random_table.items()}
+    return random, samples, random_seed
+
+
+def _check_swept_once(
+    train: dict[str, Any], grid: dict[str, list[Any]], random: dict[str, Any], path: Path
+) -> None:
+    """Each option is given in one place: fixed in [train], or swept in [grid] or [random]."""
     for name in set(train) & (set(grid) | set(random)):
         raise _fail(
             path, "train", name, "is also swept in [grid] or [random]; give it in one place"
@@ -237,11 +275,15 @@ def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
     for name in set(grid) & set(random):
         raise _fail(path, "random", name, "is also in [grid]; give it in one place")
 
-    ensemble = _table(doc, "ensemble", path)
-    _check_keys(ensemble, ENSEMBLE_KEYS, path, "ensemble")
-    seeds = _seeds(ensemble, path)
+
+def _ensemble(
+    table: dict[str, Any], grid: dict[str, list[Any]], samples: int, path: Path
+) -> tuple[tuple[int, ...], int]:
+    """``[ensemble]``: the seeds and ``min_members``, which must not exceed the member count."""
+    _check_keys(table, ENSEMBLE_KEYS, path, "ensemble")
+    seeds = _seeds(table, path)
     min_members = _check_rule(
-        OptionRule(int, low=1), ensemble.get("min_members", 1), path, "ensemble", "min_members"
+        OptionRule(int, low=1), table.get("min_members", 1), path, "ensemble", "min_members"
     )
     configurations = math.prod(len(values) for values in grid.values()) * max(samples, 1)
     total = configurations * len(seeds)
@@ -250,28 +292,29 @@ def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
             path, "ensemble", "min_members",
             f"{min_members} is more than the {total} member(s) this spec makes, so the sweep could never succeed; lower it to {total} or add members",
         )  # fmt: skip
+    return seeds, min_members
 
-    resources = _resources(_table(doc, "resources", path), where, "resources")
-    inference = dict(_table(doc, "inference", path))
-    _check_keys(inference, INFERENCE_KEYS, path, "inference")
+
+def _inference(table: dict[str, Any], where: _Where) -> dict[str, Any]:
+    """``[inference]``: its options checked and its own ``[inference.resources]``."""
+    inference = dict(table)
+    _check_keys(inference, INFERENCE_KEYS, where.path, "inference")
     for key, rule in INFERENCE_RULES.items():
         if key in inference:
-            inference[key] = _check_rule(rule, inference[key], path, "inference", key)
+            inference[key] = _check_rule(rule, inference[key], where.path, "inference", key)
     if "resources" in inference:
         inference["resources"] = _resources(
-            _table(inference, "resources", path), where, "inference.resources"
+            _table(inference, "resources", where.path), where, "inference.resources"
         )
-    submit = extra_commands(_table(doc, "submit", path), f"{path}: [submit]")
-    if "submit" in inference:
-        inference["submit"] = extra_commands(
-            _table(inference, "submit", path), f"{path}: [inference.submit]"
-        )
-    throttle = _table(doc, "throttle", path)
-    _check_keys(throttle, THROTTLE_KEYS, path, "throttle")
-    for key, value in throttle.items():
+    return inference
+
+
+def _throttle(table: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``[throttle]``: job limits and retries, whole numbers from 0."""
+    _check_keys(table, THROTTLE_KEYS, path, "throttle")
+    for key, value in table.items():
         _check_rule(OptionRule(int, low=0), value, path, "throttle", key)
-    return SweepSpec(path, text, data, train, grid, random, samples, random_seed, seeds,
-                     min_members, resources, inference, dict(throttle), submit)  # fmt: skip
+    return dict(table)
 
 
 @dataclass(frozen=True)
