@@ -279,7 +279,8 @@ def inspect_page(page: Path, timeout: float = 30) -> dict:
     """
     import websocket  # websocket-client, in the test extra
 
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile after the browser exits
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--remote-debugging-port=0", "--remote-allow-origins=*",
