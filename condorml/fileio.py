@@ -115,17 +115,31 @@ def check_output_file(path: Path | str, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise CondormlError(f"{what} {path}: is a folder; give a file name")
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise CondormlError(f"{what} {path}: {ancestor} is a file, not a folder")
+    ancestor = existing_folder_above(path, what)
     try:
         fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=ancestor)
     except OSError as err:
         raise CondormlError(f"{what} {path}: cannot write in {ancestor} ({_reason(err)})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def existing_folder_above(path: Path, what: str = "") -> Path:
+    """The nearest existing folder above ``path`` (where it would be created).
+
+    Raises
+    ------
+    CondormlError
+        If that nearest existing entry is a file: ``path`` could never be created.
+    """
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CondormlError(
+            f"{f'{what} ' if what else ''}{path}: {ancestor} is a file, not a folder"
+        )
+    return ancestor
 
 
 def check_input_file(path: Path | str, what: str) -> None:

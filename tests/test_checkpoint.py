@@ -202,7 +202,7 @@ BAD_FILES = {
 def test_unloadable_files_are_named_for_what_they_are_without_unsafe_advice(
     tmp_path: Path, kind: str
 ) -> None:
-    from condorml.job.infer import load_member
+    from condorml.job.modelfile import load_member
     from condorml.job.models import build_model
 
     make, expected = BAD_FILES[kind]

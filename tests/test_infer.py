@@ -15,7 +15,8 @@ import torch
 
 from condorml.errors import CondormlError, DataError
 from condorml.job.images import decode_resized
-from condorml.job.infer import InferConfig, Shard, infer, load_member
+from condorml.job.infer import InferConfig, Shard, infer
+from condorml.job.modelfile import load_member
 from condorml.job.train import TrainConfig, train
 from condorml.results.merge import merge_predictions
 from condorml.results.predictions import sidecar_path, sort_ids

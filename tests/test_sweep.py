@@ -18,8 +18,9 @@ from condorml.errors import CondormlError
 from condorml.htcondor.dag import generating_python
 from condorml.htcondor.quoting import split_condor_arguments
 from condorml.sweep.collect import collect
+from condorml.sweep.members import expand, member_id
 from condorml.sweep.plan import plan_sweep, write_sweep
-from condorml.sweep.spec import expand, load_spec, member_id
+from condorml.sweep.spec import load_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 PYTHON_PLACEHOLDER = "/path/to/venv/bin/python"
@@ -225,7 +226,7 @@ def test_hostile_values_in_vars_are_refused_or_escaped(tmp_path: Path) -> None:
     import htcondor2.dags as dags
 
     from condorml.htcondor.dag import _train_vars
-    from condorml.sweep.spec import Member
+    from condorml.sweep.members import Member
 
     with pytest.raises(CondormlError, match="newline"):
         _train_vars(Member("m000", 0, {"scheduler": "cosine\nJOB evil evil.sub"}), ("scheduler",))

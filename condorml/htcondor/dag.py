@@ -49,8 +49,9 @@ from condorml.htcondor.submit import (
     train_description,
 )
 from condorml.job.files import CHECKPOINT_FILE
+from condorml.sweep.members import Member
 from condorml.sweep.rundir import MEMBERS_FOLDER
-from condorml.sweep.spec import Member, SweepSpec
+from condorml.sweep.spec import SweepSpec
 
 DEFAULT_RETRIES = 2
 DEFAULT_GPU_MAXJOBS = 20  # polite on a shared GPU pool (CHTC has ~150); raise in [throttle]

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from condorml.errors import CondormlError
-from condorml.fileio import TMP_PREFIX, atomic_write, atomic_write_text
+from condorml.fileio import TMP_PREFIX, atomic_write, atomic_write_text, existing_folder_above
 
 _SPLIT_CODES = {"train": 1, "test": 2}
 LABELS_CSV = "test_labels.csv"
@@ -167,11 +167,7 @@ def _existing_entries(out: Path, replace: bool) -> list[str]:
     """What ``out`` holds now (nothing if it does not exist), refusing what may not be replaced."""
     if out.exists() and not out.is_dir():
         raise CondormlError(f"{out}: is a file, not a folder; give a new or empty folder")
-    ancestor = out.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise CondormlError(f"{out}: {ancestor} is a file, not a folder")
+    existing_folder_above(out)
     if not out.is_dir():
         return []
     try:

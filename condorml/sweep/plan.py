@@ -32,6 +32,7 @@ from condorml.fileio import atomic_write, atomic_write_text
 from condorml.htcondor.dag import SweepWorkflow, sweep_workflow
 from condorml.htcondor.inputs import local_path
 from condorml.htcondor.submit import write_job
+from condorml.sweep.members import Member, expand
 from condorml.sweep.rundir import (
     CHECKPOINT_FOLDER,
     DAG_FILE,
@@ -44,14 +45,7 @@ from condorml.sweep.rundir import (
     submit_file_name,
     write_run_info,
 )
-from condorml.sweep.spec import (
-    HYPERPARAMETERS,
-    Member,
-    SweepSpec,
-    expand,
-    load_spec,
-    spec_copy_text,
-)
+from condorml.sweep.spec import HYPERPARAMETERS, SweepSpec, load_spec, spec_copy_text
 from condorml.sweep.spec import same_spec as _same_spec
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ same ids, hyperparameters and folders.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -22,15 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from condorml.config import (
     FIXED,
     OPTION_RULES,
     SWEPT,
     OptionRule,
     TrainConfig,
-    combination_problems,
     option_fields,
 )
 from condorml.errors import CondormlError
@@ -73,19 +69,6 @@ _COPY_HEADER = (
 
 
 @dataclass(frozen=True)
-class Member:
-    """One ensemble member: its id, its seed, and every training option that differs by member."""
-
-    member: str
-    seed: int
-    hyperparameters: dict[str, Any]  # the swept values (and nothing fixed)
-
-    def options(self, fixed: dict[str, Any]) -> dict[str, Any]:
-        """All training options of this member: the fixed ones, its hyperparameters, its seed."""
-        return {**fixed, **self.hyperparameters, "seed": self.seed, "member": self.member}
-
-
-@dataclass(frozen=True)
 class SweepSpec:
     """A validated sweep specification (see ``dags/example.toml``)."""
 
@@ -110,36 +93,41 @@ class SweepSpec:
         return (*self.grid, *self.random)
 
 
-def _fail(path: Path, table: str, key: str | None, message: str) -> CondormlError:
+def spec_error(path: Path, table: str, key: str | None, message: str) -> CondormlError:
     """``<spec>: [table] key: what is wrong; what to do`` (``[table]:`` for a whole table)."""
     return CondormlError(f"{path}: [{table}]{f' {key}' if key else ''}: {message}")
 
 
-def _toml(value: Any) -> str:
+def written_table(spec: SweepSpec, name: str) -> dict[str, Any]:
+    """A table of the spec as its file writes it (paths not yet resolved)."""
+    return tomllib.loads(spec.text).get(name, {})
+
+
+def toml_text(value: Any) -> str:
     """A value as the spec would write it (``"3"``, ``true``, ``3.5``), for messages."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
     return repr(value)
 
 
 def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], path: Path, name: str) -> None:
     for key in table:
         if key not in allowed:
-            raise _fail(path, name, key, f"unknown key; valid keys: {', '.join(allowed)}")
+            raise spec_error(path, name, key, f"unknown key; valid keys: {', '.join(allowed)}")
 
 
 def _table(doc: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     value = doc.get(name, {})
     if not isinstance(value, dict):
-        raise _fail(
+        raise spec_error(
             path,
             name,
             None,
-            f"must be a table, not {_toml(value)}; write [{name}] and its keys below it",
+            f"must be a table, not {toml_text(value)}; write [{name}] and its keys below it",
         )
     return value
 
@@ -148,7 +136,7 @@ def _check_rule(rule: OptionRule, value: Any, path: Path, table: str, key: str) 
     """``value`` if ``rule`` accepts it (a float option's whole number as a float), else raise."""
     problem = rule.problem(value)
     if problem is not None:
-        raise _fail(path, table, key, f"got {_toml(value)}; {problem}")
+        raise spec_error(path, table, key, f"got {toml_text(value)}; {problem}")
     return float(value) if rule.kind is float and isinstance(value, int) else value
 
 
@@ -175,7 +163,7 @@ def spec_folder(path: Path, doc: dict[str, Any]) -> Path:
     base = doc.get(RELATIVE_TO, ".")
     if not isinstance(base, str) or not base:
         raise CondormlError(
-            f"{path}: {RELATIVE_TO}: got {_toml(base)}; a folder, relative to this file's folder"
+            f"{path}: {RELATIVE_TO}: got {toml_text(base)}; a folder, relative to this file's folder"
         )
     return Path(os.path.normpath(os.path.abspath(path.parent / base)))
 
@@ -223,10 +211,12 @@ def _check_sections(doc: dict[str, Any], path: Path) -> None:
     for name, value in doc.items():
         if name not in SECTIONS and not isinstance(value, dict):
             raise CondormlError(
-                f"{path}: {name} = {_toml(value)}: a key outside any table; put it under its table, e.g. [train]"
+                f"{path}: {name} = {toml_text(value)}: a key outside any table; put it under its table, e.g. [train]"
             )
         if name not in SECTIONS:
-            raise _fail(path, name, None, f"unknown section; valid sections: {', '.join(SECTIONS)}")
+            raise spec_error(
+                path, name, None, f"unknown section; valid sections: {', '.join(SECTIONS)}"
+            )
 
 
 def _data(table: dict[str, Any], where: _Where) -> dict[str, str]:
@@ -234,7 +224,7 @@ def _data(table: dict[str, Any], where: _Where) -> dict[str, str]:
     _check_keys(table, DATA_KEYS, where.path, "data")
     for key in ("train", "test"):
         if key not in table:
-            raise _fail(
+            raise spec_error(
                 where.path, "data", key,
                 "required: the training zip and the test images (a path or an osdf:/// URL)",
             )  # fmt: skip
@@ -269,11 +259,11 @@ def _check_swept_once(
 ) -> None:
     """Each option is given in one place: fixed in [train], or swept in [grid] or [random]."""
     for name in set(train) & (set(grid) | set(random)):
-        raise _fail(
+        raise spec_error(
             path, "train", name, "is also swept in [grid] or [random]; give it in one place"
         )
     for name in set(grid) & set(random):
-        raise _fail(path, "random", name, "is also in [grid]; give it in one place")
+        raise spec_error(path, "random", name, "is also in [grid]; give it in one place")
 
 
 def _ensemble(
@@ -288,7 +278,7 @@ def _ensemble(
     configurations = math.prod(len(values) for values in grid.values()) * max(samples, 1)
     total = configurations * len(seeds)
     if min_members > total:
-        raise _fail(
+        raise spec_error(
             path, "ensemble", "min_members",
             f"{min_members} is more than the {total} member(s) this spec makes, so the sweep could never succeed; lower it to {total} or add members",
         )  # fmt: skip
@@ -328,17 +318,17 @@ class _Where:
     def input(self, table: str, key: str, value: Any) -> str:
         """A file a job transfers: a URL as given, a local path resolved (and checked)."""
         if not isinstance(value, str) or not value.strip():
-            raise _fail(
+            raise spec_error(
                 self.path, table, key,
-                f"got {_toml(value)}; a path (relative to {self.base}) or a URL such as osdf:///path",
+                f"got {toml_text(value)}; a path (relative to {self.base}) or a URL such as osdf:///path",
             )  # fmt: skip
         if "://" in value:
             return value
         resolved = _resolve(value, self.base)
         if self.check and not os.path.exists(resolved):
-            raise _fail(
+            raise spec_error(
                 self.path, table, key,
-                f"{_toml(value)} does not exist (looked for {os.path.abspath(resolved)}); give an existing path or a URL such as osdf:///path",
+                f"{toml_text(value)} does not exist (looked for {os.path.abspath(resolved)}); give an existing path or a URL such as osdf:///path",
             )  # fmt: skip
         return resolved
 
@@ -373,15 +363,15 @@ def _grid(table: dict[str, Any], path: Path) -> dict[str, list[Any]]:
     grid = {}
     for name, values in table.items():
         if not isinstance(values, list):
-            raise _fail(
+            raise spec_error(
                 path, "grid", name,
-                f"got {_toml(values)}; expected a list of values, e.g. {name} = [{_toml(values)}] (a single value belongs in [train])",
+                f"got {toml_text(values)}; expected a list of values, e.g. {name} = [{toml_text(values)}] (a single value belongs in [train])",
             )  # fmt: skip
         if not values:
-            raise _fail(path, "grid", name, "an empty list; give at least one value")
+            raise spec_error(path, "grid", name, "an empty list; give at least one value")
         grid[name] = [_check_rule(OPTION_RULES[name], v, path, "grid", name) for v in values]
         if len({repr(v) for v in grid[name]}) != len(values):
-            raise _fail(
+            raise spec_error(
                 path,
                 "grid",
                 name,
@@ -392,7 +382,7 @@ def _grid(table: dict[str, Any], path: Path) -> dict[str, list[Any]]:
 
 def _distribution(name: str, spec: Any, path: Path) -> Any:
     if name not in HYPERPARAMETERS:
-        raise _fail(
+        raise spec_error(
             path,
             "random",
             name,
@@ -401,28 +391,30 @@ def _distribution(name: str, spec: Any, path: Path) -> Any:
     rule = OPTION_RULES[name]
     if isinstance(spec, list):
         if not spec:
-            raise _fail(path, "random", name, "an empty list of choices; give at least one")
+            raise spec_error(path, "random", name, "an empty list of choices; give at least one")
         return [_check_rule(rule, value, path, "random", name) for value in spec]
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-        raise _fail(
+        raise spec_error(
             path, "random", name,
-            f"got {_toml(spec)}; give a list of choices or one of {{{' | '.join(f'{d} = [low, high]' for d in DISTRIBUTIONS)}}}",
+            f"got {toml_text(spec)}; give a list of choices or one of {{{' | '.join(f'{d} = [low, high]' for d in DISTRIBUTIONS)}}}",
         )  # fmt: skip
     kind, bounds = next(iter(spec.items()))
     if (not isinstance(bounds, list) or len(bounds) != 2
             or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)):  # fmt: skip
-        raise _fail(path, "random", name, f"{kind} needs [low, high], two numbers")
+        raise spec_error(path, "random", name, f"{kind} needs [low, high], two numbers")
     low, high = bounds
     if not low < high:
-        raise _fail(
+        raise spec_error(
             path, "random", name, f"impossible range [{low}, {high}]: low must be below high"
         )
     if kind == "log_uniform" and low <= 0:
-        raise _fail(path, "random", name, f"log_uniform needs positive bounds, not [{low}, {high}]")
+        raise spec_error(
+            path, "random", name, f"log_uniform needs positive bounds, not [{low}, {high}]"
+        )
     if kind == "int_uniform" and not (isinstance(low, int) and isinstance(high, int)):
-        raise _fail(path, "random", name, "int_uniform needs whole-number bounds")
+        raise spec_error(path, "random", name, "int_uniform needs whole-number bounds")
     if kind != "int_uniform" and rule.kind is not float:
-        raise _fail(
+        raise spec_error(
             path, "random", name,
             f"{name} takes whole numbers or choices, not a {kind} range; use int_uniform or a list",
         )  # fmt: skip
@@ -432,20 +424,20 @@ def _distribution(name: str, spec: Any, path: Path) -> Any:
 
 def _seeds(ensemble: dict[str, Any], path: Path) -> tuple[int, ...]:
     if "seeds" in ensemble and "members" in ensemble:
-        raise _fail(path, "ensemble", None, "give members (seeds 0..N-1) or seeds, not both")
+        raise spec_error(path, "ensemble", None, "give members (seeds 0..N-1) or seeds, not both")
     if "seeds" in ensemble:
         seeds = ensemble["seeds"]
         if not isinstance(seeds, list) or not seeds:
-            raise _fail(
+            raise spec_error(
                 path,
                 "ensemble",
                 "seeds",
-                f"got {_toml(seeds)}; give a non-empty list of whole numbers",
+                f"got {toml_text(seeds)}; give a non-empty list of whole numbers",
             )
         for seed in seeds:
             _check_rule(OPTION_RULES["seed"], seed, path, "ensemble", "seeds")
         if len(set(seeds)) != len(seeds):
-            raise _fail(
+            raise spec_error(
                 path, "ensemble", "seeds", "lists a seed twice: the members would be duplicates"
             )
         return tuple(seeds)
@@ -491,93 +483,3 @@ def _canonical(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str) and "://" not in value:
             doc[table][key] = os.path.normpath(os.path.abspath(base / value))
     return doc
-
-
-def _validate_combination(spec: SweepSpec, member: Member) -> None:
-    """Options valid alone but not together (an image size the model cannot take, ...)."""
-    options = member.options(spec.train)
-    config = TrainConfig(Path("."), Path("."), **options)
-    for name, problem in combination_problems(config):
-        table = next(
-            (t for t, keys in (("grid", spec.grid), ("random", spec.random)) if name in keys),
-            "train",
-        )
-        written = tomllib.loads(spec.text).get("train", {})  # a path as the spec gives it
-        value = written.get(name, options.get(name, getattr(config, name)))
-        swept = [f"{k} = {_toml(member.hyperparameters[k])}" for k in spec.swept]
-        which = f" (member {member.member}: {', '.join(swept)})" if swept else ""
-        raise _fail(
-            spec.path,
-            table,
-            name,
-            f"got {_toml(value)} with model = {_toml(config.model)}{which}; {problem}",
-        )
-
-
-def _sample(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The random section's samples, drawn in key order from one seeded generator."""
-    if not spec.random:
-        return [{}]
-    rng = np.random.default_rng(spec.random_seed)
-    samples = []
-    for _ in range(spec.samples):
-        sample = {}
-        for name, dist in spec.random.items():
-            if isinstance(dist, list):
-                sample[name] = dist[int(rng.integers(len(dist)))]
-                continue
-            ((kind, (low, high)),) = dist.items()
-            if kind == "int_uniform":
-                sample[name] = int(rng.integers(low, high + 1))
-            elif kind == "uniform":
-                sample[name] = _round(float(rng.uniform(low, high)))
-            else:
-                sample[name] = _round(float(math.exp(rng.uniform(math.log(low), math.log(high)))))
-        samples.append(sample)
-    return samples
-
-
-def _round(value: float) -> float:
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
-
-
-def member_id(index: int, total: int) -> str:
-    """``m000``-style id, zero-padded to at least 3 digits.
-
-    Example
-    -------
-    >>> member_id(7, 12), member_id(7, 2000)
-    ('m007', 'm0007')
-    """
-    return f"m{index:0{max(3, len(str(total - 1)))}d}"
-
-
-def expand(spec: SweepSpec) -> list[Member]:
-    """The members of a sweep, in the documented order, with stable ids.
-
-    Raises
-    ------
-    CondormlError
-        If two members would be identical (e.g. a random choice drawn twice) or a member's
-        options are invalid together.
-    """
-    grid_points = [
-        dict(zip(spec.grid, values, strict=True))
-        for values in itertools.product(*spec.grid.values())
-    ]
-    configurations = [{**point, **sample} for point in grid_points for sample in _sample(spec)]
-    total = len(configurations) * len(spec.seeds)
-    members, seen = [], {}
-    for config in configurations:
-        for seed in spec.seeds:
-            member = Member(member_id(len(members), total), seed, config)
-            key = repr(sorted({**config, "seed": seed}.items()))
-            if key in seen:
-                raise CondormlError(
-                    f"{spec.path}: members {seen[key]} and {member.member} would be identical ({key}); "
-                    "widen [random] ranges, lower random.samples, or use a grid"
-                )
-            seen[key] = member.member
-            _validate_combination(spec, member)
-            members.append(member)
-    return members
