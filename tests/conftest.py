@@ -8,6 +8,7 @@ import pytest
 
 from condorml.job.synth import make_synthetic_dataset
 from tests.helpers import IMAGE_SIZE
+from tests.pool import REQUIRED, Pool, python_install_paths
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +40,16 @@ def train_config(synth: Path, cache_dir: Path, tmp_path: Path):
         precision="fp32",
         cache_dir=cache_dir,
     )
+
+
+@pytest.fixture(scope="module")
+def pool() -> Pool:
+    """The real HTCondor pool (../shared/htcondor/pool), able to run this checkout's Python;
+    the test is skipped without one, and fails if CONDORML_REQUIRE_POOL is set (CI)."""
+    found, reason = Pool.find()
+    if found is None:
+        if REQUIRED:
+            pytest.fail(f"CONDORML_REQUIRE_POOL is set but {reason}")
+        pytest.skip(reason)
+    found.allow(*python_install_paths())
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 IMAGE_SIZE = 48  # the smallest comfortable size for the CHTC CNN; keeps the suite fast
 
@@ -34,3 +35,29 @@ def condorml_cli(
         check=False,
         **kwargs,
     )
+
+
+def tiny_sweep_spec(data: Path, members: int, retries: int) -> str:
+    """A sweep of a tiny CNN over ``data`` (synthetic zips): 2 epochs, a checkpoint after the first."""
+    return f"""\
+[data]
+train = "{data}/train.zip"
+test = "{data}/test.zip"
+labels = "{data}/test_labels.csv"
+
+[train]
+epochs = 2
+checkpoint_every = 1
+image_size = {IMAGE_SIZE}
+batch_size = 16
+
+[ensemble]
+members = {members}
+
+[resources]
+cpus = 1
+memory = "1GB"
+
+[throttle]
+retries = {retries}
+"""

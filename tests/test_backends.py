@@ -27,7 +27,7 @@ import pytest
 from condorml.backends import choose_backend
 from condorml.backends.base import Backend, Status
 from condorml.errors import CondormlError
-from tests.pool import REQUIRED, ROOT, Pool, python_install_paths, wait_for
+from tests.pool import ROOT, Pool, wait_for
 
 WAIT_S = 300  # a pool's negotiation cycle and DAGMan's submit interval, plus the jobs
 SWEEP_WAIT_S = 900
@@ -156,17 +156,6 @@ SCENARIOS: dict[str, Callable[[Backend, Path], dict[str, Any]]] = {
 
 
 # --- running a scenario on a backend ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pool() -> Pool:
-    found, reason = Pool.find()
-    if found is None:
-        if REQUIRED:
-            pytest.fail(f"CONDORML_REQUIRE_POOL is set but {reason}")
-        pytest.skip(reason)
-    found.allow(*python_install_paths())
-    return found
 
 
 @pytest.fixture(

@@ -44,7 +44,7 @@ from condorml.job.checkpoint import (
     save_checkpoint,
 )
 from condorml.job.data import ImageSource, training_images
-from tests.helpers import IMAGE_SIZE, condorml_cli
+from tests.helpers import IMAGE_SIZE, condorml_cli, tiny_sweep_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -295,28 +295,6 @@ def test_the_wrapper_exits_transient_where_condorml_is_missing(tmp_path: Path) -
 
 # --- a sweep on the local backend ----------------------------------------------------------------
 
-SPEC = """\
-[data]
-train = "{data}/train.zip"
-test = "{data}/test.zip"
-labels = "{data}/test_labels.csv"
-
-[train]
-epochs = 2
-checkpoint_every = 1
-image_size = {image_size}
-batch_size = 16
-
-[ensemble]
-members = 2
-
-[resources]
-cpus = 1
-memory = "1GB"
-
-[throttle]
-retries = 1
-"""
 # Put in the generated wrapper: m000's second start (it has a checkpoint) gets a file-size limit
 # its next checkpoint does not fit, once: a real EFBIG, as a full scratch disk would give ENOSPC.
 LIMIT_ONCE = (
@@ -344,7 +322,7 @@ def test_a_transient_failure_is_retried_and_resumes_a_permanent_one_is_not(
     make_synthetic_dataset(tmp_path / "data", n_train=40, n_test=10, seed=5, size=(48, 48),
                            make_zips=True)  # fmt: skip
     spec = tmp_path / "spec.toml"
-    spec.write_text(SPEC.format(data=tmp_path / "data", image_size=IMAGE_SIZE))
+    spec.write_text(tiny_sweep_spec(tmp_path / "data", members=2, retries=1))
     run = tmp_path / "run"
     written = condorml_cli("sweep", str(spec), "--out", str(run))
     assert written.returncode == 0, written.stderr

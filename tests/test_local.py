@@ -23,7 +23,7 @@ import pytest
 
 from condorml.backends.local.dagman import DAG_STATUS_ABORT, DagResult, DagRunner, RunOptions
 from condorml.backends.local.starter import Evictions
-from tests.helpers import IMAGE_SIZE, condorml_cli
+from tests.helpers import condorml_cli, tiny_sweep_spec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"  # real HTCondor 25.0 output
 HEADER = re.compile(r"^\d{3} \(\d{3}\.\d{3}\.\d{3}\) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")
@@ -998,28 +998,6 @@ def test_one_run_gives_the_same_counts_in_every_output_and_says_why_a_member_fai
 
 # --- a real sweep on the local backend (slow) --------------------------------------------------
 
-SPEC = """\
-[data]
-train = "{data}/train.zip"
-test = "{data}/test.zip"
-labels = "{data}/test_labels.csv"
-
-[train]
-epochs = 2
-checkpoint_every = 1
-image_size = {image_size}
-batch_size = 16
-
-[ensemble]
-members = 1
-
-[resources]
-cpus = 1
-memory = "1GB"
-
-[throttle]
-retries = 0
-"""
 MEMBER = Path("members") / "m000"
 
 
@@ -1033,7 +1011,7 @@ def sweep_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder / "data", n_train=40, n_test=10, seed=5, size=(48, 48), make_zips=True
     )
     spec = folder / "spec.toml"
-    spec.write_text(SPEC.format(data=folder / "data", image_size=IMAGE_SIZE))
+    spec.write_text(tiny_sweep_spec(folder / "data", members=1, retries=0))
     return spec
 
 

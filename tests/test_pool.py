@@ -21,7 +21,7 @@ import pytest
 from condorml.htcondor.events import EventFollower
 from condorml.monitor.watch import Watch
 from tests.helpers import condorml_cli
-from tests.pool import CONDORML, REQUIRED, Pool, copy_tree, python_install_paths, wait_for
+from tests.pool import CONDORML, Pool, copy_tree, wait_for
 
 pytestmark = [pytest.mark.pool, pytest.mark.slow]
 
@@ -67,17 +67,6 @@ cpus = 1
 memory = "1GB"
 disk = "1GB"
 """
-
-
-@pytest.fixture(scope="module")
-def pool() -> Pool:
-    found, reason = Pool.find()
-    if found is None:
-        if REQUIRED:
-            pytest.fail(f"CONDORML_REQUIRE_POOL is set but {reason}")
-        pytest.skip(reason)
-    found.allow(*python_install_paths())
-    return found
 
 
 def _write_spec(folder: Path, spec: str = SPEC) -> Path:

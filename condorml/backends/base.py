@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,20 +151,25 @@ def node_counts(follower: EventFollower) -> dict[str, int]:
     return _count(node.state for node in nodes.values())
 
 
-def job_counts(jobs: Iterable[JobView], procs: int = 0) -> dict[str, int]:
-    """Jobs by state; ``procs`` jobs are expected, those not logged yet count as idle."""
+def jobs_status(jobs: list[JobView], procs: int = 0, finished: bool = False) -> Status:
+    """The status of one submission's jobs, from their events: ``procs`` jobs are expected (those
+    not logged yet count as idle); ``finished``: nothing more will happen to them, so jobs that
+    did not end count as failed (the local backend ends a held job's node)."""
     states = [job.state for job in jobs]
-    states += ["idle"] * max(procs - len(states), 0)
-    return _count(states)
+    counts = _count(states + ["idle"] * max(procs - len(states), 0))
+    state = _overall_state(counts)
+    if finished and state not in ENDED:
+        state = "failed"
+    return Status(state, counts, _jobs_exit_code(jobs) if state in ENDED else None)
 
 
-def jobs_exit_code(jobs: Iterable[JobView]) -> int | None:
+def _jobs_exit_code(jobs: Iterable[JobView]) -> int | None:
     """The first non-zero exit code of jobs that exited, else 0 if one exited, else None."""
     codes = [job.return_value for job in jobs if job.return_value is not None]
     return next((code for code in codes if code), 0 if codes else None)
 
 
-def overall_state(counts: dict[str, int]) -> str:
+def _overall_state(counts: dict[str, int]) -> str:
     """The state of a set of jobs: held or running if any is, idle until all ended, then the
     worst of failed, removed, done."""
     for state in ("held", "running", "idle", "failed", "removed", "done"):
@@ -173,7 +179,4 @@ def overall_state(counts: dict[str, int]) -> str:
 
 
 def _count(states: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for state in states:
-        counts[state] = counts.get(state, 0) + 1
-    return counts
+    return dict(Counter(states))

@@ -24,10 +24,8 @@ from condorml.backends.base import (
     Backend,
     Handle,
     Status,
-    job_counts,
-    jobs_exit_code,
+    jobs_status,
     node_counts,
-    overall_state,
 )
 from condorml.errors import CondormlError
 from condorml.htcondor.events import DAGMAN_LOG_SUFFIX, NODES_LOG_SUFFIX, EventFollower
@@ -218,9 +216,7 @@ class CondorHandle(Handle):
         for follower in self._followers:
             follower.poll()
         jobs = {k: j for f in self._followers for k, j in f.jobs.items() if k[0] == self.cluster}
-        counts = job_counts(jobs.values(), self.procs)
-        state = overall_state(counts)
-        return Status(state, counts, jobs_exit_code(jobs.values()) if state in ENDED else None)
+        return jobs_status(list(jobs.values()), self.procs)
 
     def cancel(self) -> None:
         """``condor_rm`` the cluster (a DAG: DAGMan removes its node jobs, writes a rescue DAG).

@@ -21,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from condorml.backends.base import (
-    ENDED,
     Backend,
     Handle,
     Status,
-    job_counts,
-    jobs_exit_code,
+    jobs_status,
     node_counts,
-    overall_state,
 )
 from condorml.backends.local.dagman import DagResult, DagRunner, RunOptions
 from condorml.errors import CondormlError
@@ -80,11 +77,7 @@ class LocalHandle(Handle):
         if self.kind == "job":  # as on a pool: from the jobs' events alone
             self._follower.poll()
             jobs = [j for key, j in self._follower.jobs.items() if key not in self._earlier]
-            state = overall_state(job_counts(jobs))
-            if not running and state not in ENDED:
-                state = "failed"  # the local backend ends a held job's node; or an error
-            ended = state in ENDED
-            return Status(state, job_counts(jobs), jobs_exit_code(jobs) if ended else None)
+            return jobs_status(jobs, finished=not running)
         counts, result = node_counts(self._follower), self.result
         if running or result is None:  # None after the thread: wait() raises its error
             return Status("running" if running else "failed", counts)
