@@ -208,6 +208,13 @@ def combination_problems(config: TrainConfig) -> list[tuple[str, str]]:
     when it is written) rather than after a whole epoch of work.
     """
     problems = []
+    if config.stop_after_epoch is not None and config.stop_after_epoch > config.epochs:
+        problems.append(
+            (
+                "stop_after_epoch",
+                f"must be at most --epochs ({config.epochs}), the budget it stops within",
+            )
+        )
     minimum = MIN_IMAGE_SIZE.get(config.model)
     if minimum is not None and config.image_size < minimum:
         problems.append(
@@ -246,6 +253,10 @@ class TrainConfig:
     checkpoint_minutes : float or None
         Also checkpoint at the first batch boundary after this many minutes of this run; None
         or 0: no time-based checkpoints (only every ``checkpoint_every`` epochs).
+    stop_after_epoch : int or None
+        Stop after this epoch with an ordinary checkpoint (status ``"stopped"``, exit 0); the
+        learning-rate schedule still spans ``epochs``, so a later run continues exactly. None:
+        train all ``epochs``.
     exit_on_checkpoint : bool
         Return ``"checkpointed"`` (exit 85) after each checkpoint; False keeps training.
     split_seed : int
@@ -270,6 +281,12 @@ class TrainConfig:
         None,
         "Also checkpoint at the first batch boundary after M minutes of this run, even mid-epoch; 0 or unset: only every --checkpoint-every epochs.",
         rule=OptionRule(float, low=0, optional=True), spec=FIXED, job=IF_SET,
+    )  # fmt: skip
+    # Not a spec key: a search's rungs set it per node (successive halving).
+    stop_after_epoch: int | None = option(
+        None,
+        "Stop after epoch E (checkpoint saved, exit 0) of the --epochs budget, whose learning-rate schedule it keeps; run again with a larger E, or without, to continue.",
+        rule=OptionRule(int, low=1, optional=True), job=IF_SET,
     )  # fmt: skip
     model: str = option(
         "cnn", "Architecture: the CHTC example's CNN or ResNet-18 for transfer learning.",

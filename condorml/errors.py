@@ -41,6 +41,14 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
 }
 
 
+class ScriptExit(enum.IntEnum):
+    """Exit codes of condorml's PRE scripts beyond ExitCode's, as the DAG's PRE_SKIP and
+    ``SCRIPT DEFER`` lines name them (:mod:`condorml.sweep.steps`)."""
+
+    SKIP = 3  # PRE_SKIP: the member stopped; the node's job and POST are skipped
+    DEFER = 4  # SCRIPT DEFER: not decided yet; DAGMan runs the PRE script again later
+
+
 def signal_exit_code(signum: int) -> int:
     """The exit code of a run stopped at a safe point by signal ``signum`` (the shell's 128 + N)."""
     return 128 + signum

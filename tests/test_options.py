@@ -36,6 +36,7 @@ TRAIN_NOT_IN_A_SPEC = {
     "exit_on_checkpoint": "a job always exits at a checkpoint (exit 85)",
     "force_restart": "a job resumes its own checkpoint; nothing to set aside",
     "cache_dir": "a job caches in its scratch folder",
+    "stop_after_epoch": "a search's rungs set it per node (successive halving)",
 }
 # Command-line names of library fields where they differ.
 RENAMED = {"csv": "output_name"}

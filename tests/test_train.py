@@ -221,6 +221,94 @@ def test_bad_options_are_clear_errors(train_config, change: dict, message: str |
         train(replace(train_config, **change))
 
 
+# --- --stop-after-epoch: successive halving's rungs pause a member, they never change it ----------
+
+
+def test_stopping_after_epochs_and_resuming_ends_bit_identical_to_a_straight_run(
+    train_config, tmp_path: Path
+) -> None:
+    # cosine: the schedule spans the 4-epoch budget, so it must not restart at each rung
+    base = replace(train_config, epochs=4, scheduler="cosine", lr=3e-3)
+    straight = replace(base, checkpoint_dir=tmp_path / "straight", exit_on_checkpoint=False)
+    assert train(straight).status == "finished"
+    rungs = replace(base, checkpoint_dir=tmp_path / "rungs")  # exits 85 every epoch in between
+    first = train(replace(rungs, stop_after_epoch=1))
+    assert (first.status, first.exit_code, first.epochs_done) == ("stopped", 0, 1)
+    state = json.loads((rungs.checkpoint_dir / "state.json").read_text())
+    assert (state["epoch"], state["epochs"], state["finished"]) == (1, 4, False)
+    second, runs = run_until_finished(replace(rungs, stop_after_epoch=3))
+    assert (second.status, second.exit_code, second.epochs_done, runs) == ("stopped", 0, 3, 2)
+    assert _final(rungs)["finished"] is False
+    last, _ = run_until_finished(rungs)
+    assert (last.status, last.epochs_done) == ("finished", 4) and _final(rungs)["finished"]
+    _assert_same_training(_final(straight), _final(rungs))
+    lrs = [row["lr"] for row in _final(rungs)["metrics"]]
+    assert lrs[0] > lrs[1] > lrs[2] > lrs[3]  # one cosine over all four epochs
+    columns = ["epoch", *SCORES]
+    csv = [pd.read_csv(c.checkpoint_dir / "metrics.csv")[columns] for c in (straight, rungs)]
+    pd.testing.assert_frame_equal(csv[0], csv[1])
+
+
+def test_stop_after_epoch_already_reached_is_nothing_to_do(train_config) -> None:
+    config = replace(train_config, epochs=3, stop_after_epoch=2, exit_on_checkpoint=False)
+    assert train(config).status == "stopped"
+    written = (config.checkpoint_dir / "model.pth").read_bytes()
+    for stop in (1, 2):  # a rung run again (a retry, a rescue DAG): the checkpoint is untouched
+        again = train(replace(config, stop_after_epoch=stop))
+        assert (again.status, again.exit_code, again.epochs_done) == ("stopped", 0, 2)
+    assert (config.checkpoint_dir / "model.pth").read_bytes() == written
+    # E == epochs is the whole budget
+    done = train(replace(config, stop_after_epoch=3))
+    assert (done.status, done.exit_code, done.epochs_done) == ("finished", 0, 3)
+
+
+@pytest.mark.parametrize(
+    ("stop", "message"),
+    [
+        (0, "--stop-after-epoch 0: must be 1 or more"),
+        (3, r"--stop-after-epoch 3: must be at most --epochs \(2\)"),
+    ],
+)
+def test_stop_after_epoch_outside_the_budget_is_refused(
+    train_config, stop: int, message: str
+) -> None:
+    with pytest.raises(CondormlError, match=message):
+        train(replace(train_config, stop_after_epoch=stop))
+    assert not train_config.checkpoint_dir.exists()
+
+
+# --- --hyperparameters FILE: a search's choice for one member --------------------------------------
+
+
+def test_a_hyperparameters_file_is_read_and_checked(tmp_path: Path) -> None:
+    from condorml.hyperparameters import read_hyperparameters, write_hyperparameters
+
+    path = tmp_path / "params.json"
+    path.write_text('{"lr": 1, "batch_size": 8, "optimizer": "sgd", "seed": 4}')
+    assert read_hyperparameters(path) == {"lr": 1.0, "batch_size": 8, "optimizer": "sgd", "seed": 4}
+    write_hyperparameters(path, {"scheduler": "cosine", "weight_decay": 0.01})
+    assert read_hyperparameters(path) == {"scheduler": "cosine", "weight_decay": 0.01}
+    bad = {
+        "[1, 2]": "must be a JSON object",
+        '{"checkpoint_every": 3}': "'checkpoint_every' is not a hyperparameter; choose from",
+        '{"member": "m1"}': "'member' is not a hyperparameter",
+        '{"lr": -1}': "lr = -1: must be a positive number",
+        '{"batch_size": "64"}': 'batch_size = "64": must be a whole number',
+        '{"optimizer": "rmsprop"}': 'optimizer = "rmsprop": choose one of adam',
+        '{"lr": 0.1,': "not JSON",
+    }
+    for text, message in bad.items():
+        path.write_text(text)
+        with pytest.raises(CondormlError) as err:
+            read_hyperparameters(path)
+        assert str(err.value).startswith(f"{path}: ") and message in str(err.value), text
+    with pytest.raises(CondormlError, match="no such hyperparameters file"):
+        read_hyperparameters(tmp_path / "missing.json")
+    with pytest.raises(CondormlError, match="lr = 0"):
+        write_hyperparameters(tmp_path / "never.json", {"lr": 0})
+    assert not (tmp_path / "never.json").exists()
+
+
 # --- the command line, in real processes, as HTCondor runs it -------------------------------------
 
 
@@ -268,6 +356,37 @@ def test_cli_refuses_an_unwritable_checkpoint_folder_before_training(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"condorml: error: {under_a_file}: cannot write")
     assert "not a folder" in lines[0] and "free space" not in lines[0]
+
+
+@pytest.mark.slow
+def test_cli_hyperparameters_file_replaces_the_command_line_and_stop_exits_0(
+    train_config, tmp_path: Path
+) -> None:
+    params = tmp_path / "params.json"
+    params.write_text('{"lr": 0.004, "seed": 7, "scheduler": "cosine"}')
+    config = replace(train_config, epochs=3)
+    proc = condorml_cli(*_cli_args(config), "--lr", "0.5", "--hyperparameters", str(params),
+                        "--stop-after-epoch", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped after epoch 1 of 3" in proc.stderr
+    saved = _final(config)["config"]
+    assert (saved["lr"], saved["seed"], saved["scheduler"], saved["stop_after_epoch"]) == (
+        0.004, 7, "cosine", 1,
+    )  # fmt: skip
+    params.write_text('{"lr": 0.004, "device": "cpu"}')
+    proc = condorml_cli(*_cli_args(config), "--hyperparameters", str(params))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"condorml: error: {params}: 'device' is not a hyperparameter; choose from "
+        "epochs, model, image_size, lr, batch_size, optimizer, weight_decay, momentum, scheduler, "
+        "val_fraction, precision, freeze_backbone, seed"
+    ]
+    proc = condorml_cli(*_cli_args(config), "--stop-after-epoch", "4")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "condorml: error: --stop-after-epoch 4: must be at most --epochs (3), the budget it "
+        "stops within"
+    ]
 
 
 @pytest.mark.slow

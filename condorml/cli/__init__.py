@@ -16,6 +16,7 @@ from condorml.cli import (
     merge,
     report,
     run,
+    search,
     submit,
     sweep,
     train,
@@ -45,6 +46,7 @@ app.command("run")(run.run_command)
 app.command("watch")(watch.watch_command)
 app.command("report")(report.report_command)
 app.command("demo")(demo.demo_command)
+app.add_typer(search.app, name="search")
 use_plain_help(app)  # sub-apps' commands too: help that reads at 80 columns
 
 

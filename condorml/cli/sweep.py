@@ -102,6 +102,8 @@ def _print_plan(plan, epoch_minutes: float | None) -> None:
         table.add_row("...", f"{len(rows) - 20} more", *["" for _ in swept])
     console.print(table)
     console.print("nodes: " + ", ".join(f"{k} {v}" for k, v in plan.node_counts().items()))
+    for line in plan.search_lines():
+        console.print(line, highlight=False)
     for kind, job in plan.workflow.jobs.items():
         requests = {
             k: job.submit[k]
@@ -140,15 +142,26 @@ def collect_command(
     with_stats: bool = typer.Option(
         False, "--with-stats", help="Add prob_std,n_models to the ensemble CSV."
     ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", min=1, help="Only the K best members (by --metric) join the ensemble."
+    ),
+    metric: str = typer.Option(
+        "val_loss", "--metric", help="What ranks the members: val_loss (lowest first) or val_acc."
+    ),
 ) -> None:
     """Average the members' predictions into RUN_DIR/dog_probs.csv and write leaderboard.csv (the
     DAG's FINAL node runs this; members that failed are listed, not fatal)."""
     from condorml.sweep.collect import collect
 
     setup_logging()
-    result = call(collect, run_dir, min_members, labels, with_stats)
+    result = call(collect, run_dir, min_members, labels, with_stats, top_k, metric)
+    others = [f"{len(result.failed)} failed"]
+    if result.stopped:
+        others.append(f"{len(result.stopped)} stopped early by the search")
+    if result.left_out:
+        others.append(f"{len(result.left_out)} outside the top {top_k}")
     typer.echo(
-        f"{len(result.joined)} member(s) joined the ensemble, {len(result.failed)} failed; wrote {result.leaderboard}"
+        f"{len(result.joined)} member(s) joined the ensemble, {', '.join(others)}; wrote {result.leaderboard}"
         + (f" and {result.ensemble}" if result.ensemble else "")
     )
     if result.scores:

@@ -37,6 +37,11 @@ def train_command(
         "--cache-dir",
         help="Where decoded images are cached [default: $_CONDOR_SCRATCH_DIR/.condorml-cache in a job, else ~/.cache/condorml].",
     ),
+    hyperparameters: Path | None = typer.Option(
+        None,
+        "--hyperparameters",
+        help="A JSON object of swept options and the seed by name, as a search (TPE) chose them for this member; its values replace the command line's.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     **options: Any,
 ) -> None:
@@ -44,14 +49,18 @@ def train_command(
 
     Every --checkpoint-every epochs it writes CHECKPOINT_DIR/model.pth and exits with code 85
     (HTCondor's checkpoint_exit_code); the next start resumes exactly where it stopped. Exit
-    codes: 0 finished, 85 checkpointed, 2 bad input (never worth a retry), 75 transient (full
-    disk, I/O error, damaged data, out of memory: worth a retry), 1 unexpected failure, 143/130
-    stopped by SIGTERM/SIGINT after saving.
+    codes: 0 finished (or stopped at --stop-after-epoch), 85 checkpointed, 2 bad input (never
+    worth a retry), 75 transient (full disk, I/O error, damaged data, out of memory: worth a
+    retry), 1 unexpected failure, 143/130 stopped by SIGTERM/SIGINT after saving.
     """
     from condorml.job.devices import keep_freed_memory_for_reuse
     from condorml.job.train import TrainConfig, train
 
     setup_logging(verbose)
+    if hyperparameters is not None:
+        from condorml.hyperparameters import read_hyperparameters
+
+        options.update(call(read_hyperparameters, hyperparameters))
     keep_freed_memory_for_reuse()
     config = TrainConfig(
         data_dir=data_dir,

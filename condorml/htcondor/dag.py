@@ -29,13 +29,14 @@ Nodes, VARS (quoted, ``"`` and ``\\`` escaped), RETRY, CATEGORY, edges and FINAL
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from condorml.config import TrainConfig
-from condorml.errors import CondormlError, ExitCode
+from condorml.errors import CondormlError, ExitCode, ScriptExit
 from condorml.htcondor.inputs import local_path
 from condorml.htcondor.quoting import safe_value
 from condorml.htcondor.resources import RESOURCE_FIELDS, Container, Profile, Resources
@@ -50,9 +51,10 @@ from condorml.htcondor.submit import (
 )
 from condorml.job.files import CHECKPOINT_FILE
 from condorml.sweep.members import Member
-from condorml.sweep.rundir import MEMBERS_FOLDER
+from condorml.sweep.rundir import MEMBERS_FOLDER, PARAMS_FILE, NodeName
 from condorml.sweep.spec import SweepSpec
 
+_RUNG_SUBMIT = re.compile(r"^(JOB \S+ )train_r\d+\.sub$")
 DEFAULT_RETRIES = 2
 DEFAULT_GPU_MAXJOBS = 20  # polite on a shared GPU pool (CHTC has ~150); raise in [throttle]
 USAGE_ERROR_EXIT = int(ExitCode.PERMANENT)  # the one exit code RETRY does not retry
@@ -87,18 +89,23 @@ def _pool(table: dict[str, Any], where: str) -> tuple[Resources, Container, Prof
 
 
 class _MemberNames:
-    """Node names ``<layer>_<member id>`` (a NodeNameFormatter for htcondor2.dags)."""
+    """Node names :class:`~condorml.sweep.rundir.NodeName` (``train_m007``, ``train_m007_r2``)
+    from layers ``train``, ``train_r2``, ``infer`` (a NodeNameFormatter for htcondor2.dags)."""
 
     def __init__(self, members: list[Member]) -> None:
         self.ids = [m.member for m in members]
         self.index = {m: i for i, m in enumerate(self.ids)}
 
     def generate(self, layer_name: str, node_index: int) -> str:
-        return f"{layer_name}_{self.ids[node_index]}"
+        kind, _, rung = layer_name.partition("_r")
+        return str(NodeName(kind, self.ids[node_index], int(rung) if rung else None))
 
     def parse(self, node_name: str) -> tuple[str, int]:
-        layer, _, member = node_name.rpartition("_")
-        return layer, self.index[member]
+        node = NodeName.parse(node_name)
+        if node is None:
+            raise ValueError(f"not a member's node: {node_name}")
+        layer = node.kind if node.rung is None else f"{node.kind}_r{node.rung}"
+        return layer, self.index[node.member]
 
 
 def generating_python() -> str:
@@ -127,7 +134,7 @@ def sweep_workflow(spec: SweepSpec, members: list[Member], run_dir: Path) -> Swe
     lines += [f"MAXJOBS {category} {n}" for category, n in maxjobs.items()]
     header = [f"# condorml sweep of {len(members)} member(s) from {spec.path.name}; generated, do not edit.",
               "# Submit from this folder: condor_submit_dag sweep.dag (or: condorml run sweep.dag).",
-              _EXIT_CODES_NOTE]  # fmt: skip
+              _EXIT_CODES_NOTE, *([_SCRIPT_CODES_NOTE] if spec.search else [])]  # fmt: skip
     return SweepWorkflow(
         header + lines, {"train": train, "infer": infer, "collect": collect}, members, maxjobs
     )
@@ -139,13 +146,20 @@ def _train_job(spec: SweepSpec, member: Member, first: Path) -> tuple[JobDescrip
     ``member`` is any member: its values stand for the swept ones when the options are checked.
     """
     train_resources, container, profile = _pool(spec.resources, f"{spec.path}: [resources]")
-    swept = (*spec.swept, "seed", "member")
+    search = spec.search
+    tpe = search is not None and search.method == "tpe"
+    swept = (*(() if tpe else spec.swept), "seed", "member")  # TPE's values: params.json
     options = member.options(spec.train)
+    if search is not None and search.halving is not None:  # each rung's VARS: where it stops
+        swept += ("stop_after_epoch",)
+        options["stop_after_epoch"] = search.rungs(spec.epochs)[0]
     config = TrainConfig(
         data_dir=Path(spec.data["train"]), checkpoint_dir=Path(CHECKPOINT_FOLDER), **options
     )
     train = train_description(config, spec.data["train"], train_resources, container, profile, first,
-                              swept=swept, initialdir="$(member_dir)", extra=spec.submit)  # fmt: skip
+                              swept=swept, initialdir="$(member_dir)", extra=spec.submit,
+                              params_file=PARAMS_FILE if tpe else None,
+                              searched=spec.swept if tpe else ())  # fmt: skip
     return train, train_resources
 
 
@@ -180,6 +194,10 @@ def _collect_job(spec: SweepSpec, run_dir: Path, with_stats: bool) -> JobDescrip
         ]
     if with_stats:
         collect_args.append("--with-stats")
+    if spec.top_k is not None:
+        collect_args += ["--top-k", str(spec.top_k)]
+    if spec.search is not None:
+        collect_args += ["--metric", spec.search.metric]
     return collect_description(collect_args, generating_python())
 
 
@@ -195,27 +213,76 @@ def _dag_lines(
 
     retries = spec.throttle.get("retries", DEFAULT_RETRIES)
     dag = dags.DAG()
-    train_layer = dag.layer(
-        name="train", submit_description=train.submit, vars=[_train_vars(m, spec.swept) for m in members],
-        retries=retries or None, retry_unless_exit=USAGE_ERROR_EXIT if retries else None, category="train",
-    )  # fmt: skip
-    train_layer.child_layer(
+    search = spec.search
+    rungs = search.rungs(spec.epochs) if search else (spec.epochs,)
+    halving = search is not None and search.halving is not None
+    in_vars = spec.swept if search is None or search.method != "tpe" else ()  # TPE: params.json
+    retry = {"retries": retries or None, "retry_unless_exit": USAGE_ERROR_EXIT if retries else None}
+    layer: Any = dag
+    for rung, end in enumerate(rungs, start=1):
+        layer_vars = [_train_vars(m, in_vars, end if halving else None) for m in members]
+        scripts = _search_scripts(spec, rung) if search else {}
+        layer = layer.child_layer if rung > 1 else layer.layer
+        layer = layer(
+            name=f"train_r{rung}" if halving else "train", submit_description=train.submit,
+            vars=layer_vars, category="train", **retry, **scripts,
+            **({"edge": dags.OneToOne()} if rung > 1 else {}),
+        )  # fmt: skip
+    layer.child_layer(
         name="infer", submit_description=infer.submit,
         vars=[{"member": m.member, "member_dir": member_dir(m)} for m in members], edge=dags.OneToOne(),
-        retries=retries or None, retry_unless_exit=USAGE_ERROR_EXIT if retries else None, category="infer",
+        category="infer", **retry, **(_search_scripts(spec, None) if halving else {}),
     )  # fmt: skip
     dag.final(name="collect", submit_description=collect.submit)
-    return list(dags.writer.DAGWriter(dag, _MemberNames(members)).yield_dag_file_lines())
+    lines = dags.writer.DAGWriter(dag, _MemberNames(members)).yield_dag_file_lines()
+    # htcondor2.dags names a layer's submit file after the layer: every rung runs train.sub
+    return [_RUNG_SUBMIT.sub(r"\1train.sub", line) for line in lines]
 
 
 _EXIT_CODES_NOTE = (
     f"# Jobs exit {', '.join(f'{int(code)} {code.name.lower()}' for code in ExitCode)}; "
     f"RETRY retries all failures but {USAGE_ERROR_EXIT}."
 )
+_SCRIPT_CODES_NOTE = (
+    f"# condorml search PRE scripts exit 0 run, {int(ScriptExit.SKIP)} skip (PRE_SKIP: the member "
+    f"stopped), {int(ScriptExit.DEFER)} wait (SCRIPT DEFER)."
+)
 
 
-def _train_vars(member: Member, swept: tuple[str, ...]) -> dict[str, str]:
+def _search_scripts(spec: SweepSpec, rung: int | None) -> dict[str, Any]:
+    """The PRE/POST scripts of a search's node: training rung ``rung``, or inference (None).
+
+    PRE (``condorml search pre``) before TPE's first rung (its choice), before every later rung
+    (halving's decision; ``PRE_SKIP`` when the member stopped) and before inference (skipped for
+    a stopped member); deciding PRE scripts wait with ``SCRIPT DEFER``. POST (``condorml search
+    post``) after every training rung records its result and passes the job's exit code on.
+    """
+    import htcondor2.dags as dags
+
+    assert spec.search is not None
+    python = safe_value(generating_python(), "the Python interpreter running condorml")
+    if any(c.isspace() for c in python):
+        raise CondormlError(
+            f"{python}: DAGMan splits SCRIPT lines at spaces; run condorml from an interpreter whose path has none"
+        )
+    command = [python, "-m", "condorml", "search"]
+    scripts: dict[str, Any] = {}
+    decides = rung is None or rung > 1 or spec.search.method == "tpe"
+    if decides:
+        defer = rung is not None  # inference only skips or runs
+        scripts["pre"] = dags.Script(python, [*command[1:], "pre", ".", "$NODE"], retry=defer,
+                                     retry_status=int(ScriptExit.DEFER), retry_delay=spec.search.recheck_seconds)  # fmt: skip
+        if rung is None or rung > 1:
+            scripts["pre_skip_exit_code"] = int(ScriptExit.SKIP)
+    if rung is not None:
+        scripts["post"] = dags.Script(python, [*command[1:], "post", ".", "$NODE", "$RETURN", "$RETRY", "$MAX_RETRIES"])  # fmt: skip
+    return scripts
+
+
+def _train_vars(member: Member, swept: tuple[str, ...], stop: int | None = None) -> dict[str, str]:
     values = {"member": member.member, "member_dir": member_dir(member), "seed": str(member.seed)}
+    if stop is not None:
+        values["stop_after_epoch"] = str(stop)
     for name in swept:
         values[name] = argument_text(name, member.hyperparameters[name])
     for name, value in values.items():

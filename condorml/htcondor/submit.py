@@ -146,6 +146,8 @@ def train_description(
     swept: tuple[str, ...] = (),
     initialdir: str | None = None,
     extra: dict[str, str] | None = None,
+    params_file: str | None = None,
+    searched: tuple[str, ...] = (),
 ) -> JobDescription:
     """Describe a self-checkpointing training job.
 
@@ -171,6 +173,11 @@ def train_description(
     extra : dict, optional
         Further submit commands, validated by
         :func:`condorml.htcondor.passthrough.extra_commands` (``[submit]``, ``--append``).
+    params_file : str, optional
+        A JSON file of hyperparameters in ``initialdir`` (TPE's ``params.json``): an input of the
+        job, passed as ``--hyperparameters``.
+    searched : tuple of str
+        Options left out of the arguments because ``params_file`` gives them.
 
     Raises
     ------
@@ -199,8 +206,12 @@ def train_description(
     if initialdir is not None:
         inputs.append(CHECKPOINT_FOLDER)
         names.append(CHECKPOINT_FOLDER)
+    if params_file is not None:
+        inputs.append(safe_value(params_file, "params_file"))
+        names.append(params_file)
+        args += ["--hyperparameters", params_file]
     _unique_names(names)
-    args += _training_arguments(config, swept)
+    args += _training_arguments(config, swept, omit=searched)
     commands = _common(
         "train", TRAIN_WRAPPER, args, inputs, CHECKPOINT_FOLDER, resources, container, submit_dir
     )
@@ -253,16 +264,19 @@ def argument_text(name: str, value: object) -> str:
     return safe_value(str(value), option_flag(name))
 
 
-def job_arguments(options: object, written: str, swept: tuple[str, ...] = ()) -> list[Token]:
+def job_arguments(
+    options: object, written: str, swept: tuple[str, ...] = (), omit: tuple[str, ...] = ()
+) -> list[Token]:
     """The options of ``options`` (a dataclass) that a job's command line carries as ``written``.
 
     :data:`~condorml.config.ALWAYS` options are written every time, so that a job never depends
     on condorml's defaults; :data:`~condorml.config.IF_SET` ones only when not None (or False).
-    A swept option is a macro the DAG's VARS define, whatever its example value.
+    A swept option is a macro the DAG's VARS define, whatever its example value; an ``omit``
+    one is not written (a hyperparameters file gives it).
     """
     args: list[Token] = []
     for name, (_, meta) in option_fields(type(options)).items():
-        if meta.job != written:
+        if meta.job != written or name in omit:
             continue
         value = getattr(options, name)
         if name not in swept and written == IF_SET and (value is None or value is False):
@@ -277,11 +291,14 @@ def job_arguments(options: object, written: str, swept: tuple[str, ...] = ()) ->
     return args
 
 
-def _training_arguments(config: TrainConfig, swept: tuple[str, ...] = ()) -> list[Token]:
+def _training_arguments(
+    config: TrainConfig, swept: tuple[str, ...] = (), omit: tuple[str, ...] = ()
+) -> list[Token]:
     """The training options as tokens (``momentum`` only where the optimizer uses it)."""
     if config.optimizer != "sgd" and "momentum" not in swept:
         config = replace(config, momentum=None)  # type: ignore[arg-type]
-    return job_arguments(config, ALWAYS, swept) + job_arguments(config, IF_SET, swept)
+    swept = tuple(name for name in swept if name not in omit)
+    return job_arguments(config, ALWAYS, swept, omit) + job_arguments(config, IF_SET, swept, omit)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ position inside the epoch, the epoch's data order, the running sums of its metri
 state, a run cut into any number of pieces ends bit-identical (on the CPU) to one that never
 stopped. The checkpoint folder is checked writable before any training.
 
+With ``stop_after_epoch`` E (successive halving's rungs) a run ends after epoch E with an ordinary
+checkpoint and status ``"stopped"`` (exit 0: done for now). The learning-rate schedule still
+spans all ``epochs``, so a later run with a larger E, or none, continues as if it never stopped.
+
 The pieces: :mod:`.batches` (which images an epoch visits and the tensors of a batch),
 :mod:`.train_state` (what a checkpoint holds, resuming from one), and here the optimisation step,
 validation and the epoch loop. Reading order: setup (``_optimizer``, ``_scheduler``),
@@ -57,7 +61,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["METRIC_COLUMNS", "TrainConfig", "TrainResult", "train", "train_step", "validate"]
 # What the process exits with, by TrainResult.status; an interrupted run: 128 + the signal.
-EXIT_CODES = {"finished": int(ExitCode.DONE), "checkpointed": CHECKPOINT_EXIT_CODE}
+# "stopped": at --stop-after-epoch, done for now (exit 0, not 85: HTCondor must not restart it).
+EXIT_CODES = {
+    "finished": int(ExitCode.DONE),
+    "stopped": int(ExitCode.DONE),
+    "checkpointed": CHECKPOINT_EXIT_CODE,
+}
 
 
 @dataclass
@@ -67,8 +76,9 @@ class TrainResult:
     Attributes
     ----------
     status : str
-        ``"finished"``, ``"checkpointed"`` (run again to continue) or ``"interrupted"`` (a
-        signal stopped it at a safe point, after saving).
+        ``"finished"``, ``"stopped"`` (at ``stop_after_epoch``, saved: a later run with a
+        larger one continues), ``"checkpointed"`` (run again to continue) or ``"interrupted"``
+        (a signal stopped it at a safe point, after saving).
     epochs_done : int
         Completed epochs.
     metrics : list of dict
@@ -85,7 +95,7 @@ class TrainResult:
 
     @property
     def exit_code(self) -> int:
-        """0 finished, 85 checkpointed, 128 + signal number when interrupted."""
+        """0 finished or stopped, 85 checkpointed, 128 + signal number when interrupted."""
         return EXIT_CODES.get(self.status, 128 + (self.signal or 0))
 
 
@@ -208,8 +218,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     Returns
     -------
     TrainResult
-        ``status`` says whether training finished, checkpointed or was interrupted;
-        ``exit_code`` is what the process should exit with (0, 85, or 128 + signal).
+        ``status`` says whether training finished, stopped at ``stop_after_epoch``,
+        checkpointed or was interrupted; ``exit_code`` is what the process should exit with
+        (0, 85, or 128 + signal).
 
     Raises
     ------
@@ -320,17 +331,23 @@ class _Trainer:
             self.n_batches,
         )
 
+    @property
+    def last_epoch(self) -> int:
+        """The epoch this run ends after: ``stop_after_epoch``, else the whole budget."""
+        return self.config.stop_after_epoch or self.config.epochs
+
     def run(self) -> TrainResult:
-        """Train until finished, a checkpoint exit, or a stop signal."""
+        """Train until finished (or stopped), a checkpoint exit, or a stop signal."""
         run, config = self.state, self.config
         run.runs += 1
-        if run.epoch >= config.epochs:
-            log.info("already trained %d of %d epochs: nothing to do", run.epoch, config.epochs)
+        if run.epoch >= self.last_epoch:
+            log.info("already trained %d of %d epochs%s: nothing to do", run.epoch, config.epochs,
+                     self._stop_note())  # fmt: skip
             write_metrics(config.checkpoint_dir / METRICS_FILE, run.metrics)
-            return self._result("finished")
+            return self._result(self._end_status())
         self.modules.model.train()
         with _stop_signals() as stop:
-            while run.epoch < config.epochs:
+            while run.epoch < self.last_epoch:
                 reason = self._train_epoch(stop)
                 if reason is None:
                     self._end_epoch()
@@ -349,17 +366,30 @@ class _Trainer:
                 if self.deadline is not None:
                     self.deadline = time.monotonic() + 60 * config.checkpoint_minutes
         self._save()
-        log.info("training finished: %d epochs; final model in %s", run.epoch, self.checkpoint_path)
-        return self._result("finished")
+        if self._end_status() == "stopped":
+            log.info("stopped after epoch %d of %d as --stop-after-epoch asks; checkpoint in %s",
+                     run.epoch, config.epochs, self.checkpoint_path)  # fmt: skip
+        else:
+            log.info("training finished: %d epochs; final model in %s", run.epoch,
+                     self.checkpoint_path)  # fmt: skip
+        return self._result(self._end_status())
+
+    def _end_status(self) -> str:
+        """At or past :attr:`last_epoch`: ``finished``, or ``stopped`` short of the budget."""
+        return "finished" if self.state.epoch >= self.config.epochs else "stopped"
+
+    def _stop_note(self) -> str:
+        stop = self.config.stop_after_epoch
+        return f" (--stop-after-epoch {stop})" if stop and stop < self.config.epochs else ""
 
     def _checkpoint_reason(self, stop: dict[str, int]) -> str | None:
         """After an epoch: why to checkpoint now (``signal``, ``interval``, ``time``), or None.
 
-        None also after the last epoch, which the loop's end saves; without a checkpoint the
-        metrics are still written, one row per epoch.
+        None also after the last epoch (the budget's or ``stop_after_epoch``), which the loop's
+        end saves; without a checkpoint the metrics are still written, one row per epoch.
         """
         run, config = self.state, self.config
-        if run.epoch >= config.epochs:
+        if run.epoch >= self.last_epoch:
             return None
         if stop:
             return "signal"

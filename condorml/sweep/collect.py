@@ -36,6 +36,8 @@ from condorml.sweep.rundir import (
     MemberDir,
     RunDir,
 )
+from condorml.sweep.search import METRICS
+from condorml.sweep.trials import Trial, read_trials
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class CollectResult:
     leaderboard: Path
     joined: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # member -> reason
+    stopped: list[str] = field(default_factory=list)  # stopped early by the search (not failed)
+    left_out: list[str] = field(default_factory=list)  # with predictions, outside the top k
     scores: dict[str, Any] | None = None
 
     def succeeded(self, min_members: int) -> bool:
@@ -56,7 +60,12 @@ class CollectResult:
 
 
 def collect(
-    run_dir: Path, min_members: int = 1, labels: Path | None = None, with_stats: bool = False
+    run_dir: Path,
+    min_members: int = 1,
+    labels: Path | None = None,
+    with_stats: bool = False,
+    top_k: int | None = None,
+    metric: str = "val_loss",
 ) -> CollectResult:
     """Average the members' predictions into ``run_dir/dog_probs.csv`` and write the leaderboard.
 
@@ -70,49 +79,94 @@ def collect(
         ``fileid,is_dog`` CSV: score every member and the ensemble (``metrics.json``).
     with_stats : bool
         Add ``prob_std,n_models`` to the ensemble CSV.
+    top_k : int, optional
+        Only the ``top_k`` members with predictions that rank best by ``metric`` (their last
+        epoch's, from ``ckpt/metrics.csv``) join the ensemble.
+    metric : str
+        ``val_loss`` (lowest first) or ``val_acc`` (highest first): ranks the leaderboard.
 
     Raises
     ------
     CondormlError
         If ``run_dir`` is not a sweep's run folder.
     """
+    if metric not in METRICS:
+        raise CondormlError(f"--metric {metric}: one of {', '.join(METRICS)}")
     run = RunDir(run_dir)
     members = run.member_table()
-    accounting = member_accounting(run_dir, list(members["member"]))[0]
+    ids = list(members["member"])
+    accounting = member_accounting(run_dir, ids)[0]
     counts, why_none = leaderboard_counts(accounting), no_predictions_reasons(accounting)
+    trials = read_trials(run_dir, ids)
     rows, frames, result = [], [], CollectResult(None, run.leaderboard)
+    candidates: dict[str, tuple[dict[str, Any], Path]] = {}
     for record in members.to_dict("records"):
         member = record["member"]
         files = run.member(member)
         # HTCondor's counts: empty, not guessed, for a member whose jobs no event log shows
         unknown = dict.fromkeys(LEADERBOARD_COLUMNS)
         row = {**record, **_training_row(files), **unknown, **counts.get(member, {})}
+        row.update(_search_columns(trials.get(member)))
         predictions = files.predictions(why_none.get(member, ""))
-        csv, reason = predictions.csv, predictions.reason
-        if csv is not None:
+        if predictions.csv is not None:
+            candidates[member] = (row, predictions.csv)
+        elif member in trials and trials[member].state == "stopped":
+            result.stopped.append(member)
+            row["status"] = f"stopped at rung {trials[member].rung}"
+        else:
+            result.failed[member] = predictions.reason
+            row["status"] = f"failed: {predictions.reason}"
+        rows.append(row)
+    chosen = _best(candidates, top_k, metric)
+    for member, (row, csv) in candidates.items():
+        if member not in chosen:
+            result.left_out.append(member)
+            row["status"] = f"outside the top {top_k}"
+        else:
             frame = read_predictions(csv)[["fileid", "prob"]]
             frames.append(frame.assign(member=member))
             result.joined.append(member)
             row["status"] = "ok"
-            if labels is not None:
-                scores = evaluate_file(csv, labels)
-                row.update(
-                    test_accuracy=scores.accuracy,
-                    test_log_loss=scores.log_loss,
-                    test_roc_auc=scores.roc_auc,
-                )
-        else:
-            result.failed[member] = reason
-            row["status"] = f"failed: {reason}"
-        rows.append(row)
+        if labels is not None:
+            scores = evaluate_file(csv, labels)
+            row.update(
+                test_accuracy=scores.accuracy,
+                test_log_loss=scores.log_loss,
+                test_roc_auc=scores.roc_auc,
+            )
     if frames:
         result.ensemble = _write_ensemble(run, frames, result, with_stats)
         if labels is not None:
             result.scores = evaluate_file(result.ensemble, labels, run.metrics_json).to_dict()
-    _write_leaderboard(result.leaderboard, rows)
+    _write_leaderboard(result.leaderboard, rows, metric)
     for member, reason in result.failed.items():
         log.warning("member %s failed: %s", member, reason)
     return result
+
+
+def _search_columns(trial: Trial | None) -> dict[str, Any]:
+    """A searched member's state, rungs and epochs, and the values TPE chose for it."""
+    if trial is None:
+        return {}
+    return {**(trial.params or {}), "search_state": trial.state, "rungs_done": trial.rungs_done,
+            "epochs_trained": trial.epochs_done}  # fmt: skip
+
+
+def _best(
+    candidates: dict[str, tuple[dict[str, Any], Path]], top_k: int | None, metric: str
+) -> set[str]:
+    """The members that join the ensemble: all, or the ``top_k`` best by ``metric`` (ties by id;
+    a member without the metric ranks last)."""
+    if top_k is None:
+        return set(candidates)
+    sign = 1.0 if METRICS[metric] == "minimize" else -1.0
+
+    def key(member: str) -> tuple[float, str]:
+        value = candidates[member][0].get(metric)
+        usable = isinstance(value, int | float) and math.isfinite(value)
+        return (sign * value if usable else math.inf, member)
+
+    return set(sorted(candidates, key=key)[:top_k])
 
 
 def _training_row(files: MemberDir) -> dict[str, Any]:
@@ -147,13 +201,16 @@ def _write_ensemble(run: RunDir, frames: list, result: CollectResult, with_stats
     return output
 
 
-def _write_leaderboard(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_leaderboard(path: Path, rows: list[dict[str, Any]], metric: str = "val_loss") -> None:
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    if "val_loss" in frame:
+    if metric in frame:
         ok = frame["status"] == "ok"
-        frame = pd.concat([frame[ok].sort_values("val_loss", kind="stable"), frame[~ok]])
+        ascending = METRICS[metric] == "minimize"
+        frame = pd.concat(
+            [frame[ok].sort_values(metric, ascending=ascending, kind="stable"), frame[~ok]]
+        )
     first = ["member", "status"]
     frame = frame[first + [c for c in frame.columns if c not in first]]
     counts = [c for c in LEADERBOARD_COLUMNS if c in frame]

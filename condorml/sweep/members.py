@@ -107,6 +107,10 @@ def expand(spec: SweepSpec) -> list[Member]:
         If two members would be identical (e.g. a random choice drawn twice) or a member's
         options are invalid together.
     """
+    if spec.search is not None and spec.search.method == "tpe":
+        # chosen by TPE when each member is about to start (condorml.sweep.study)
+        trials = spec.search.trials
+        return [Member(member_id(i, trials), spec.seeds[0], {}) for i in range(trials)]
     grid_points = [
         dict(zip(spec.grid, values, strict=True))
         for values in itertools.product(*spec.grid.values())

@@ -95,6 +95,8 @@ class SweepPlan:
     def member_rows(self) -> list[dict[str, Any]]:
         """``members.csv``: id, seed, and every hyperparameter's effective value."""
         defaults = TrainConfig(Path("."), Path("."))
+        search = self.spec.search
+        chosen_later = self.spec.swept if search is not None and search.method == "tpe" else ()
         rows = []
         for member in self.members:
             options = member.options(self.spec.train)
@@ -102,6 +104,7 @@ class SweepPlan:
             row.update(
                 {name: options.get(name, getattr(defaults, name)) for name in HYPERPARAMETERS}
             )
+            row.update(dict.fromkeys(chosen_later, ""))  # chosen by TPE when the member starts
             rows.append(row)
         return rows
 
@@ -109,13 +112,49 @@ class SweepPlan:
         """Nodes per type (inference counts jobs, which differ from nodes when sharded)."""
         shards = int(self.workflow.jobs["infer"].submit.getQArgs() or 1)  # type: ignore[attr-defined]
         n = len(self.members)
-        return {"train": n, "infer": n, "infer jobs": n * shards, "collect (FINAL)": 1}
+        rungs = len(self.spec.search.rungs(self.spec.epochs)) if self.spec.search else 1
+        return {"train": n * rungs, "infer": n, "infer jobs": n * shards, "collect (FINAL)": 1}
+
+    def search_lines(self) -> list[str]:
+        """What the dry run says of a ``[search]``: method, rungs, jobs and epochs at most."""
+        search, epochs, n = self.spec.search, self.spec.epochs, len(self.members)
+        if search is None:
+            return []
+        lines = [
+            f"search: {search.method}, {n} member(s), ranked by {search.metric} ({search.direction})"
+        ]
+        if search.method == "tpe":
+            rounds = -(-n // search.parallel)
+            lines.append(
+                f"TPE: {rounds} round(s) of {search.parallel}; round 0 at random, each later one from the first-rung results of those before"
+            )
+        jobs, worst = search.worst_case(n, epochs)
+        if search.halving is None:
+            lines.append(f"training: {jobs} job(s), {worst} epoch(s)")
+            return lines
+        expected_jobs, expected = search.expected(n, epochs)
+        survivors = search.survivors(n, epochs)
+        lines.append(
+            "rungs (epochs done: members): "
+            + ", ".join(
+                f"r{k} {end}: {count}"
+                for k, (end, count) in enumerate(
+                    zip(search.rungs(epochs), survivors, strict=True), 1
+                )
+            )
+        )
+        lines.append(
+            f"training: {expected_jobs} job(s), {expected} epoch(s) as planned; worst case (no member stopped) {jobs} job(s), {worst} epoch(s)"
+        )
+        return lines
 
     def training_hours(self, epoch_minutes: float) -> tuple[float, float]:
         """Estimated (job hours, GPU hours) of training: members x epochs x minutes per epoch."""
         gpus = int(self.workflow.jobs["train"].submit.get("request_gpus", 0))  # type: ignore[attr-defined]
         default = TrainConfig(Path("."), Path(".")).epochs
         epochs = sum(m.options(self.spec.train).get("epochs", default) for m in self.members)
+        if self.spec.search is not None and self.spec.search.halving is not None:
+            epochs = self.spec.search.expected(len(self.members), self.spec.epochs)[1]
         hours = epochs * epoch_minutes / 60
         return hours, hours * gpus
 

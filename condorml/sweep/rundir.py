@@ -15,6 +15,9 @@
                                        transfers: the checkpoints)
         ckpt/                          model.pth, state.json, metrics.csv (the training job's)
         out/                           dog_probs.csv, or dog_probs.part<N>.csv per shard
+        trial.json                     with [search]: its rung results and state (sweep.trials)
+        params.json                    with TPE: the hyperparameters chosen for it (a job input)
+    RUN_DIR/search/study.journal       with [search]: the Optuna study (finished members)
 
 The names of the files a job writes come from :mod:`condorml.job.files` (no torch); this module
 imports nothing heavy, so that ``watch`` and ``report`` stay quick to start.
@@ -33,6 +36,7 @@ from condorml import __version__
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write_text
 from condorml.htcondor.events import NODES_LOG_SUFFIX
+from condorml.hyperparameters import HYPERPARAMETERS_FILE
 from condorml.job.files import METRICS_FILE, PREDICTIONS_FILE, STATE_FILE
 
 if TYPE_CHECKING:
@@ -53,6 +57,9 @@ ENSEMBLE_CSV = PREDICTIONS_FILE  # the ensemble has the members' predictions' na
 LEADERBOARD_CSV = "leaderboard.csv"
 METRICS_JSON = "metrics.json"
 REPORT_FOLDER = "report"
+TRIAL_FILE = "trial.json"  # a member's search record, in its folder
+PARAMS_FILE = HYPERPARAMETERS_FILE  # TPE's choice for a member, in its folder (a job input)
+STUDY_FILE = "search/study.journal"  # the Optuna study, in the run folder
 JOB_KINDS = ("train", "infer", "collect")
 MEMBER_JOB_KINDS = ("train", "infer")  # the jobs that run in a member's folder
 DATA_KEYS = ("train", "test", "labels")
@@ -72,6 +79,35 @@ def job_stream_name(kind: str, stream: str, job: str) -> str:
     ``job`` is ``CLUSTER.PROC``, or the ``$(ClusterId).$(ProcId)`` macros in a description.
     """
     return f"{kind}.{job}.{stream}"
+
+
+@dataclass(frozen=True)
+class NodeName:
+    """A node of a sweep's DAG: ``<kind>_<member>``, or ``train_<member>_r<rung>`` for a rung."""
+
+    kind: str  # train, infer
+    member: str
+    rung: int | None = None  # 1-based; None: the member's only training node
+
+    def __str__(self) -> str:
+        rung = f"_r{self.rung}" if self.rung is not None else ""
+        return f"{self.kind}_{self.member}{rung}"
+
+    @classmethod
+    def parse(cls, name: str) -> NodeName | None:
+        """The node name's parts, or None for a name no sweep writes (``collect``, ...).
+
+        Example
+        -------
+        >>> NodeName.parse("train_m007_r2"), NodeName.parse("infer_m007")
+        (NodeName(kind='train', member='m007', rung=2), NodeName(kind='infer', member='m007', rung=None))
+        """
+        parts = name.split("_")
+        if len(parts) == 3 and parts[2][:1] == "r" and parts[2][1:].isdigit():
+            return cls(parts[0], parts[1], int(parts[2][1:]))
+        if len(parts) == 2 and parts[0] in MEMBER_JOB_KINDS:
+            return cls(parts[0], parts[1])
+        return None
 
 
 def submit_file_name(kind: str) -> str:

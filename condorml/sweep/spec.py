@@ -27,12 +27,14 @@ from condorml.config import (
     SWEPT,
     OptionRule,
     TrainConfig,
+    option_default,
     option_fields,
 )
 from condorml.errors import CondormlError
 from condorml.htcondor.passthrough import extra_commands
 from condorml.htcondor.resources import pool_options
 from condorml.htcondor.submit import InferJob
+from condorml.sweep.search import Search, read_search
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,10 +45,10 @@ else:  # pragma: no cover
 # Options a sweep may vary (grid / random) or fix ([train]); the rest belong to the job layout.
 HYPERPARAMETERS = tuple(k for k, (_, o) in option_fields(TrainConfig).items() if o.spec == SWEPT)
 FIXED_ONLY = tuple(k for k, (_, o) in option_fields(TrainConfig).items() if o.spec == FIXED)
-SECTIONS = ("data", "train", "grid", "random", "ensemble", "resources", "submit", "inference",
-            "throttle")  # fmt: skip
+SECTIONS = ("data", "train", "grid", "random", "search", "ensemble", "resources", "submit",
+            "inference", "throttle")  # fmt: skip
 DATA_KEYS = ("train", "test", "labels")
-ENSEMBLE_KEYS = ("members", "seeds", "min_members")
+ENSEMBLE_KEYS = ("members", "seeds", "min_members", "top_k")
 # [resources]: what a job asks the pool for (htcondor.submit's Resources, Container, Profile)
 RESOURCE_RULES = {key: o.rule for key, o in pool_options().items() if o.rule is not None}
 RESOURCE_KEYS = tuple(RESOURCE_RULES)
@@ -86,11 +88,20 @@ class SweepSpec:
     inference: dict[str, Any] = field(default_factory=dict)
     throttle: dict[str, Any] = field(default_factory=dict)
     submit: dict[str, str] = field(default_factory=dict)  # extra commands of every job
+    search: Search | None = None  # [search]; its grid or random space is also in grid / random
+    top_k: int | None = None  # [ensemble] top_k: the ensemble of the best members by the metric
 
     @property
     def swept(self) -> tuple[str, ...]:
-        """The hyperparameters that vary, in spec order (grid, then random)."""
+        """The hyperparameters that vary, in spec order (grid, then random; TPE's space)."""
+        if self.search is not None and self.search.method == "tpe":
+            return tuple(self.search.space)
         return (*self.grid, *self.random)
+
+    @property
+    def epochs(self) -> int:
+        """The training budget of every member (``[train] epochs`` or its default)."""
+        return int(self.train.get("epochs", option_default(TrainConfig, "epochs")))
 
 
 def spec_error(path: Path, table: str, key: str | None, message: str) -> CondormlError:
@@ -192,8 +203,15 @@ def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
     train = _train(_table(doc, "train", path), where)
     grid = _grid(_table(doc, "grid", path), path)
     random, samples, random_seed = _random(_table(doc, "random", path), path)
+    search = None
+    if "search" in doc:
+        search, grid, random, samples, random_seed = _search(doc, train, len(_seeds(
+            _table(doc, "ensemble", path), path)), path)  # fmt: skip
     _check_swept_once(train, grid, random, path)
+    if search is not None and search.method == "tpe":
+        _check_swept_once(train, {}, search.space, path)
     seeds, min_members = _ensemble(_table(doc, "ensemble", path), grid, samples, path)
+    top_k = _top_k(_table(doc, "ensemble", path), min_members, search, train, path)
     resources = _resources(_table(doc, "resources", path), where, "resources")
     inference = _inference(_table(doc, "inference", path), where)
     submit = extra_commands(_table(doc, "submit", path), f"{path}: [submit]")
@@ -203,7 +221,46 @@ def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
         )
     throttle = _throttle(_table(doc, "throttle", path), path)
     return SweepSpec(path, text, data, train, grid, random, samples, random_seed, seeds,
-                     min_members, resources, inference, throttle, submit)  # fmt: skip
+                     min_members, resources, inference, throttle, submit, search, top_k)  # fmt: skip
+
+
+def _top_k(table: dict[str, Any], min_members: int, search: Search | None, train: dict[str, Any],
+           path: Path) -> int | None:  # fmt: skip
+    """``[ensemble] top_k``, and ``min_members`` against the members that can finish."""
+    if search is not None and search.halving is not None:
+        epochs = int(train.get("epochs", option_default(TrainConfig, "epochs")))
+        trials = search.trials * (1 if search.method == "tpe" else max(1, len(_seeds(table, path))))
+        finishing = search.survivors(trials, epochs)[-1]
+        if min_members > finishing:
+            raise spec_error(path, "ensemble", "min_members",
+                             f"{min_members} is more than the {finishing} member(s) that successive halving trains to the end; lower it, or lower [search.halving] eta")  # fmt: skip
+    if "top_k" not in table:
+        return None
+    top_k = _check_rule(OptionRule(int, low=1), table["top_k"], path, "ensemble", "top_k")
+    if top_k < min_members:
+        raise spec_error(path, "ensemble", "top_k",
+                         f"{top_k} is below min_members = {min_members}, so the sweep could never succeed; raise it or lower min_members")  # fmt: skip
+    return top_k
+
+
+def _search(
+    doc: dict[str, Any], train: dict[str, Any], seeds: int, path: Path
+) -> tuple[Search, dict[str, list[Any]], dict[str, Any], int, int]:
+    """``[search]``, and the grid or random table its space stands for (TPE: none)."""
+    for table in ("grid", "random"):
+        if table in doc:
+            raise spec_error(path, table, None,
+                             "not with [search]: give the hyperparameters in [search.space] and the method in [search] method")  # fmt: skip
+    epochs = int(train.get("epochs", option_default(TrainConfig, "epochs")))
+    space = doc["search"].get("space") if isinstance(doc["search"], dict) else None
+    swept = isinstance(space, dict) and "epochs" in space
+    search = read_search(doc["search"], path, epochs, swept,
+                         lambda name, value, table: _distribution(name, value, path, table), seeds)  # fmt: skip
+    if search.method == "grid":
+        return search, dict(search.space), {}, 0, 0
+    if search.method == "random":
+        return search, {}, dict(search.space), search.trials, search.seed
+    return search, {}, {}, search.trials, search.seed
 
 
 def _check_sections(doc: dict[str, Any], path: Path) -> None:
@@ -260,7 +317,10 @@ def _check_swept_once(
     """Each option is given in one place: fixed in [train], or swept in [grid] or [random]."""
     for name in set(train) & (set(grid) | set(random)):
         raise spec_error(
-            path, "train", name, "is also swept in [grid] or [random]; give it in one place"
+            path,
+            "train",
+            name,
+            "is also swept ([grid], [random] or [search.space]); give it in one place",
         )
     for name in set(grid) & set(random):
         raise spec_error(path, "random", name, "is also in [grid]; give it in one place")
@@ -380,45 +440,47 @@ def _grid(table: dict[str, Any], path: Path) -> dict[str, list[Any]]:
     return grid
 
 
-def _distribution(name: str, spec: Any, path: Path) -> Any:
+def _distribution(name: str, spec: Any, path: Path, table: str = "random") -> Any:
+    """A hyperparameter's random distribution or list of choices, checked (``[random]``,
+    ``[search.space]``)."""
     if name not in HYPERPARAMETERS:
         raise spec_error(
             path,
-            "random",
+            table,
             name,
             f"unknown hyperparameter; valid names: {', '.join(HYPERPARAMETERS)}",
         )
     rule = OPTION_RULES[name]
     if isinstance(spec, list):
         if not spec:
-            raise spec_error(path, "random", name, "an empty list of choices; give at least one")
-        return [_check_rule(rule, value, path, "random", name) for value in spec]
+            raise spec_error(path, table, name, "an empty list of choices; give at least one")
+        return [_check_rule(rule, value, path, table, name) for value in spec]
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
         raise spec_error(
-            path, "random", name,
+            path, table, name,
             f"got {toml_text(spec)}; give a list of choices or one of {{{' | '.join(f'{d} = [low, high]' for d in DISTRIBUTIONS)}}}",
         )  # fmt: skip
     kind, bounds = next(iter(spec.items()))
     if (not isinstance(bounds, list) or len(bounds) != 2
             or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)):  # fmt: skip
-        raise spec_error(path, "random", name, f"{kind} needs [low, high], two numbers")
+        raise spec_error(path, table, name, f"{kind} needs [low, high], two numbers")
     low, high = bounds
     if not low < high:
         raise spec_error(
-            path, "random", name, f"impossible range [{low}, {high}]: low must be below high"
+            path, table, name, f"impossible range [{low}, {high}]: low must be below high"
         )
     if kind == "log_uniform" and low <= 0:
         raise spec_error(
-            path, "random", name, f"log_uniform needs positive bounds, not [{low}, {high}]"
+            path, table, name, f"log_uniform needs positive bounds, not [{low}, {high}]"
         )
     if kind == "int_uniform" and not (isinstance(low, int) and isinstance(high, int)):
-        raise spec_error(path, "random", name, "int_uniform needs whole-number bounds")
+        raise spec_error(path, table, name, "int_uniform needs whole-number bounds")
     if kind != "int_uniform" and rule.kind is not float:
         raise spec_error(
-            path, "random", name,
+            path, table, name,
             f"{name} takes whole numbers or choices, not a {kind} range; use int_uniform or a list",
         )  # fmt: skip
-    bounds = [_check_rule(rule, bound, path, "random", name) for bound in bounds]
+    bounds = [_check_rule(rule, bound, path, table, name) for bound in bounds]
     return {kind: bounds}
 
 
