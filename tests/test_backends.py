@@ -10,6 +10,7 @@ owned by root, DAGMan node logs under /tmp; see ``tests/pool.py``), through this
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shlex
@@ -147,11 +148,74 @@ memory = "1GB"
 disk = "1GB"
 """
 
+# A PRE script for DEFER and PRE_SKIP: the n-th run exits the n-th code of $2 (the last repeats)
+PRE_SEQ = """\
+#!/bin/sh
+n=$(cat "$1.count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$1.count"
+code=$(echo "$2" | awk -F, -v n=$n '{ if (n > NF) n = NF; print $n }')
+echo "$1 $n $(date +%s.%N) $3 $code" >> pre.log
+exit $code
+"""
+
+
+def _pre_runs(folder: Path) -> list[list[str]]:
+    """pre.log's lines: node, run number, time, $RETRY, exit code."""
+    log = folder / "pre.log"
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _chain_dag(folder: Path, name: str, nodes: str, extra: str) -> Path:
+    """A chain of echo.sh nodes (``nodes``: three names) plus ``extra`` DAG lines."""
+    _write_job(folder, "node", "$(JOB)")
+    (folder / "pre.sh").write_text(PRE_SEQ)
+    (folder / "pre.sh").chmod(0o755)
+    first, middle, last = nodes.split()
+    dag = folder / f"{name}.dag"
+    dag.write_text(
+        "".join(f"JOB {n} node.sub\n" for n in (first, middle, last))
+        + f"PARENT {first} CHILD {middle}\nPARENT {middle} CHILD {last}\n"
+        + textwrap.dedent(extra)
+    )
+    return dag
+
+
+def scenario_defer(backend: Backend, folder: Path) -> dict[str, Any]:
+    """a -> b -> c, b's PRE script deferred twice (DEFER 4 1) and then going on; RETRY b 1."""
+    dag = _chain_dag(folder, "defer", "a b c", """\
+        SCRIPT DEFER 4 1 PRE b pre.sh b 4,4,0 $RETRY
+        RETRY b 1
+        """)  # fmt: skip
+    done = backend.submit_dag(dag).wait(WAIT_S)
+    runs = _pre_runs(folder)
+    gaps = [float(b[2]) - float(a[2]) for a, b in itertools.pairwise(runs)]
+    outputs = sorted(p.name for p in folder.glob("out_*.txt"))
+    return {**_summary(done), "outputs": outputs, "pre": [[r[1], r[3], r[4]] for r in runs],
+            "gaps": gaps}  # fmt: skip
+
+
+def scenario_skip(backend: Backend, folder: Path) -> dict[str, Any]:
+    """x -> y -> z, y's PRE script exiting its PRE_SKIP value 3; a POST script on y."""
+    dag = _chain_dag(folder, "skip", "x y z", """\
+        SCRIPT PRE y pre.sh y 3 $RETRY
+        SCRIPT POST y pre.sh y-post 0 $RETRY
+        PRE_SKIP y 3
+        """)  # fmt: skip
+    done = backend.submit_dag(dag).wait(WAIT_S)
+    nodes_log = (folder / "skip.dag.nodes.log").read_text()
+    skip_events = [line for line in nodes_log.splitlines() if line.startswith("034 ")]
+    outputs = sorted(p.name for p in folder.glob("out_*.txt"))
+    return {**_summary(done), "outputs": outputs, "pre": [r[0] for r in _pre_runs(folder)],
+            "skip_events": [e.split()[1] for e in skip_events],
+            "y_in_nodes_log": nodes_log.count("DAG Node: y")}  # fmt: skip
+
+
 SCENARIOS: dict[str, Callable[[Backend, Path], dict[str, Any]]] = {
     "dag": scenario_dag,
     "jobs": scenario_jobs,
     "cancel": scenario_cancel,
     "sweep": scenario_sweep,
+    "defer": scenario_defer,
+    "skip": scenario_skip,
 }
 
 
@@ -196,6 +260,30 @@ def test_a_cancelled_job_is_removed(run_scenario) -> None:
     result = run_scenario("cancel")
     assert result["state"] == "removed" and result["counts"] == {"removed": 1}
     assert result["seconds"] < 60  # stopped, not waited for (it sleeps 120 s)
+
+
+def test_a_deferred_pre_script_runs_again_and_the_node_goes_on(run_scenario) -> None:
+    """SCRIPT DEFER 4 1: b's PRE script runs again after >= 1 s while it exits 4 (HTCondor 25.0:
+    $RETRY stays 0, no retry is used), then its job and c run."""
+    result = run_scenario("defer")
+    assert result["state"] == "done" and result["exit_code"] == 0, result
+    assert result["pre"] == [["1", "0", "4"], ["2", "0", "4"], ["3", "0", "0"]]
+    assert all(gap >= 0.9 for gap in result["gaps"]), result["gaps"]
+    assert result["outputs"] == ["out_a.txt", "out_b.txt", "out_c.txt"]
+    assert result["counts"] == {"done": 3}
+
+
+def test_a_pre_skip_node_is_done_without_its_job_and_its_child_runs(run_scenario) -> None:
+    """PRE_SKIP y 3 (HTCondor 25.0): y is done with no job and no POST script, z runs, the DAG
+    succeeds; y's only trace in the nodes log is a 034 event (id 0.2147483647.1), so the node
+    counts (from submitted jobs) leave it out."""
+    result = run_scenario("skip")
+    assert result["state"] == "done" and result["exit_code"] == 0, result
+    assert result["outputs"] == ["out_x.txt", "out_z.txt"]
+    assert result["pre"] == ["y"]  # and no y-post
+    assert result["skip_events"] == ["(000.2147483647.001)"]
+    assert result["y_in_nodes_log"] == 1
+    assert result["counts"] == {"done": 2}
 
 
 @pytest.mark.slow

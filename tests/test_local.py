@@ -1237,3 +1237,107 @@ def test_every_proc_of_a_cluster_gets_its_own_process_macros(tmp_path: Path) -> 
                    "output = out.$(Process)\nqueue 2\n")  # fmt: skip
     jobs = load_jobs(sub, tmp_path, 7)
     assert [job.arguments for job in jobs] == [["7.0", "7.0"], ["7.1", "7.1"]]
+
+
+# --- SCRIPT DEFER and PRE_SKIP (as HTCondor 25.0's DAGMan, checked on a pool) -------------------
+
+SEQ_PRE = """\
+    #!/bin/sh
+    # $1 node, $2 codes "a,b,c": the n-th run exits the n-th code (the last repeats), $3 $RETRY
+    n=$(( $(cat "$1.count" 2>/dev/null || echo 0) + 1 )); echo $n > "$1.count"
+    code=$(echo "$2" | awk -F, -v n=$n '{ if (n > NF) n = NF; print $n }')
+    echo "$1 $3 $code" >> pre.log
+    exit $code
+"""
+
+
+def test_a_deferred_pre_script_holds_no_job_slot_and_uses_no_retry(tmp_path: Path) -> None:
+    """While slow's PRE script is deferred, other (same category, MAXJOBS 1, --max-jobs 1) runs;
+    deferrals keep $RETRY at 0 and only the failure (exit 1) uses slow's one retry."""
+    _script(tmp_path / "seq.sh", SEQ_PRE)
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB slow counted.sub
+        SCRIPT DEFER 4 1 PRE slow seq.sh slow 4,4,1,0 $RETRY
+        RETRY slow 1
+        CATEGORY slow c
+        JOB other counted.sub
+        CATEGORY other c
+        MAXJOBS c 1
+        """,
+    )
+    result = _run(dag, max_jobs=1)
+    assert (result.exit_code, sorted(result.done)) == (0, ["other", "slow"])
+    assert _runs(tmp_path) == ["other", "slow"]
+    assert _lines(tmp_path / "pre.log") == ["slow 0 4", "slow 0 4", "slow 0 1", "slow 1 0"]
+    out = (tmp_path / "test.dag.dagman.out").read_text()
+    assert out.count("Deferring PRE script of node slow for 1 seconds (exit status was 4)...") == 2
+
+
+def test_removing_a_dag_ends_a_deferred_pre_script_at_once(tmp_path: Path) -> None:
+    """As condor_rm on a pool: no wait for the 60 s DEFER; the rescue DAG keeps w to run."""
+    _script(tmp_path / "seq.sh", SEQ_PRE)
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB v counted.sub
+        JOB w counted.sub
+        PARENT v CHILD w
+        SCRIPT DEFER 4 60 PRE w seq.sh w 4 $RETRY
+        RETRY w 2
+        """,
+    )
+    runner, results = DagRunner(dag, RunOptions()), []
+    thread = threading.Thread(target=lambda: results.append(runner.run()))
+    thread.start()
+    pre_log = tmp_path / "pre.log"
+    deadline = time.monotonic() + 30
+    while not pre_log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    runner.cancel.set()
+    thread.join(20)
+    assert not thread.is_alive() and time.monotonic() - started < 10
+    result = results[0]
+    assert result.interrupted and result.done == ["v"] and not result.failed
+    rescue = _lines(result.rescue)
+    assert "DONE v" in rescue and "RETRY w 2" in rescue and "DONE w" not in rescue
+
+
+def test_pre_skip_after_a_retry_or_after_deferrals_ends_the_node_done(tmp_path: Path) -> None:
+    """q's PRE fails, then (retried) exits PRE_SKIP; r's is deferred twice, then exits PRE_SKIP.
+    Neither job nor r's POST script runs; each node gets DAGMan's 034 event in the nodes log."""
+    _script(tmp_path / "seq.sh", SEQ_PRE)
+    dag = _counted_dag(
+        tmp_path,
+        """\
+        JOB q counted.sub
+        SCRIPT PRE q seq.sh q 1,3 $RETRY
+        PRE_SKIP q 3
+        RETRY q 2
+        JOB r counted.sub
+        SCRIPT DEFER 4 1 PRE r seq.sh r 4,4,3 $RETRY
+        SCRIPT POST r seq.sh r-post 0 $RETRY
+        PRE_SKIP r 3
+        """,
+    )
+    result = _run(dag)
+    assert (result.exit_code, sorted(result.done)) == (0, ["q", "r"])
+    assert _runs(tmp_path) == []
+    assert sorted(_lines(tmp_path / "pre.log")) == ["q 0 1", "q 1 3", "r 0 3", "r 0 4", "r 0 4"]
+    skips = [e for e in _events(tmp_path / "test.dag.nodes.log") if int(e.type) == 34]
+    assert sorted(e["SkipEventLogNotes"] for e in skips) == ["DAG Node: q", "DAG Node: r"]
+    assert {(e.cluster, e.proc) for e in skips} == {(0, 2**31 - 1)}
+    assert sorted(e["Subproc"] for e in skips) == [1, 2]
+    out = (tmp_path / "test.dag.dagman.out").read_text()
+    assert "PRE_SKIP return value 3 indicates we are done (successfully) with node r" in out
+    assert not (tmp_path / "test.dag.rescue001").exists()
+
+
+def test_script_arguments_are_split_at_spaces_quotes_and_all(tmp_path: Path) -> None:
+    """DAGMan 25.0 passed ``"1 0"`` to a PRE script as two arguments, ``"1`` and ``0"``."""
+    _script(tmp_path / "script.sh", SCRIPT)
+    dag = _counted_dag(tmp_path, 'JOB a counted.sub\nSCRIPT PRE a script.sh PRE 0 "1 0" $RETRY\n')
+    assert _run(dag).exit_code == 0
+    assert _lines(tmp_path / "scripts.log") == ['PRE "1 0" 0']

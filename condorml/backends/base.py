@@ -142,13 +142,15 @@ class Backend(ABC):
 
 
 def node_counts(follower: EventFollower) -> dict[str, int]:
-    """Nodes by state (their latest attempt's), from a follower of a DAG's nodes log."""
+    """Nodes by state (their latest attempt's), from a follower of a DAG's nodes log; a node
+    DAGMan skipped (PRE_SKIP) is done, as DAGMan counts it."""
     follower.poll()
     nodes: dict[str, NodeView] = {}
     for job in follower.jobs.values():
         if job.node is not None:
             nodes.setdefault(job.node, NodeView(job.node)).jobs.append(job)
-    return _count(node.state for node in nodes.values())
+    skipped = ["done"] * len(follower.skipped - nodes.keys())  # PRE_SKIP: done, no job
+    return _count([*(node.state for node in nodes.values()), *skipped])
 
 
 def jobs_status(jobs: list[JobView], procs: int = 0, finished: bool = False) -> Status:

@@ -295,6 +295,7 @@ class EventFollower:
         self._dag: dict[tuple[int, int], list[Event]] = {}  # events from nodes logs
         self._applied: dict[tuple[int, int], int] = {}  # events of self.events[key] in the view
         self._checked: set[Path] = set()  # logs seen to begin as an event log does
+        self.skipped: set[str] = set()  # nodes DAGMan skipped (PRE_SKIP): done, no job
 
     def poll(self) -> int:
         """Read the events written since the last call; return how many were read.
@@ -323,6 +324,10 @@ class EventFollower:
                 ) from err
             nodes_log = is_nodes_log(path)
             for raw in events:
+                if raw.type == T.PRESKIP:  # no job: DAGMan's note that a node was skipped
+                    self.skipped.add(str(raw.get("SkipEventLogNotes", "")).removeprefix("DAG Node: "))
+                    count += 1
+                    continue
                 key, event = (raw.cluster, raw.proc), read_event(raw)
                 if nodes_log:
                     history = self._dag.setdefault(key, [])

@@ -9,7 +9,6 @@ Like DAGMan, a node may be referred to before its JOB line: the file is read in 
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,7 +256,8 @@ def _parse_script(dag: Dag, line: str, words: list[str], number: int) -> None:
             line,
             f"SCRIPT {words[i]} is not supported by the local backend (PRE and POST are)",
         )
-    command = shlex.split(line.split(None, i + 2)[i + 2])
+    # split at spaces only: DAGMan (25.0, checked) keeps quotes and does not group by them
+    command = line.split(None, i + 2)[i + 2].split()
     script = Script(command[0], command[1:], *defer)
     for node in _targets(dag, words[i + 1], number, line):
         setattr(node, kind.lower(), script)

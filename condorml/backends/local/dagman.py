@@ -4,9 +4,12 @@ A node runs PRE script -> job(s) -> POST script; its result is that of the last 
 (a POST script can turn a failed job into a success). A failed node is retried up to its RETRY
 count unless it exited with its UNLESS-EXIT value; ABORT-DAG-ON stops everything. Ready nodes
 run in parallel as far as this machine's CPU cores and memory, ``--max-jobs`` and the DAG's
-CATEGORY/MAXJOBS throttles allow, higher PRIORITY first. When nothing more can run, the FINAL
-node runs (with ``$(DAG_STATUS)`` and ``$(FAILED_COUNT)``) and decides the result; as in DAGMan,
-it also runs after ABORT-DAG-ON and after an interrupt (the local ``condor_rm``).
+CATEGORY/MAXJOBS throttles allow, higher PRIORITY first. A PRE script runs before its node
+takes any of that (DAGMan's throttles count submitted jobs): one deferred by ``SCRIPT DEFER``
+holds no slot and uses no RETRY; PRE_SKIP ends its node done, with no job. When nothing more
+can run, the FINAL node runs (with ``$(DAG_STATUS)`` and ``$(FAILED_COUNT)``) and decides the
+result; as in DAGMan, it also runs after ABORT-DAG-ON and after an interrupt (the local
+``condor_rm``).
 
 An interrupt removes the running jobs as ``condor_rm`` does: their spooled checkpoints are
 discarded with them, so a re-run resumes from what the jobs last transferred back (for a sweep
@@ -21,6 +24,7 @@ again. Events go to each job's ``log`` and to ``<dag>.nodes.log``; progress to
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import queue
 import signal
@@ -128,6 +132,8 @@ class DagRunner:
         self.finished: queue.Queue[NodeResult] = queue.Queue()
         self.slots = Slots(options.cpus, options.memory_mb, options.max_jobs, self.dag.maxjobs)
         self.pending: dict[str, NodeAttempt] = {}  # ready nodes' next attempts, parsed once
+        self.in_pre: set[str] = set()  # nodes whose PRE script runs (or is deferred): no slot
+        self.skips = itertools.count(1)  # ids of the 034 PRE_SKIP events
         self.abort: tuple[str, int] | None = None  # (node, exit code) after ABORT-DAG-ON
 
     # --- the main loop -----------------------------------------------------------------------
@@ -185,7 +191,7 @@ class DagRunner:
             self._update_readiness()
             if not self.cancel.is_set() and self.abort is None:
                 self._start_ready()
-            if not self.slots:
+            if not self.slots and not self.in_pre:
                 break
             self._collect()
             self._changed()
@@ -202,7 +208,12 @@ class DagRunner:
                 state.status = "ready"
 
     def _start_ready(self) -> None:
-        """Start the ready nodes that fit, higher PRIORITY first (then in DAG order)."""
+        """Start the ready nodes that fit, higher PRIORITY first (then in DAG order).
+
+        A node with a PRE script runs it first, holding nothing (DAGMan's throttles count
+        submitted jobs, and a deferred PRE script not even against ``-maxpre``); its job then
+        waits, as a ready node, for what it asks for.
+        """
         ready = [
             (-s.node.priority, i, s)
             for i, s in enumerate(self.states.values())
@@ -215,6 +226,9 @@ class DagRunner:
             attempt = self.pending.get(name)
             if attempt is None:
                 attempt = self.pending[name] = NodeAttempt(state, self.dag.folder)
+            if state.node.pre and not attempt.begun:
+                self._start_pre(attempt)
+                continue
             request = self.slots.clamp(*attempt.request())
             if self.slots.fits(request, state.node.category):
                 del self.pending[name]
@@ -223,29 +237,40 @@ class DagRunner:
     def _launch(self, attempt: NodeAttempt, request: tuple[int, int]) -> None:
         state = attempt.state
         cores = self.slots.take(state.node.name, request, state.node.category)
-        state.status = "pre" if state.node.pre else "queued"
+        state.status = "queued"  # any PRE script has run (_start_pre)
         macros = self._script_macros(attempt)
-        thread = threading.Thread(
-            target=self._node_thread,
-            args=(attempt, cores, macros),
-            daemon=True,
-            name=f"node-{state.node.name}",
-        )
-        thread.start()
+        self._thread(state.node.name, lambda: attempt.run(self._surroundings(), cores, macros))
+
+    def _thread(self, name: str, work: Callable[[], NodeResult]) -> None:
+        """Run part of a node attempt in a thread; its result goes to ``finished``."""
+        threading.Thread(
+            target=self._node_thread, args=(name, work), daemon=True, name=f"node-{name}"
+        ).start()
+
+    def _start_pre(self, attempt: NodeAttempt) -> None:
+        state = attempt.state
+        state.status = "pre"
+        self.in_pre.add(state.node.name)
+        macros = self._script_macros(attempt)
+
+        def pre() -> NodeResult:
+            ended = attempt.run_pre(self._surroundings(), macros)
+            return ended or NodeResult(state.node.name, True, 0, "", pre_passed=True)
+
+        self._thread(state.node.name, pre)
 
     def _surroundings(self) -> Surroundings:
         return Surroundings(
-            self.local, self.nodes_log, self.out, self.options.evictions, self.cancel
+            self.local, self.nodes_log, self.out, self.options.evictions, self.cancel, self.skips
         )
 
     def _script_macros(self, attempt: NodeAttempt) -> dict[str, str]:
         statuses = [s.status for s in self.states.values()]
         return script_macros(attempt.node, attempt.retry, statuses, self._dag_status(False))
 
-    def _node_thread(self, attempt: NodeAttempt, cores: list[int], macros: dict[str, str]) -> None:
-        name = attempt.node.name
+    def _node_thread(self, name: str, work: Callable[[], NodeResult]) -> None:
         try:
-            result = attempt.run(self._surroundings(), cores, macros)
+            result = work()
         except CondormlError as err:
             result = NodeResult(name, False, 1, str(err))
         except Exception as err:  # a bug must not hang the DAG
@@ -260,7 +285,13 @@ class DagRunner:
         except queue.Empty:
             return
         state = self.states[finished.name]
-        self.slots.release(finished.name)
+        self.in_pre.discard(finished.name)
+        if finished.pre_passed:  # the job now waits for its slot, as a ready node
+            state.status = "ready"
+            return
+        self.pending.pop(finished.name, None)  # the attempt ended (in its PRE script, maybe)
+        if finished.name in self.slots.claims:
+            self.slots.release(finished.name)
         state.return_value, state.reason = finished.value, finished.reason
         node = state.node
         if (

@@ -29,6 +29,9 @@ _LOCKS_LOCK = threading.Lock()
 SUBMIT, EXECUTE, EVICTED = T.SUBMIT, T.EXECUTE, T.JOB_EVICTED
 TERMINATED, ABORTED, HELD = T.JOB_TERMINATED, T.JOB_ABORTED, T.JOB_HELD
 POST_SCRIPT_TERMINATED, FILE_TRANSFER = T.POST_SCRIPT_TERMINATED, T.FILE_TRANSFER
+PRESKIP = T.PRESKIP
+# DAGMan's id for the events of a node that has no job (034 PRE_SKIP): 0.INT_MAX.n, n counting up
+NO_JOB_PROC = 2**31 - 1
 # 040's FileTransferEventType: (direction, finished) -> type
 _TRANSFER_TYPES = {
     ("input", False): F.IN_STARTED,
@@ -50,6 +53,7 @@ class JobId:
 
     cluster: int
     proc: int = 0
+    subproc: int = 0  # only DAGMan's pseudo ids of job-less events use it
 
     def __str__(self) -> str:
         return f"{self.cluster}.{self.proc}"
@@ -94,7 +98,8 @@ class EventLog:
         now = self.clock()
         self.view.apply(Event(code, float(int(now)), **values))  # type: ignore[arg-type]
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        header = f"{code:03d} ({self.job.cluster:03d}.{self.job.proc:03d}.000) {stamp} {text}"
+        job = self.job
+        header = f"{code:03d} ({job.cluster:03d}.{job.proc:03d}.{job.subproc:03d}) {stamp} {text}"
         event = "\n".join([header, *body, "..."]) + "\n"
         paths = list(self.paths)
         if self.nodes_log is not None and code not in NOT_IN_NODES_LOG:
@@ -168,6 +173,10 @@ class EventLog:
 
     def aborted(self, reason: str) -> None:
         self._write(ABORTED, "Job was aborted.", [f"\t{reason}"], reason=reason)
+
+    def pre_skip(self) -> None:
+        """034: the PRE script exited with the node's PRE_SKIP value (DAGMan: nodes log only)."""
+        self._write(PRESKIP, "PRE script return value is PRE_SKIP value", self._node_line())
 
     def post_script_terminated(self, return_value: int) -> None:
         self._write(

@@ -1,19 +1,24 @@
 """One node of a DAG and one attempt at it: PRE script -> job(s) -> POST script.
 
 The attempt's result is that of the last part that ran (a POST script can turn a failed job into
-a success). Its submit file is parsed once per attempt: when the scheduler first asks what the
+a success). The PRE script runs apart (:meth:`NodeAttempt.run_pre`), before the node holds a job
+slot: as in DAGMan, a PRE script (deferred or running) counts against no MAXJOBS, category or
+``--max-jobs`` throttle. A PRE script that exits the node's PRE_SKIP value ends the node as a
+success with no job, no POST script and one 034 event in the nodes log. Its submit file is parsed once per attempt: when the scheduler first asks what the
 job requests, and not again when the job starts unless the PRE script changed the file.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from condorml.backends.local.dagfile import Node
 from condorml.backends.local.dagman_out import DagmanOut
-from condorml.backends.local.eventlog import EventLog, JobId, next_cluster_id
+from condorml.backends.local.eventlog import NO_JOB_PROC, EventLog, JobId, next_cluster_id
 from condorml.backends.local.jobspec import JobSpec, SubmitFile, expand_jobs, read_submit
 from condorml.backends.local.scripts import post_macros, run_script
 from condorml.backends.local.starter import Evictions, JobOutcome, Starter
@@ -45,6 +50,7 @@ class NodeResult:
     success: bool
     value: int  # DAGMan's return value: of the POST script, else of the first failed job
     reason: str
+    pre_passed: bool = False  # only the PRE script ran, with success: the job waits for a slot
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Surroundings:
     out: DagmanOut
     evictions: Evictions
     cancel: threading.Event
+    skips: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # 034 event ids
 
 
 class NodeAttempt:
@@ -76,6 +83,8 @@ class NodeAttempt:
         self.folder = dag_folder / directory if directory else dag_folder
         self._submit: SubmitFile | None = None
         self._request: tuple[int, int] | None = None
+        self.begun = False  # run_pre was called: the attempt is counted, its PRE script ran
+        self.pre_value: int | None = None
 
     def request(self) -> tuple[int, int]:
         """(cores, MiB) the node's first job asks for; (0, 0) for a NOOP node.
@@ -97,24 +106,46 @@ class NodeAttempt:
         macros = {"JOB": self.node.name, "RETRY": str(self.retry), **dag_macros}
         return expand_jobs(self._submit, self.folder, cluster, self.node.vars, macros)
 
+    def run_pre(self, around: Surroundings, macros: dict[str, str]) -> NodeResult | None:
+        """Begin the attempt: run the PRE script (blocking, through its DEFER waits).
+
+        Returns the attempt's result if the PRE script ended it (PRE_SKIP: a success; any other
+        non-zero status: a failure), else None: the job may be submitted. Called again, or for a
+        node without a PRE script, it only counts the attempt (once) and returns None.
+        """
+        node, state = self.node, self.state
+        if self.begun:
+            return None
+        self.begun = True
+        state.attempts += 1
+        if not node.pre:
+            return None
+        value = run_script(node, node.pre, macros, self.folder, around.cancel, around.out.write)
+        self.pre_value = value
+        if node.pre_skip is not None and value == node.pre_skip and not around.cancel.is_set():
+            around.out.write(f"PRE Script of Node {node.name} failed with status {value}")
+            around.out.write(
+                f"PRE_SKIP return value {value} indicates we are done (successfully) with node {node.name}"
+            )  # DAGMan's words
+            job = JobId(0, NO_JOB_PROC, next(around.skips))
+            EventLog([], job, node.name, around.nodes_log).pre_skip()
+            return NodeResult(node.name, True, 0, "PRE_SKIP")
+        if value != 0:
+            return NodeResult(node.name, False, value, f"PRE script failed with status {value}")
+        return None
+
     def run(self, around: Surroundings, cores: list[int], macros: dict[str, str],
             dag_macros: dict[str, str] | None = None) -> NodeResult:  # fmt: skip
-        """Run PRE script, jobs and POST script (blocking).
+        """Run the PRE script (unless :meth:`run_pre` ran it), jobs and POST script (blocking).
 
         ``macros`` are the scripts' (:func:`.scripts.script_macros`); ``dag_macros`` are more
         macros for the submit file (the FINAL node's ``DAG_STATUS`` and ``FAILED_COUNT``).
         """
         node, state = self.node, self.state
-        state.attempts += 1
-        pre_value = None
-        if node.pre:
-            pre_value = run_script(
-                node, node.pre, macros, self.folder, around.cancel, around.out.write
-            )
-            if node.pre_skip is not None and pre_value == node.pre_skip:
-                return NodeResult(node.name, True, 0, "PRE_SKIP")
-            if pre_value != 0:
-                return NodeResult(node.name, False, pre_value, f"PRE script failed with status {pre_value}")  # fmt: skip
+        ended = self.run_pre(around, macros)
+        if ended is not None:
+            return ended
+        pre_value = self.pre_value
         state.status = "queued"
         outcomes = [] if node.noop else self._run_jobs(around, cores, dag_macros or {})
         state.runs.extend(outcomes)
@@ -130,7 +161,7 @@ class NodeAttempt:
         state.status = "post"
         cluster = state.cluster if not node.noop else None
         value = run_script(node, node.post, post_macros(macros, outcomes, cluster, pre_value),
-                           self.folder, around.cancel, around.out.write)  # fmt: skip
+                           self.folder, around.cancel, around.out.write, "POST")  # fmt: skip
         EventLog([], JobId(cluster or 0), node.name, around.nodes_log).post_script_terminated(value)
         if value != 0:
             why = f"{reason + ' and ' if reason else ''}POST script failed with status {value}"

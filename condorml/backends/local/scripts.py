@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -77,11 +76,14 @@ def run_script(
     cwd: Path,
     cancel: threading.Event,
     report: Callable[[str], None],
+    kind: str = "PRE",
 ) -> int:
     """Run a PRE or POST script in ``cwd`` and return its exit status (1 if it cannot start).
 
-    ``report`` receives a line for ``dagman.out`` when the script cannot be run; a set
-    ``cancel`` ends the DEFER waits.
+    ``report`` receives a line for ``dagman.out`` when the script cannot be run or is deferred
+    (``kind``: PRE or POST, for that line); a set ``cancel`` ends a DEFER wait at once, and the
+    deferral status is returned (the node did not finish). A deferral is no failure: it uses
+    none of the node's RETRY count, as in DAGMan.
     """
     argv = [script.executable, *(macros.get(arg, arg) for arg in script.arguments)]
     if not os.path.isabs(argv[0]) and (cwd / argv[0]).exists():
@@ -96,4 +98,9 @@ def run_script(
             return 1
         if script.defer_status is None or value != script.defer_status or cancel.is_set():
             return value
-        time.sleep(script.defer_seconds)
+        report(
+            f"Deferring {kind} script of node {node.name} for {script.defer_seconds} seconds "
+            f"(exit status was {value})..."
+        )  # DAGMan's words
+        if cancel.wait(script.defer_seconds):
+            return value
