@@ -88,36 +88,71 @@ def _overlap(a: Any, b: Any) -> bool:
     ],
 )
 def test_nothing_is_clipped_or_overlaps_and_bars_fit_their_axes(n: int, long_ids: bool) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     figures = _figures(n, long_ids)
     assert set(figures) == set(plots.PLOTS)  # every plot is checked
     for name, fig in figures.items():
-        renderer = FigureCanvasAgg(fig).get_renderer()  # the PNG's renderer
-        fig.draw_without_rendering()
-        page = fig.bbox
-        titles = [a.title for a in fig.axes if a.title.get_text()]
-        for text in [*titles, *(t for legend in fig.legends for t in legend.get_texts())]:
-            assert _inside(text.get_window_extent(renderer), page), (name, text.get_text())
-        for a, b in combinations(titles, 2):
-            assert not _overlap(a.get_window_extent(renderer), b.get_window_extent(renderer)), name
-        for axis in fig.axes:
-            if not axis.axison:
-                continue
-            for ticks in (_shown(axis.xaxis), _shown(axis.yaxis)):
-                boxes = [t.get_window_extent(renderer) for t in ticks]
-                for (i, a), (j, b) in combinations(enumerate(boxes), 2):
-                    assert not _overlap(a, b), (name, ticks[i].get_text(), ticks[j].get_text())
-                for box in boxes:
-                    assert _inside(box, page), name
-            (x0, x1), (y0, y1) = sorted(axis.get_xlim()), sorted(axis.get_ylim())
-            for bar in axis.patches:  # the bars of bar and barh, in data coordinates
-                left, bottom = bar.get_x(), bar.get_y()
-                right, top = left + bar.get_width(), bottom + bar.get_height()
-                assert x0 <= min(left, right) and max(left, right) <= x1 + 1e-9, name
-                assert y0 <= min(bottom, top) and max(bottom, top) <= y1 + 1e-9, name
+        _assert_laid_out(name, fig)
     # the ensemble's bar keeps its label however many members are thinned out
     assert _shown(figures["ensemble_vs_members"].axes[0].xaxis)[-1].get_text() == "ensemble"
+
+
+def _assert_laid_out(name: str, fig: Any) -> None:
+    """Nothing of the figure is clipped or overlaps, and its bars fit their axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the PNG's renderer
+    fig.draw_without_rendering()
+    page = fig.bbox
+    titles = [a.title for a in fig.axes if a.title.get_text()]
+    for text in [*titles, *(t for legend in fig.legends for t in legend.get_texts())]:
+        assert _inside(text.get_window_extent(renderer), page), (name, text.get_text())
+    for a, b in combinations(titles, 2):
+        assert not _overlap(a.get_window_extent(renderer), b.get_window_extent(renderer)), name
+    for axis in fig.axes:
+        if not axis.axison:
+            continue
+        for ticks in (_shown(axis.xaxis), _shown(axis.yaxis)):
+            boxes = [t.get_window_extent(renderer) for t in ticks]
+            for (i, a), (j, b) in combinations(enumerate(boxes), 2):
+                assert not _overlap(a, b), (name, ticks[i].get_text(), ticks[j].get_text())
+            for box in boxes:
+                assert _inside(box, page), name
+        (x0, x1), (y0, y1) = sorted(axis.get_xlim()), sorted(axis.get_ylim())
+        for bar in axis.patches:  # the bars of bar and barh, in data coordinates
+            left, bottom = bar.get_x(), bar.get_y()
+            right, top = left + bar.get_width(), bottom + bar.get_height()
+            assert x0 <= min(left, right) and max(left, right) <= x1 + 1e-9, name
+            assert y0 <= min(bottom, top) and max(bottom, top) <= y1 + 1e-9, name
+
+
+@pytest.mark.parametrize("n", [pytest.param(4, id="4 members"), pytest.param(27, id="27")])
+def test_the_search_plots_are_laid_out_like_the_others(n: int) -> None:
+    import pandas as pd
+
+    from condorml.monitor import search_plots
+    from condorml.monitor.searchview import SearchData
+    from condorml.sweep.search import Halving, Search
+
+    search = Search("random", n, "val_acc", halving=Halving(1, 3))
+    states = ["complete", "stopped", "stopped", "failed", "running", "waiting"]
+    trials = pd.DataFrame({"member": [f"m{i:03d}" for i in range(n)], "order": range(n),
+                           "state": [states[i % len(states)] for i in range(n)], "rung": 1,
+                           "rungs_done": [1 + i % 3 for i in range(n)], "epochs_trained": 1,
+                           "value": [0.5 + i / (3 * n) for i in range(n)]})  # fmt: skip
+    epochs = _frames(2 * ((n + 1) // 2), False)["epochs"]  # m000, m001, ...: epochs 1 to 3
+    importance = pd.Series({"lr": 0.7, "weight_decay": 0.2, "batch_size": 0.1}).sort_values()
+    data = SearchData(search, 9, trials, importance, n)
+    figures = {
+        "search_history": search_plots.plot_search_history(data),
+        "search_curves": search_plots.plot_search_curves(data, epochs),
+        "search_importance": search_plots.plot_search_importance(importance),
+    }
+    assert set(figures) == set(search_plots.SEARCH_PLOTS)  # every search plot is checked
+    for name, fig in figures.items():
+        _assert_laid_out(name, fig)
+    rung_lines = [line for line in figures["search_curves"].axes[0].lines
+                  if list(line.get_xdata()) in ([1, 1], [3, 3], [9, 9])]  # fmt: skip
+    assert len(rung_lines) == 3  # every rung's epoch is marked
 
 
 def _xscale(members: Any, name: str, log_scaled: set[str] | None = None) -> str:

@@ -150,10 +150,12 @@ def render(snapshot: Snapshot, title: str = "") -> Any:
     else:
         _job_rows(table, snapshot.jobs)
     counts = snapshot.counts()
-    done = counts["done"] + counts["failed"] + counts["removed"]
+    done = sum(counts.get(state, 0) for state in ("done", "failed", "removed", "skipped"))
     unit = "nodes" if snapshot.dag_nodes else "jobs"
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     line = Text(f"{done}/{snapshot.total} {unit} ended ({summary or 'nothing yet'})")
+    if search := _search_counts(snapshot):
+        line.append(f"; members: {search}")
     if snapshot.dag_exit is not None:
         line.append(f"; DAG exited with status {snapshot.dag_exit}")
     status = Table.grid(padding=(0, 1))
@@ -164,21 +166,29 @@ def render(snapshot: Snapshot, title: str = "") -> Any:
 def _member_rows(table: Any, snapshot: Snapshot) -> None:
     """A sweep: one row per member, then one per other node (e.g. the collect node)."""
     from condorml.monitor.accounting import node_note
+    from condorml.sweep.rundir import NodeName
 
-    for column in ("member", "state", "runs", "ckpts", "evictions", "epoch", "val acc", "note"):
+    rungs = any(m.rungs for m in snapshot.members)  # a search with halving: a rung column
+    columns = ("member", "state", *(("rung",) if rungs else ()), "runs", "ckpts", "evictions",
+               "epoch", "val acc", "note")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right" if column in _NUMBERS else "left")
     for m in snapshot.members:
         accuracy = f"{m.val_acc:.3f}" if m.val_acc is not None else ""
-        table.add_row(m.member, m.state, *_train_counts(m), _epoch(m), accuracy, _cell(m.note))
-    named = {f"{stage}_{m.member}" for m in snapshot.members for stage in ("train", "infer")}
-    for node in snapshot.nodes:
-        if node.name not in named:
-            table.add_row(node.name, node.state, str(node.total("runs")), "", "", "", "",
-                          _cell(node_note(node)))  # fmt: skip
+        rung = (m.rung,) if rungs else ()
+        table.add_row(m.member, m.state, *rung, *_train_counts(m), _epoch(m), accuracy,
+                      _cell(m.note))  # fmt: skip
+    members = {m.member for m in snapshot.members}
+    for node in snapshot.nodes:  # every rung's and the inference node are in the member's row
+        name = NodeName.parse(node.name)
+        if name is None or name.member not in members:
+            cells = {"member": node.name, "state": node.state, "runs": str(node.total("runs")),
+                     "note": _cell(node_note(node))}  # fmt: skip
+            table.add_row(*(cells.get(column, "") for column in columns))
 
 
 def _train_counts(member: MemberView) -> tuple[str, str, str]:
-    """Runs, checkpoints and evictions of the member's training node."""
+    """Runs, checkpoints and evictions of the member's training nodes (summed over rungs)."""
     train = member.train
     if train is None:
         return "0", "0", "0"
@@ -215,6 +225,12 @@ def _job_rows(table: Any, jobs: list[JobView]) -> None:
                       _cell(short_reason(job.reason)))  # fmt: skip
 
 
+def _search_counts(snapshot: Snapshot) -> str:
+    """Members per search state, e.g. ``2 running, 3 stopped, 1 failed`` ("" without [search]):
+    a member the search stopped early is not a failure."""
+    return ", ".join(f"{n} {state}" for state, n in snapshot.search_counts().items())
+
+
 def summary_line(snapshot: Snapshot) -> str:
     """One plain line for logs without a terminal."""
     counts = snapshot.counts()
@@ -229,6 +245,8 @@ def summary_line(snapshot: Snapshot) -> str:
     text = f"{snapshot.total} {'nodes' if snapshot.dag_nodes else 'jobs'}: " + (
         ", ".join(parts) or "nothing yet"
     )
+    if search := _search_counts(snapshot):
+        text += f" | members: {search}"
     if extra:
         text += " | " + "; ".join(extra)
     if snapshot.dag_exit is not None:

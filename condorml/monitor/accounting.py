@@ -45,13 +45,16 @@ from condorml.htcondor.events import (
     NodeView,
     short_reason,
 )
-from condorml.sweep.rundir import job_logs, job_stream_name, member_folder
+from condorml.sweep.rundir import NodeName, job_logs, job_stream_name, member_folder
+from condorml.sweep.trials import read_trials
 
 if TYPE_CHECKING:
     import pandas as pd
 
 # The accounting columns the leaderboard carries (the report's HTCondor table has them all)
 LEADERBOARD_COLUMNS = ("runs", "checkpoints", "evictions")
+# member_accounting's columns of a run with [search] only (a run without keeps its table as it was)
+_SEARCH_ONLY = ("rungs", "search_state", "rungs_done")
 # What lost time is lost to, in the order the report names them
 LOST_CAUSES = ("eviction", "hold", "removal", "failure")
 
@@ -217,7 +220,7 @@ def read_job_times(
     """
     follower = EventFollower(logs)
     follower.poll()
-    jobs = sorted(follower.jobs.values(), key=lambda j: (j.cluster, j.proc))
+    jobs = sorted(real_jobs(follower.jobs.values()), key=lambda j: (j.cluster, j.proc))
     return jobs, {job.id: job_time(follower.events[(job.cluster, job.proc)], now) for job in jobs}
 
 
@@ -231,6 +234,75 @@ def run_logs(run_dir: Path, members: list[str]) -> list[Path]:
 TROUBLE = ("held", "failed", "removed")
 
 
+@dataclass
+class TrainingView(NodeView):
+    """A member's training nodes seen in the logs, as one: with ``[search.halving]`` one node
+    per rung (``train_m007_r1``, ``train_m007_r2``, ...), else the one ``train_m007``.
+
+    ``jobs`` are every rung's jobs in rung order, so the counters (:meth:`total`) and
+    :attr:`attempts` add up over the rungs; the state and the reason are the latest rung's.
+    """
+
+    rungs: list[NodeView] = field(default_factory=list)  # in rung order
+
+    @property
+    def latest(self) -> NodeView | None:
+        """The latest rung's node that has jobs (None before the first was submitted)."""
+        return self.rungs[-1] if self.rungs else None
+
+    @property
+    def rung(self) -> int | None:
+        """The latest rung seen (1-based; None without rungs or before the first)."""
+        name = NodeName.parse(self.rungs[-1].name) if self.rungs else None
+        return None if name is None else name.rung
+
+    @property
+    def attempts(self) -> int:
+        return sum(node.attempts for node in self.rungs)
+
+    @property
+    def state(self) -> str:
+        return self.rungs[-1].state if self.rungs else "waiting"
+
+    @property
+    def reason(self) -> str:
+        return self.rungs[-1].reason if self.rungs else ""
+
+
+def training_views(nodes: Iterable[NodeView]) -> dict[str, TrainingView]:
+    """Member -> its training nodes seen in the logs, as one :class:`TrainingView`."""
+    found: dict[str, list[tuple[int, NodeView]]] = {}
+    for node in nodes:
+        name = NodeName.parse(node.name)
+        if name is not None and name.kind == "train":
+            found.setdefault(name.member, []).append((name.rung or 0, node))
+    views = {}
+    for member, rungs in found.items():
+        ordered = [node for _, node in sorted(rungs, key=lambda pair: pair[0])]
+        views[member] = TrainingView(str(NodeName("train", member)),
+                                     [job for node in ordered for job in node.jobs], ordered)  # fmt: skip
+    return views
+
+
+# DAGMan's proc id in the events of a node that runs no job (034 PRE_SKIP, a NOOP node's)
+NO_JOB_PROC = 2**31 - 1
+
+
+def real_jobs(jobs: Iterable[JobView]) -> list[JobView]:
+    """The jobs that were submitted, without DAGMan's pseudo jobs of job-less nodes' events (a
+    skipped node is told by its member's search record, :mod:`condorml.sweep.trials`)."""
+    return [job for job in jobs if job.proc != NO_JOB_PROC]
+
+
+def nodes_of(jobs: Iterable[JobView]) -> dict[str, NodeView]:
+    """The DAG nodes of jobs, by node name (a job outside a DAG under its id), in job order."""
+    nodes: dict[str, NodeView] = {}
+    for job in real_jobs(jobs):
+        name = job.node or job.id
+        nodes.setdefault(name, NodeView(name)).jobs.append(job)
+    return nodes
+
+
 def node_note(node: NodeView | None, folder: Path | None = None, kind: str = "") -> str:
     """Why a held, failed or removed node is so, in a few words ("" for any other state).
 
@@ -238,6 +310,8 @@ def node_note(node: NodeView | None, folder: Path | None = None, kind: str = "")
     failed job of a sweep (``folder``, ``kind``: ``train`` or ``infer``), the last line of its
     stderr, which says what went wrong inside the job.
     """
+    if isinstance(node, TrainingView):
+        node = node.latest
     if node is None or node.state not in TROUBLE:
         return ""
     latest = max(job.cluster for job in node.jobs)
@@ -277,6 +351,10 @@ def member_outcome(row: dict[str, Any]) -> str:
     """Why a member of :func:`member_accounting`'s table has no predictions, from its jobs' logs."""
     train, infer = row.get("state"), row.get("infer_state")
     note = f": {row['note']}" if isinstance(row.get("note"), str) and row["note"] else ""
+    if row.get("search_state") == "stopped" and infer in (None, "skipped", "not submitted"):
+        rungs = row.get("rungs_done")
+        after = f" after rung {int(rungs)}" if isinstance(rungs, (int, float)) and rungs > 0 else ""
+        return f"stopped early by the search{after}: no inference"
     if train in TROUBLE:
         return f"training {train}{note}"
     if infer in TROUBLE:
@@ -295,9 +373,13 @@ def member_accounting(
 ) -> tuple[pd.DataFrame | None, list[str]]:
     """Per member, its training jobs' runs, checkpoints, evictions and committed/lost time.
 
-    Also the state of its inference node (``infer_state``) and why its latest node is held,
-    failed or removed (``note``). Returns the table (None without any event log) and notes on
-    what is missing.
+    With ``[search.halving]`` a member's training is one node per rung: the counts and times
+    are summed over them and ``state`` is the latest's (:class:`TrainingView`). Also the state
+    of its inference node (``infer_state``: ``skipped`` for a member the search stopped), with
+    ``[search]`` how many rungs' jobs were seen (``rungs``) and its search record's
+    ``search_state`` and ``rungs_done``, and why its latest node is held, failed or removed
+    (``note``). Returns the table (None without any event log) and notes on what is
+    missing.
     """
     import pandas as pd
 
@@ -313,9 +395,14 @@ def member_accounting(
         return None, [f"HTCondor accounting skipped: {err}"]
     notes: list[str] = []
     rows = []
+    nodes = nodes_of(jobs)
+    trainings, trials = training_views(nodes.values()), read_trials(run_dir, members)
     for member in members:
-        node = NodeView(f"train_{member}", [j for j in jobs if j.node == f"train_{member}"])
-        infer = NodeView(f"infer_{member}", [j for j in jobs if j.node == f"infer_{member}"])
+        node = trainings.get(member) or TrainingView(str(NodeName("train", member)))
+        infer_name = str(NodeName("infer", member))
+        infer = nodes.get(infer_name) or NodeView(infer_name)
+        trial = trials.get(member)
+        stopped = trial is not None and trial.state == "stopped"
         folder = member_folder(run_dir, member)
         spent = [times[job.id] for job in node.jobs]
         committed = sum(t.committed for t in spent)
@@ -323,6 +410,7 @@ def member_accounting(
         rows.append({
             "member": member,
             "state": node.state if node.jobs else "not submitted",
+            "rungs": len(node.rungs),
             "attempts": node.attempts,
             "runs": node.total("runs"),
             "checkpoints": node.total("checkpoints"),
@@ -336,13 +424,16 @@ def member_accounting(
             # HTCondor's CommittedTime / RemoteWallClockTime: the share of the time held that
             # produced work which was kept
             "goodput": committed / execution if execution > 0 else math.nan,
-            "infer_state": infer.state if infer.jobs else "not submitted",
+            "infer_state": infer.state if infer.jobs else "skipped" if stopped else "not submitted",
+            "search_state": None if trial is None else trial.state,
+            "rungs_done": None if trial is None else trial.rungs_done,
             # why the member's latest node is held, failed or removed (its hold reason, ...)
             "note": node_note(infer, folder, "infer") or node_note(node, folder, "train"),
         })  # fmt: skip
         if not node.jobs:
             notes.append(f"no training job of {member} in the event logs (not submitted yet)")
-    return pd.DataFrame(rows), notes
+    table = pd.DataFrame(rows)
+    return (table if trials else table.drop(columns=list(_SEARCH_ONLY))), notes
 
 
 def leaderboard_counts(table: pd.DataFrame | None) -> dict[str, dict[str, int]]:

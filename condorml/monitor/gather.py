@@ -28,6 +28,7 @@ from condorml.monitor.accounting import (
     member_accounting,
     no_predictions_reasons,
 )
+from condorml.monitor.searchview import SearchData, current_search_columns, gather_search
 from condorml.results.evaluate import Scores, read_labels, score
 from condorml.sweep.rundir import CHECKPOINT_FOLDER, MemberDir, RunDir
 
@@ -58,6 +59,7 @@ class ReportData:
     images: Path | None = None  # test images for the sample grid
     leaderboard_source: str = ""  # where the leaderboard came from
     missing: list[str] = field(default_factory=list)
+    search: SearchData | None = None  # with [search]: every member's search record, importance
 
     @property
     def ensemble(self) -> pd.Series | None:
@@ -174,8 +176,12 @@ def gather(
 
     leaderboard, source = _leaderboard(run, leaderboard_rows)
     _current_counts(leaderboard, counts)
+    search = gather_search(run, members)
+    if search is not None:
+        current_search_columns(leaderboard, search)
+        missing += search.notes
     data = ReportData(run_dir, leaderboard, _epoch_table(table, epochs), _swept(run, table),
-                      leaderboard_source=source, missing=missing)  # fmt: skip
+                      leaderboard_source=source, missing=missing, search=search)  # fmt: skip
     if not data.swept:
         missing.append("no swept hyperparameter (the members differ by seed only)")
     data.condor = condor

@@ -361,10 +361,15 @@ class Plot:
 
 
 def make_plots(data: ReportData) -> tuple[list[Plot], list[str]]:
-    """Every plot the data allows, in page order, and notes on the ones it does not."""
+    """Every plot the data allows, in page order (with ``[search]``, the search's after the
+    learning curves: :mod:`condorml.monitor.search_plots`), and notes on the ones it does not."""
+    from condorml.monitor.search_plots import draw_search  # it draws with this module's helpers
+
     plots: list[Plot] = []
     notes: list[str] = []
-    for draw in (_learning_curves, _hyperparameters, _ensemble, _calibration, _samples, _goodput):
+    drawers = (_learning_curves, draw_search, _hyperparameters, _ensemble, _calibration, _samples,
+               _goodput)  # fmt: skip
+    for draw in drawers:
         more, why = draw(data)
         plots += more
         notes += why

@@ -21,7 +21,10 @@ from condorml.fileio import atomic_write, atomic_write_text
 from condorml.monitor.accounting import LEADERBOARD_COLUMNS, LOST_CAUSES, counts_line, lost_column
 from condorml.monitor.gather import ReportData, gather
 from condorml.monitor.plots import PLOTS, Plot, make_plots
+from condorml.monitor.search_plots import SEARCH_PLOTS
+from condorml.monitor.searchview import SearchData
 from condorml.sweep.rundir import REPORT_FOLDER
+from condorml.sweep.trials import STATES as SEARCH_STATES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,7 +87,7 @@ def write_report(data: ReportData, output: Path) -> ReportResult:
             with atomic_write(output / f"{plot.name}.png", "wb") as handle:
                 handle.write(plot.png)
             files.append(output / f"{plot.name}.png")
-        for stale in set(PLOTS) - {plot.name for plot in plots}:  # from an earlier report
+        for stale in {*PLOTS, *SEARCH_PLOTS} - {plot.name for plot in plots}:  # an earlier report's
             (output / f"{stale}.png").unlink(missing_ok=True)
         html_path = output / HTML_NAME
         atomic_write_text(html_path, render_html(data, plots, missing, [f.name for f in files]))
@@ -118,8 +121,9 @@ def _table_html(frame: pd.DataFrame, table_id: str) -> str:
 
 # Leaderboard columns the page shows (after member, status, seed and the swept hyperparameters);
 # leaderboard.csv beside it keeps every column.
-_SHOWN = ("epochs_done", "val_acc", "val_loss", "test_accuracy", "test_log_loss", "test_roc_auc",
-          "runs", "checkpoints", "wall_seconds")  # fmt: skip
+_SHOWN = ("search_state", "rungs_done", "epochs_trained", "epochs_done", "val_acc", "val_loss",
+          "test_accuracy", "test_log_loss", "test_roc_auc", "runs", "checkpoints",
+          "wall_seconds")  # fmt: skip
 _CONDOR_SHOWN = ("evictions", "lost_seconds", "goodput")
 
 
@@ -146,11 +150,28 @@ def _summary(data: ReportData) -> list[str]:
         best = members.loc[members["val_acc"].astype(float).idxmax()]
         accuracy = float(best["val_acc"])
         lines.append(f"Best final validation accuracy: {best['member']} ({accuracy:.4f}).")
+    if data.search is not None:
+        lines.append(_search_summary(data.search))
     if data.scores is not None:
         lines.append(_ensemble_summary(data.scores))
     if data.condor is not None:
         lines.append(_condor_summary(data.condor))
     return lines
+
+
+def _search_summary(search: SearchData) -> str:
+    """The search's method, rungs, members per state and the epochs it trained."""
+    spec, trials = search.search, search.trials
+    halving = f", halving with eta {spec.halving.eta}" if spec.halving is not None else ""
+    rungs = ", ".join(map(str, search.rungs))
+    states = trials["state"].value_counts()
+    counts = ", ".join(f"{states[s]} {s}" for s in (*SEARCH_STATES, "not started") if s in states)
+    trained = int(trials["epochs_trained"].sum())
+    return (
+        f"Search: {spec.method} on {spec.metric}{halving} (rungs end at epochs {rungs}); "
+        f"members {counts}; {trained} epochs trained of {len(trials) * search.epochs} "
+        f"if every member had trained to the end."
+    )
 
 
 def _ensemble_summary(scores: pd.DataFrame) -> str:

@@ -10,13 +10,17 @@ This module returns data (:class:`Snapshot`) and raises; :mod:`condorml.cli.watc
 
 For a sweep run folder, the member table adds the training progress from the member's files:
 ``members/<id>/ckpt/state.json`` and ``metrics.csv`` once the training job's outputs came back,
-or, while it runs on the local backend, its spooled checkpoint.
+or, while it runs on the local backend, its spooled checkpoint. With ``[search]``, each member's
+search record (``trial.json``) says whether it runs, waits for a halving decision, was stopped
+early or finished; with ``[search.halving]`` its training is one node per rung, shown together.
+A stopped member's later nodes are skipped by DAGMan (done, without a job or an event).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +34,16 @@ from condorml.htcondor.events import (
     looks_like_event_log,
 )
 from condorml.job.files import METRICS_FILE, STATE_FILE
-from condorml.monitor.accounting import node_note
-from condorml.sweep.rundir import RunDir, job_logs, read_metrics, read_state
+from condorml.monitor.accounting import (
+    TrainingView,
+    node_note,
+    nodes_of,
+    real_jobs,
+    training_views,
+)
+from condorml.sweep.rundir import NodeName, RunDir, job_logs, read_metrics, read_state
+from condorml.sweep.trials import STATES as SEARCH_STATES
+from condorml.sweep.trials import Trial, read_trials
 
 # What a job's state counts as, for --exit conditions
 TERMINAL = frozenset({"done", "failed", "removed"})
@@ -49,20 +61,39 @@ class MemberView:
     """A sweep member: its training and inference nodes and training progress."""
 
     member: str
-    train: NodeView | None
+    train: TrainingView | None  # every rung's training node together
     infer: NodeView | None
     epoch: int | None = None
     epochs: int | None = None
     val_acc: float | None = None
+    trial: Trial | None = None  # the search record (None without [search], or not yet)
+    rungs: int | None = None  # the DAG's rungs for it (None: no [search.halving])
 
     @property
     def state(self) -> str:
-        """``stage: state``, where the stage is the furthest node that started."""
+        """``stage: state``, where the stage is the furthest node that started; a search's
+        ``stopped`` and ``waiting`` members say so (their nodes say nothing of it)."""
+        trial, of = self.trial, f" of {self.rungs}" if self.rungs else ""
+        if trial is not None and trial.state == "stopped":
+            return f"stopped (rung {trial.rungs_done}{of})"
+        if trial is not None and trial.state == "waiting":
+            return f"waiting (before rung {trial.rung}{of})"
         if self.infer is not None and self.infer.jobs:
             return f"infer: {self.infer.state}"
         if self.train is not None:
-            return f"train: {self.train.state}"
+            behind = trial is not None and (self.train.rung or 1) < trial.rung
+            return "train: waiting" if behind else f"train: {self.train.state}"
         return "waiting"
+
+    @property
+    def rung(self) -> str:
+        """``k/n``: the rung it runs, waits for or failed at, or the last it finished once
+        stopped or complete ("" without [search.halving])."""
+        if self.rungs is None or self.trial is None:
+            return ""
+        trial = self.trial
+        rung = trial.rungs_done if trial.state in ("stopped", "complete") else trial.rung
+        return f"{rung}/{self.rungs}"
 
     @property
     def note(self) -> str:
@@ -80,17 +111,31 @@ class Snapshot:
     dag_nodes: int | None = None  # nodes in the DAG (None: plain logs)
     dag_exit: int | None = None  # DAGMan's exit status once it finished
     premarked: int = 0  # nodes the DAG file marks DONE that no log names: DAGMan never submits them
+    skipped: int = 0  # nodes of members the search stopped: done for DAGMan, without a job
 
     def counts(self) -> dict[str, int]:
-        """Nodes (or jobs, for plain logs) per state, ``waiting`` for nodes not yet submitted."""
+        """Nodes (or jobs, for plain logs) per state, ``waiting`` for nodes not yet submitted,
+        ``skipped`` for a stopped member's nodes (which DAGMan counts as done)."""
         items = self._states()
         counts = {state: items.count(state) for state in ("waiting", *STATES)}
         if self.dag_nodes:
             counts["done"] += self.premarked
-            counts["waiting"] += max(self.dag_nodes - len(self.nodes) - self.premarked, 0)
+            counts["skipped"] = self.skipped
+            counts["waiting"] += self._unseen()
             if self.finished():  # DAGMan exited: what still waits will not run
                 counts["not run"] = counts.pop("waiting")
         return counts
+
+    def _unseen(self) -> int:
+        """DAG nodes no log names that are neither premarked DONE nor skipped."""
+        assert self.dag_nodes is not None
+        return max(self.dag_nodes - len(self.nodes) - self.premarked - self.skipped, 0)
+
+    def search_counts(self) -> dict[str, int]:
+        """Members per search state (running, waiting, stopped, complete, failed), those
+        with none left out; empty without ``[search]``."""
+        states = [m.trial.state for m in self.members if m.trial is not None]
+        return {state: states.count(state) for state in SEARCH_STATES if state in states}
 
     def _states(self) -> list[str]:
         """The state of every node (a DAG) or job (plain logs) seen in the logs."""
@@ -117,9 +162,9 @@ class Snapshot:
             return self.finished()
         states = self._states()
         if self.dag_nodes:
-            states += ["done"] * self.premarked
+            states += ["done"] * (self.premarked + self.skipped)
         if self.dag_nodes and not self.finished():
-            states += ["idle"] * max(self.dag_nodes - len(self.nodes) - self.premarked, 0)
+            states += ["idle"] * self._unseen()
         states = ["idle" if s == "waiting" else s for s in states]
         if not states:
             return grouper == "none"
@@ -216,6 +261,15 @@ class Watch:
         self._dagman_out: dict[Path, tuple[int, int | None]] = {}  # file -> (offset read, exit)
         self.dag_nodes = sum(len(d.nodes) for d in self.dag_files) if self.dag_files else None
         self._premarked = {name for d in self.dag_files for name in d.done}
+        # member -> its nodes in the DAG, and how many training rungs (halving) they have
+        self._member_nodes: dict[str, set[str]] = {}
+        self._rungs: dict[str, int] = {}
+        for name in (name for d in self.dag_files for name in d.nodes):
+            parsed = NodeName.parse(name)
+            if parsed is not None:
+                self._member_nodes.setdefault(parsed.member, set()).add(name)
+                if parsed.kind == "train" and parsed.rung is not None:
+                    self._rungs[parsed.member] = max(self._rungs.get(parsed.member, 0), parsed.rung)
 
     @property
     def dags(self) -> list[Path]:
@@ -257,19 +311,28 @@ class Watch:
     def snapshot(self) -> Snapshot:
         """Read what is new in the logs and return the current picture."""
         self.follower.poll()
-        jobs = sorted(self.follower.jobs.values(), key=lambda j: (j.cluster, j.proc))
-        nodes: dict[str, NodeView] = {}
-        for job in jobs:
-            name = job.node or job.id
-            nodes.setdefault(name, NodeView(name)).jobs.append(job)
-        members = [self._member(member, nodes) for member in self.members]
+        jobs = sorted(real_jobs(self.follower.jobs.values()), key=lambda j: (j.cluster, j.proc))
+        nodes = nodes_of(jobs)
+        trainings = training_views(nodes.values())
+        trials = read_trials(self.run_dir, self.members) if self.run_dir is not None else {}
+        members = [
+            self._member(m, trainings.get(m), nodes.get(str(NodeName("infer", m))), trials.get(m))
+            for m in self.members
+        ]
         premarked = len(self._premarked - nodes.keys())
-        return Snapshot(
-            jobs, list(nodes.values()), members, self.dag_nodes, self._dag_exit(), premarked
-        )
+        return Snapshot(jobs, list(nodes.values()), members, self.dag_nodes, self._dag_exit(),
+                        premarked, self._skipped(trials, nodes.keys()))  # fmt: skip
 
-    def _member(self, member: str, nodes: dict[str, NodeView]) -> MemberView:
-        view = MemberView(member, nodes.get(f"train_{member}"), nodes.get(f"infer_{member}"))
+    def _skipped(self, trials: dict[str, Trial], seen: Collection[str]) -> int:
+        """The DAG nodes of stopped members that no log names: DAGMan skips them (PRE_SKIP)."""
+        stopped = (m for m, trial in trials.items() if trial.state == "stopped")
+        names = {name for m in stopped for name in self._member_nodes.get(m, ())}
+        return len(names - self._premarked - set(seen))
+
+    def _member(
+        self, member: str, train: TrainingView | None, infer: NodeView | None, trial: Trial | None
+    ) -> MemberView:
+        view = MemberView(member, train, infer, trial=trial, rungs=self._rungs.get(member))
         folders = self._ckpt_folders(member, view.train)
         for folder in folders:
             try:
