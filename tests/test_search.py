@@ -333,3 +333,97 @@ def test_tpe_waits_for_the_earlier_round_and_chooses_the_same_values_in_any_orde
     assert runs[0] == runs[1]
     assert len({json.dumps(v, sort_keys=True) for v in runs[0].values()}) == 4
     assert set(runs[0]["m002"]) == {"lr", "batch_size"}
+
+
+# --- a halving sweep, run end to end on the local backend -----------------------------------
+
+
+def _end_to_end_spec(data: Path, halving: bool) -> str:
+    return f"""\
+[data]
+train = "{data}/train.zip"
+test = "{data}/test.zip"
+labels = "{data}/test_labels.csv"
+
+[train]
+epochs = 3
+image_size = 48
+scheduler = "cosine"
+checkpoint_every = 2
+
+[search]
+method = "random"
+trials = 3
+seed = 1
+recheck_seconds = 1
+[search.space]
+lr = {{ log_uniform = [1e-4, 3e-2] }}
+{"[search.halving]" + chr(10) + "min_epochs = 1" + chr(10) + "eta = 3" if halving else ""}
+
+[resources]
+cpus = 1
+memory = "1GB"
+
+[throttle]
+retries = 3
+"""
+
+
+def _final_weights(run_dir: Path, member: str) -> dict:
+    import torch
+
+    checkpoint = torch.load(
+        member_folder(run_dir, member) / "ckpt" / "model.pth", map_location="cpu", weights_only=True
+    )
+    return checkpoint["model"]
+
+
+@pytest.mark.slow
+def test_a_halving_sweep_stops_members_and_the_survivor_ends_as_if_never_paused(
+    tmp_path: Path,
+) -> None:
+    """Stopping early is a pause: the member promoted to the end has the weights it has when
+    trained without rungs, and evictions change neither who is stopped nor those weights."""
+    import pandas as pd
+    import torch
+
+    from condorml.job.synth import make_synthetic_dataset
+    from tests.helpers import condorml_cli
+
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, n_train=48, n_test=10, seed=5, size=(48, 48), make_zips=True)
+    runs = {}
+    for name, halving, evictions in (
+        ("halving", True, "0"),
+        ("evicted", True, "0.3"),
+        ("full", False, "0"),
+    ):
+        spec = tmp_path / f"{name}.toml"
+        spec.write_text(_end_to_end_spec(data, halving))
+        run_dir = tmp_path / name
+        done = condorml_cli("sweep", str(spec), "-o", str(run_dir), timeout=60)
+        assert done.returncode == 0, done.stderr
+        done = condorml_cli("run", str(run_dir / "sweep.dag"), "--inject-evictions", evictions,
+                            "--eviction-window", "3", timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs[name] = run_dir
+
+    board = pd.read_csv(runs["halving"] / "leaderboard.csv").set_index("member")
+    stopped = sorted(board.index[board["search_state"] == "stopped"])
+    (survivor,) = board.index[board["search_state"] == "complete"]
+    assert len(stopped) == 2 and set(board.loc[stopped, "status"]) == {"stopped at rung 1"}
+    assert list(board.loc[stopped, "epochs_trained"]) == [1, 1]
+    assert board.loc[survivor, "status"] == "ok" and board.loc[survivor, "epochs_trained"] == 3
+    assert (runs["halving"] / "dog_probs.csv").exists()
+    # the survivor is the best member after the first epoch, as a full run of all three shows
+    full = pd.read_csv(runs["full"] / "leaderboard.csv").set_index("member")
+    first_epoch = {m: pd.read_csv(member_folder(runs["full"], m) / "ckpt" / "metrics.csv").iloc[0]["val_loss"] for m in full.index}  # fmt: skip
+    assert survivor == min(sorted(first_epoch), key=first_epoch.get)
+
+    evicted = pd.read_csv(runs["evicted"] / "leaderboard.csv").set_index("member")
+    assert sorted(evicted.index[evicted["search_state"] == "stopped"]) == stopped
+    assert evicted["evictions"].sum() > 0, "no eviction was injected: the test proves nothing"
+    reference = _final_weights(runs["full"], survivor)
+    for name in ("halving", "evicted"):
+        weights = _final_weights(runs[name], survivor)
+        assert all(torch.equal(weights[k], reference[k]) for k in reference), name
