@@ -120,6 +120,41 @@ def scenario_sweep(backend: Backend, folder: Path) -> dict[str, Any]:
     return {**_summary(done), "ensemble": (folder / "run" / "dog_probs.csv").exists()}
 
 
+def scenario_halving(backend: Backend, folder: Path) -> dict[str, Any]:
+    """A successive-halving sweep of 3 members (rungs at 1 and 2 epochs, the best 1 goes on)."""
+    from condorml.job.synth import make_synthetic_dataset
+    from condorml.sweep.plan import plan_sweep, write_sweep
+    from condorml.sweep.trials import read_trials
+
+    make_synthetic_dataset(folder / "data", n_train=64, n_test=8, seed=1, size=(56, 44),
+                           make_zips=True)  # fmt: skip
+    spec = folder / "spec.toml"
+    spec.write_text(SWEEP_SPEC.format(python=os.path.abspath(sys.executable)).replace(
+        "epochs = 1", "epochs = 2").replace("[ensemble]\nmembers = 1\n", HALVING_SEARCH))  # fmt: skip
+    plan = plan_sweep(spec, folder / "run")
+    write_sweep(plan)
+    done = backend.submit_dag(plan.dag_file).wait(SWEEP_WAIT_S)
+    trials = read_trials(folder / "run", [m.member for m in plan.members])
+    return {
+        **_summary(done),
+        "ensemble": (folder / "run" / "dog_probs.csv").exists(),
+        "states": {m: t.state for m, t in trials.items()},
+        "first_rung": {m: t.value(1, "val_loss") for m, t in trials.items()},
+    }
+
+
+HALVING_SEARCH = """\
+[search]
+method = "random"
+trials = 3
+recheck_seconds = 1
+[search.space]
+lr = { log_uniform = [1e-4, 3e-2] }
+[search.halving]
+min_epochs = 1
+eta = 3
+"""
+
 SWEEP_SPEC = """\
 [data]
 train = "data/train.zip"
@@ -216,6 +251,7 @@ SCENARIOS: dict[str, Callable[[Backend, Path], dict[str, Any]]] = {
     "sweep": scenario_sweep,
     "defer": scenario_defer,
     "skip": scenario_skip,
+    "halving": scenario_halving,
 }
 
 
@@ -245,7 +281,7 @@ def test_a_dag_runs_to_its_end(run_scenario) -> None:
     result = run_scenario("dag")
     assert result["kind"] == "dag" and result["first"] in ("idle", "running")
     assert result["state"] == "done" and result["exit_code"] == 0
-    assert result["counts"] == {"done": 3}  # the skipped node is done, as DAGMan counts it
+    assert result["counts"] == {"done": 2}
     assert result["outputs"] == ["out_A.txt", "out_B.txt"]
 
 
@@ -292,6 +328,21 @@ def test_a_whole_tiny_sweep_ends_with_an_ensemble(run_scenario) -> None:
     assert result["state"] == "done" and result["exit_code"] == 0, result
     assert result["ensemble"]
     assert result["counts"] == {"done": 3}  # train, infer, the FINAL collect
+
+
+@pytest.mark.slow
+def test_successive_halving_stops_the_same_members_on_both_backends(run_scenario) -> None:
+    """PRE scripts decide on the access point: the best member after one epoch goes on, the
+    other two are stopped (their later rung and inference skipped, PRE_SKIP), and the DAG ends
+    done: 3 + 1 training, 1 inference, 2 skipped rungs, 2 skipped inferences, the FINAL."""
+    result = run_scenario("halving")
+    assert result["state"] == "done" and result["exit_code"] == 0, result
+    assert result["ensemble"]
+    best = min(result["first_rung"], key=result["first_rung"].get)
+    assert result["states"] == {
+        m: "complete" if m == best else "stopped" for m in result["first_rung"]
+    }
+    assert result["counts"] == {"done": 10}
 
 
 def test_a_job_submitted_again_on_the_local_backend_counts_only_its_own_jobs(

@@ -411,7 +411,7 @@ def test_a_halving_sweep_stops_members_and_the_survivor_ends_as_if_never_paused(
     board = pd.read_csv(runs["halving"] / "leaderboard.csv").set_index("member")
     stopped = sorted(board.index[board["search_state"] == "stopped"])
     (survivor,) = board.index[board["search_state"] == "complete"]
-    assert len(stopped) == 2 and set(board.loc[stopped, "status"]) == {"stopped at rung 1"}
+    assert len(stopped) == 2 and set(board.loc[stopped, "status"]) == {"stopped after rung 1"}
     assert list(board.loc[stopped, "epochs_trained"]) == [1, 1]
     assert board.loc[survivor, "status"] == "ok" and board.loc[survivor, "epochs_trained"] == 3
     assert (runs["halving"] / "dog_probs.csv").exists()

@@ -34,7 +34,9 @@ def report_command(
     """Report on a sweep: leaderboard, learning curves, accuracy against each swept hyperparameter,
     the ensemble against its members and its size, calibration, sample test images, and the
     HTCondor view (runs, checkpoints, evictions, committed and lost time) in RUN_DIR/report/report.html,
-    one file that opens offline. A partly finished run gets a partial report saying what is missing."""
+    one file that opens offline. An adaptive search adds its history, the metric per epoch with the
+    rungs, and the hyperparameters' importance. A partly finished run gets a partial report saying
+    what is missing."""
     from condorml.monitor.report import make_report
 
     setup_logging()

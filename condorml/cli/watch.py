@@ -42,8 +42,10 @@ def watch_command(
 ) -> None:
     """Show per member (or job) its state, runs, checkpoints, evictions, epoch, validation
     accuracy and why it is held or failed (the hold reason), read from HTCondor job event logs
-    with htcondor2. Works on logs from a pool and from the local backend, on any DAG a pool runs,
-    with or without a terminal (then it prints one line per change)."""
+    with htcondor2. With an adaptive search, members stopped early or waiting for a halving
+    decision show as such, with their rung; counts are summed over a member's rungs. Works on
+    logs from a pool and from the local backend, on any DAG a pool runs, with or without a
+    terminal (then it prints one line per change)."""
     from rich.console import Console
 
     from condorml.monitor.watch import Watch, check_interval, parse_exit

@@ -284,13 +284,13 @@ def training_views(nodes: Iterable[NodeView]) -> dict[str, TrainingView]:
     return views
 
 
-# DAGMan's proc id in the events of a node that runs no job (034 PRE_SKIP, a NOOP node's)
+# DAGMan's proc id in the events of a node that runs no job (a NOOP node's; 034 PRE_SKIP
+# events are set apart by the event follower itself)
 NO_JOB_PROC = 2**31 - 1
 
 
 def real_jobs(jobs: Iterable[JobView]) -> list[JobView]:
-    """The jobs that were submitted, without DAGMan's pseudo jobs of job-less nodes' events (a
-    skipped node is told by its member's search record, :mod:`condorml.sweep.trials`)."""
+    """The jobs that were submitted, without DAGMan's pseudo jobs of job-less nodes' events."""
     return [job for job in jobs if job.proc != NO_JOB_PROC]
 
 

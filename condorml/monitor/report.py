@@ -1,7 +1,8 @@
 """``condorml report``: what a sweep produced, as tables, plots and one self-contained HTML page.
 
 :func:`make_report` gathers a run folder (:mod:`condorml.monitor.gather`), draws the plots
-(:mod:`condorml.monitor.plots`) and :func:`write_report` writes them, the tables and
+(:mod:`condorml.monitor.plots`, and :mod:`condorml.monitor.search_plots` for a run with
+``[search]``) and :func:`write_report` writes them, the tables and
 ``report.html`` into the output folder, every plot embedded as a base64 PNG, so that the page needs
 no network access.
 """
@@ -22,7 +23,7 @@ from condorml.monitor.accounting import LEADERBOARD_COLUMNS, LOST_CAUSES, counts
 from condorml.monitor.gather import ReportData, gather
 from condorml.monitor.plots import PLOTS, Plot, make_plots
 from condorml.monitor.search_plots import SEARCH_PLOTS
-from condorml.monitor.searchview import SearchData
+from condorml.monitor.searchview import SEARCH_COLUMNS, SearchData
 from condorml.sweep.rundir import REPORT_FOLDER
 from condorml.sweep.trials import STATES as SEARCH_STATES
 
@@ -133,6 +134,7 @@ def _leaderboard_view(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
     frame = data.members
     first = ["member", "status", "seed", *data.swept]
     shown = [c for c in first if c in frame] + [c for c in _SHOWN if c in frame]
+    shown = [c for c in shown if c not in SEARCH_COLUMNS or frame[c].notna().any()]
     view = frame[shown]
     if data.condor is not None:
         extra = [c for c in _CONDOR_SHOWN if c not in view]

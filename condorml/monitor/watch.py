@@ -75,7 +75,7 @@ class MemberView:
         ``stopped`` and ``waiting`` members say so (their nodes say nothing of it)."""
         trial, of = self.trial, f" of {self.rungs}" if self.rungs else ""
         if trial is not None and trial.state == "stopped":
-            return f"stopped (rung {trial.rungs_done}{of})"
+            return f"stopped after rung {trial.rungs_done}{of}"
         if trial is not None and trial.state == "waiting":
             return f"waiting (before rung {trial.rung}{of})"
         if self.infer is not None and self.infer.jobs:
@@ -324,10 +324,11 @@ class Watch:
                         premarked, self._skipped(trials, nodes.keys()))  # fmt: skip
 
     def _skipped(self, trials: dict[str, Trial], seen: Collection[str]) -> int:
-        """The DAG nodes of stopped members that no log names: DAGMan skips them (PRE_SKIP)."""
+        """The DAG nodes DAGMan skipped (PRE_SKIP: its 034 events) or will skip (those of a
+        member the search stopped, before DAGMan reaches them): done, without a job."""
         stopped = (m for m, trial in trials.items() if trial.state == "stopped")
         names = {name for m in stopped for name in self._member_nodes.get(m, ())}
-        return len(names - self._premarked - set(seen))
+        return len((names | self.follower.skipped) - self._premarked - set(seen))
 
     def _member(
         self, member: str, train: TrainingView | None, infer: NodeView | None, trial: Trial | None

@@ -112,7 +112,7 @@ def collect(
             candidates[member] = (row, predictions.csv)
         elif member in trials and trials[member].state == "stopped":
             result.stopped.append(member)
-            row["status"] = f"stopped at rung {trials[member].rung}"
+            row["status"] = f"stopped after rung {trials[member].rung}"
         else:
             result.failed[member] = predictions.reason
             row["status"] = f"failed: {predictions.reason}"

@@ -100,11 +100,11 @@ def pre_step(run_dir: Path, node_name: str) -> tuple[Decision, str]:
     trial = run.trial(node.member)
     if node.kind == "infer":
         if trial.state == "stopped":
-            return Decision.STOP, f"{node.member} was stopped at rung {trial.rung}: no inference"
+            return Decision.STOP, f"{node.member} was stopped after rung {trial.rung}: no inference"
         return Decision.CONTINUE, f"{node.member}: inference"
     rung = node.rung or 1
     if trial.state == "stopped":
-        return Decision.STOP, f"{node.member} was stopped at rung {trial.rung}"
+        return Decision.STOP, f"{node.member} was stopped after rung {trial.rung}"
     if rung == 1:
         return _first_rung(run, trial)
     return _next_rung(run, trial, rung)

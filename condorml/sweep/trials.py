@@ -33,7 +33,7 @@ class Trial:
 
     member: str
     state: str = "running"
-    rung: int = 1  # the rung it runs, waits for, stopped before or failed at (1-based)
+    rung: int = 1  # the rung it runs or waits for, failed at, or (stopped) the last it finished
     results: dict[int, dict[str, float]] = field(default_factory=dict)  # rung -> epoch, metrics
     params: dict[str, Any] | None = None  # the hyperparameters searched (TPE: chosen at start)
     recorded: bool = False  # told to the study (condorml.sweep.study) once finished
