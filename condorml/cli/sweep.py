@@ -97,7 +97,9 @@ def _print_plan(plan, epoch_minutes: float | None) -> None:
     for column in ["member", "seed", *swept]:
         table.add_column(column, justify="right")
     for row in rows[:20]:
-        table.add_row(*(str(row[c]) if row[c] != "" else "(TPE)" for c in ["member", "seed", *swept]))
+        table.add_row(
+            *(str(row[c]) if row[c] != "" else "(TPE)" for c in ["member", "seed", *swept])
+        )
     if len(rows) > 20:
         table.add_row("...", f"{len(rows) - 20} more", *["" for _ in swept])
     console.print(table)
