@@ -325,7 +325,9 @@ class EventFollower:
             nodes_log = is_nodes_log(path)
             for raw in events:
                 if raw.type == T.PRESKIP:  # no job: DAGMan's note that a node was skipped
-                    self.skipped.add(str(raw.get("SkipEventLogNotes", "")).removeprefix("DAG Node: "))
+                    self.skipped.add(
+                        str(raw.get("SkipEventLogNotes", "")).removeprefix("DAG Node: ")
+                    )
                     count += 1
                     continue
                 key, event = (raw.cluster, raw.proc), read_event(raw)
