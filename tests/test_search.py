@@ -272,9 +272,13 @@ def test_the_scripts_stop_promote_and_wait_and_record_the_study(tmp_path: Path) 
     pre = lambda m, rung: pre_step(run_dir, str(NodeName("train", m, rung)))[0]  # noqa: E731
     assert _report(run_dir, "m001", 1, 1, 0.5) == 0
     assert pre("m001", 2) == Decision.WAIT  # two members may still beat it
+    assert pre_step(run_dir, "train_m001_r2") == (Decision.WAIT, "")  # already said
     assert read_trial(member_folder(run_dir, "m001")).state == "waiting"
     _report(run_dir, "m000", 1, 1, 0.3)
     assert pre("m001", 2) == Decision.STOP  # m000 is better and only one goes on
+    decisions = (run_dir / "search" / "decisions.log").read_text()
+    assert "train_m001_r2: stop: m001 at rung 1: val_loss 0.5" in decisions
+    assert decisions.count("train_m001_r2: wait") == 1  # a wait is said once
     assert pre("m001", 3) == Decision.STOP  # its later rungs and its inference are skipped too
     assert pre_step(run_dir, "infer_m001")[0] == Decision.STOP
     assert pre("m000", 2) == Decision.WAIT

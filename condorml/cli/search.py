@@ -31,7 +31,8 @@ def pre_command(
 
     setup_logging()
     decision, reason = call(pre_step, run_dir, node)
-    typer.echo(f"condorml search: {node}: {reason}")
+    if reason:
+        typer.echo(f"condorml search: {node}: {reason}")
     raise typer.Exit(DECISION_EXIT[decision])
 
 

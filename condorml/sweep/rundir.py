@@ -18,6 +18,7 @@
         trial.json                     with [search]: its rung results and state (sweep.trials)
         params.json                    with TPE: the hyperparameters chosen for it (a job input)
     RUN_DIR/search/study.journal       with [search]: the Optuna study (finished members)
+    RUN_DIR/search/decisions.log       with [search]: each PRE script's decision and why
 
 The names of the files a job writes come from :mod:`condorml.job.files` (no torch); this module
 imports nothing heavy, so that ``watch`` and ``report`` stay quick to start.
@@ -60,6 +61,7 @@ REPORT_FOLDER = "report"
 TRIAL_FILE = "trial.json"  # a member's search record, in its folder
 PARAMS_FILE = HYPERPARAMETERS_FILE  # TPE's choice for a member, in its folder (a job input)
 STUDY_FILE = "search/study.journal"  # the Optuna study, in the run folder
+DECISIONS_LOG = "search/decisions.log"  # every PRE script's decision, a line each
 JOB_KINDS = ("train", "infer", "collect")
 MEMBER_JOB_KINDS = ("train", "infer")  # the jobs that run in a member's folder
 DATA_KEYS = ("train", "test", "labels")

@@ -32,6 +32,7 @@ from condorml.hyperparameters import write_hyperparameters
 from condorml.sweep.members import Member, expand
 from condorml.sweep.rundir import (
     CHECKPOINT_FOLDER,
+    DECISIONS_LOG,
     PARAMS_FILE,
     NodeName,
     RunDir,
@@ -95,8 +96,19 @@ class SearchRun:
 
 
 def pre_step(run_dir: Path, node_name: str) -> tuple[Decision, str]:
-    """Decide a node's fate before it runs; returns the decision and a line saying why."""
+    """Decide a node's fate before it runs; returns the decision and a line saying why ("" for
+    a wait repeated: said once). The line is also appended to ``RUN_DIR/search/decisions.log``
+    (DAGMan keeps no script output)."""
     run, node = SearchRun.open(run_dir), _parse(node_name)
+    was_waiting = run.trial(node.member).state == "waiting"
+    decision, reason = _decide(run, node)
+    if decision == Decision.WAIT and was_waiting:
+        return decision, ""
+    _log(run_dir, f"{node_name}: {reason}")
+    return decision, reason
+
+
+def _decide(run: SearchRun, node: NodeName) -> tuple[Decision, str]:
     trial = run.trial(node.member)
     if node.kind == "infer":
         if trial.state == "stopped":
@@ -168,6 +180,17 @@ def _next_rung(run: SearchRun, trial: Trial, rung: int) -> tuple[Decision, str]:
         _record(run, trial)
     write_trial(run.folder(trial.member), trial)
     return decision, f"{decision.value}: {reason}"
+
+
+def _log(run_dir: Path, line: str) -> None:
+    """Append a decision to the run's decisions log (one short write: concurrent scripts' lines
+    stay whole)."""
+    import time
+
+    path = run_dir / DECISIONS_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
 def post_step(run_dir: Path, node_name: str, returned: int, retry: int, max_retries: int) -> int:
