@@ -233,6 +233,24 @@ def test_a_tpe_member_gets_its_values_from_params_json(tmp_path: Path) -> None:
     assert "SCRIPT DEFER 4 1 PRE train_m000_r1 " in dag  # TPE chooses before the first rung
 
 
+def test_the_example_search_in_dags_plans_its_rungs(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "dags" / "search.toml"
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "search.toml").write_text(example.read_text())
+    (tmp_path / "data" / "synth").mkdir(parents=True)
+    for data in ("train.zip", "test.zip", "test_labels.csv"):
+        (tmp_path / "data" / "synth" / data).touch()
+    plan = plan_sweep(tmp_path / "dags" / "search.toml", tmp_path / "run")
+    search = plan.spec.search
+    assert (search.method, search.rungs(plan.spec.epochs), search.survivors(27, 9)) == (
+        "tpe",
+        (1, 3, 9),
+        (27, 9, 3),
+    )
+    assert search.expected(27, 9) == (39, 63)  # as its comment says
+    assert plan.spec.top_k == 3
+
+
 def test_the_dry_run_prints_the_rungs_and_the_worst_case(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
