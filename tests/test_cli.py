@@ -33,6 +33,9 @@ COMMANDS = [
     ["submit"],
     ["submit", "train"],
     ["submit", "infer"],
+    ["search"],
+    ["search", "pre"],
+    ["search", "post"],
 ]
 
 

@@ -40,12 +40,12 @@ def pre_command(
 def post_command(
     run_dir: Path = typer.Argument(..., help="The sweep's run folder (DAGMan runs it there: .)."),
     node: str = typer.Argument(..., help="The node whose job ended ($NODE)."),
-    returned: int = typer.Argument(..., help="The job's exit code ($RETURN)."),
+    code: int = typer.Argument(..., help="The job's exit code ($RETURN)."),
     retry: int = typer.Argument(0, help="This attempt's number ($RETRY)."),
-    max_retries: int = typer.Argument(0, help="The node's retries ($MAX_RETRIES)."),
+    retries: int = typer.Argument(0, help="The node's retries ($MAX_RETRIES)."),
 ) -> None:
     """Record a training node's result in the member's trial.json and exit with the job's code."""
     from condorml.sweep.steps import post_step
 
     setup_logging()
-    raise typer.Exit(call(post_step, run_dir, node, returned, retry, max_retries))
+    raise typer.Exit(call(post_step, run_dir, node, code, retry, retries))
