@@ -128,6 +128,12 @@ def local_spool(dag_folder: Path, job: str) -> Path:
     return dag_folder / LOCAL_FOLDER / "spool" / job
 
 
+def local_job_ad(dag_folder: Path, job: str) -> Path:
+    """Where the local backend keeps job ``CLUSTER.PROC``'s live attributes (what a job sets in
+    its ad through Chirp, HTCondor's ``condor_chirp set_job_attr``), as JSON."""
+    return dag_folder / LOCAL_FOLDER / "ads" / f"{job}.json"
+
+
 def member_folder(run_dir: Path, member: str) -> Path:
     """``RUN_DIR/members/<id>``: the member's initialdir."""
     return run_dir / MEMBERS_FOLDER / member
