@@ -208,11 +208,12 @@ def read_search(
     CondormlError
         ``<spec>: [search] key: what is wrong; what to do``.
     """
-    from condorml.sweep.spec import _check_keys, _check_rule, spec_error, toml_text
+    # spec's helpers, imported here: spec imports this module
+    from condorml.sweep.spec import check_keys, check_rule, spec_error, toml_text
 
     if not isinstance(table, dict):
         raise spec_error(path, "search", None, f"must be a table, not {toml_text(table)}")
-    _check_keys(table, SEARCH_KEYS, path, "search")
+    check_keys(table, SEARCH_KEYS, path, "search")
     method = table.get("method")
     if method not in METHODS:
         raise spec_error(path, "search", "method",
@@ -221,7 +222,7 @@ def read_search(
     if metric not in METRICS:
         raise spec_error(path, "search", "metric",
                          f"got {toml_text(metric)}; one of {', '.join(map(toml_text, METRICS))}")  # fmt: skip
-    seed = _check_rule(OptionRule(int, low=0), table.get("seed", 0), path, "search", "seed")
+    seed = check_rule(OptionRule(int, low=0), table.get("seed", 0), path, "search", "seed")
     space = _space(table.get("space"), path, method, distribution)
     if method == "grid":
         for key in ("trials", "parallel"):
@@ -237,18 +238,18 @@ def read_search(
                 "trials",
                 f"required with method = {toml_text(method)}: how many members to try",
             )
-        trials = _check_rule(OptionRule(int, low=1), table["trials"], path, "search", "trials")
+        trials = check_rule(OptionRule(int, low=1), table["trials"], path, "search", "trials")
     parallel = 1
     if method == "tpe":
         if seeds != 1:
             raise spec_error(path, "ensemble", None,
                              "TPE chooses every member's hyperparameters: give one seed ([ensemble] members = 1), or use method = \"random\"")  # fmt: skip
-        parallel = _check_rule(OptionRule(int, low=1), table.get("parallel", math.ceil(trials / TPE_ROUNDS)),
+        parallel = check_rule(OptionRule(int, low=1), table.get("parallel", math.ceil(trials / TPE_ROUNDS)),
                                path, "search", "parallel")  # fmt: skip
     elif "parallel" in table:
         raise spec_error(path, "search", "parallel", 'only with method = "tpe"')
     halving = _halving(table.get("halving"), path, epochs, epochs_swept)
-    recheck = _check_rule(OptionRule(int, low=1), table.get("recheck_seconds", DEFAULT_RECHECK_SECONDS),
+    recheck = check_rule(OptionRule(int, low=1), table.get("recheck_seconds", DEFAULT_RECHECK_SECONDS),
                           path, "search", "recheck_seconds")  # fmt: skip
     return Search(method, trials, metric, seed, space, halving, parallel, recheck)
 
@@ -273,21 +274,21 @@ def _space(value: Any, path: Path, method: str, distribution: Any) -> dict[str, 
 
 
 def _halving(value: Any, path: Path, epochs: int, epochs_swept: bool) -> Halving | None:
-    from condorml.sweep.spec import _check_keys, _check_rule, spec_error, toml_text
+    from condorml.sweep.spec import check_keys, check_rule, spec_error, toml_text
 
     if value is None:
         return None
     where = "search.halving"
     if not isinstance(value, dict):
         raise spec_error(path, where, None, f"must be a table, not {toml_text(value)}")
-    _check_keys(value, HALVING_KEYS, path, where)
+    check_keys(value, HALVING_KEYS, path, where)
     if epochs_swept:
         raise spec_error(path, "search.space", "epochs",
                          "cannot be searched with [search.halving]: the rungs need one budget; fix it in [train]")  # fmt: skip
-    min_epochs = _check_rule(
+    min_epochs = check_rule(
         OptionRule(int, low=1), value.get("min_epochs", 1), path, where, "min_epochs"
     )
-    eta = _check_rule(OptionRule(int, low=2), value.get("eta", 3), path, where, "eta")
+    eta = check_rule(OptionRule(int, low=2), value.get("eta", 3), path, where, "eta")
     if min_epochs >= epochs:
         raise spec_error(path, where, "min_epochs",
                          f"{min_epochs} is not below [train] epochs = {epochs}, so there is no rung to stop at; lower it, raise epochs, or drop [search.halving]")  # fmt: skip

@@ -125,7 +125,8 @@ def toml_text(value: Any) -> str:
     return repr(value)
 
 
-def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], path: Path, name: str) -> None:
+def check_keys(table: dict[str, Any], allowed: tuple[str, ...], path: Path, name: str) -> None:
+    """Every key of ``table`` is one of ``allowed``, else ``[name] key: unknown key; valid keys``."""
     for key in table:
         if key not in allowed:
             raise spec_error(path, name, key, f"unknown key; valid keys: {', '.join(allowed)}")
@@ -143,7 +144,7 @@ def _table(doc: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     return value
 
 
-def _check_rule(rule: OptionRule, value: Any, path: Path, table: str, key: str) -> Any:
+def check_rule(rule: OptionRule, value: Any, path: Path, table: str, key: str) -> Any:
     """``value`` if ``rule`` accepts it (a float option's whole number as a float), else raise."""
     problem = rule.problem(value)
     if problem is not None:
@@ -236,7 +237,7 @@ def _top_k(table: dict[str, Any], min_members: int, search: Search | None, train
                              f"{min_members} is more than the {finishing} member(s) that successive halving trains to the end; lower it, or lower [search.halving] eta")  # fmt: skip
     if "top_k" not in table:
         return None
-    top_k = _check_rule(OptionRule(int, low=1), table["top_k"], path, "ensemble", "top_k")
+    top_k = check_rule(OptionRule(int, low=1), table["top_k"], path, "ensemble", "top_k")
     if top_k < min_members:
         raise spec_error(path, "ensemble", "top_k",
                          f"{top_k} is below min_members = {min_members}, so the sweep could never succeed; raise it or lower min_members")  # fmt: skip
@@ -278,7 +279,7 @@ def _check_sections(doc: dict[str, Any], path: Path) -> None:
 
 def _data(table: dict[str, Any], where: _Where) -> dict[str, str]:
     """``[data]``: the training zip and test images (required) and labels, resolved."""
-    _check_keys(table, DATA_KEYS, where.path, "data")
+    check_keys(table, DATA_KEYS, where.path, "data")
     for key in ("train", "test"):
         if key not in table:
             raise spec_error(
@@ -290,13 +291,13 @@ def _data(table: dict[str, Any], where: _Where) -> dict[str, str]:
 
 def _train(table: dict[str, Any], where: _Where) -> dict[str, Any]:
     """``[train]``: fixed training options, checked; ``pretrained_weights`` resolved."""
-    _check_keys(table, HYPERPARAMETERS + FIXED_ONLY, where.path, "train")
+    check_keys(table, HYPERPARAMETERS + FIXED_ONLY, where.path, "train")
     train = dict(table)
     for key, value in train.items():
         if key == "pretrained_weights":
             train[key] = where.input("train", key, value)
         else:
-            train[key] = _check_rule(OPTION_RULES[key], value, where.path, "train", key)
+            train[key] = check_rule(OPTION_RULES[key], value, where.path, "train", key)
     return train
 
 
@@ -305,8 +306,8 @@ def _random(table: dict[str, Any], path: Path) -> tuple[dict[str, Any], int, int
     random_table = dict(table)
     samples = random_table.pop("samples", 1 if random_table else 0)
     random_seed = random_table.pop("seed", 0)
-    _check_rule(OptionRule(int, low=1 if random_table else 0), samples, path, "random", "samples")
-    _check_rule(OptionRule(int), random_seed, path, "random", "seed")
+    check_rule(OptionRule(int, low=1 if random_table else 0), samples, path, "random", "samples")
+    check_rule(OptionRule(int), random_seed, path, "random", "seed")
     random = {name: _distribution(name, spec, path) for name, spec in random_table.items()}
     return random, samples, random_seed
 
@@ -330,9 +331,9 @@ def _ensemble(
     table: dict[str, Any], grid: dict[str, list[Any]], samples: int, path: Path
 ) -> tuple[tuple[int, ...], int]:
     """``[ensemble]``: the seeds and ``min_members``, which must not exceed the member count."""
-    _check_keys(table, ENSEMBLE_KEYS, path, "ensemble")
+    check_keys(table, ENSEMBLE_KEYS, path, "ensemble")
     seeds = _seeds(table, path)
-    min_members = _check_rule(
+    min_members = check_rule(
         OptionRule(int, low=1), table.get("min_members", 1), path, "ensemble", "min_members"
     )
     configurations = math.prod(len(values) for values in grid.values()) * max(samples, 1)
@@ -348,10 +349,10 @@ def _ensemble(
 def _inference(table: dict[str, Any], where: _Where) -> dict[str, Any]:
     """``[inference]``: its options checked and its own ``[inference.resources]``."""
     inference = dict(table)
-    _check_keys(inference, INFERENCE_KEYS, where.path, "inference")
+    check_keys(inference, INFERENCE_KEYS, where.path, "inference")
     for key, rule in INFERENCE_RULES.items():
         if key in inference:
-            inference[key] = _check_rule(rule, inference[key], where.path, "inference", key)
+            inference[key] = check_rule(rule, inference[key], where.path, "inference", key)
     if "resources" in inference:
         inference["resources"] = _resources(
             _table(inference, "resources", where.path), where, "inference.resources"
@@ -361,9 +362,9 @@ def _inference(table: dict[str, Any], where: _Where) -> dict[str, Any]:
 
 def _throttle(table: dict[str, Any], path: Path) -> dict[str, Any]:
     """``[throttle]``: job limits and retries, whole numbers from 0."""
-    _check_keys(table, THROTTLE_KEYS, path, "throttle")
+    check_keys(table, THROTTLE_KEYS, path, "throttle")
     for key, value in table.items():
-        _check_rule(OptionRule(int, low=0), value, path, "throttle", key)
+        check_rule(OptionRule(int, low=0), value, path, "throttle", key)
     return dict(table)
 
 
@@ -395,12 +396,12 @@ class _Where:
 
 def _resources(table: dict[str, Any], where: _Where, name: str) -> dict[str, Any]:
     """A ``[resources]`` table with its types checked; sizes may be numbers (MiB, KiB)."""
-    _check_keys(table, RESOURCE_KEYS, where.path, name)
+    check_keys(table, RESOURCE_KEYS, where.path, name)
     checked = {}
     for key, value in table.items():
         if key in SIZE_KEYS and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        checked[key] = _check_rule(RESOURCE_RULES[key], value, where.path, name, key)
+        checked[key] = check_rule(RESOURCE_RULES[key], value, where.path, name, key)
     image = checked.get("container_image")
     if isinstance(image, str) and image.endswith(".sif") and "://" not in image:
         checked["container_image"] = where.input(name, "container_image", image)
@@ -419,7 +420,7 @@ def _resolve(value: str, folder: Path) -> str:
 
 
 def _grid(table: dict[str, Any], path: Path) -> dict[str, list[Any]]:
-    _check_keys(table, HYPERPARAMETERS, path, "grid")
+    check_keys(table, HYPERPARAMETERS, path, "grid")
     grid = {}
     for name, values in table.items():
         if not isinstance(values, list):
@@ -429,7 +430,7 @@ def _grid(table: dict[str, Any], path: Path) -> dict[str, list[Any]]:
             )  # fmt: skip
         if not values:
             raise spec_error(path, "grid", name, "an empty list; give at least one value")
-        grid[name] = [_check_rule(OPTION_RULES[name], v, path, "grid", name) for v in values]
+        grid[name] = [check_rule(OPTION_RULES[name], v, path, "grid", name) for v in values]
         if len({repr(v) for v in grid[name]}) != len(values):
             raise spec_error(
                 path,
@@ -454,7 +455,7 @@ def _distribution(name: str, spec: Any, path: Path, table: str = "random") -> An
     if isinstance(spec, list):
         if not spec:
             raise spec_error(path, table, name, "an empty list of choices; give at least one")
-        return [_check_rule(rule, value, path, table, name) for value in spec]
+        return [check_rule(rule, value, path, table, name) for value in spec]
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
         raise spec_error(
             path, table, name,
@@ -480,7 +481,7 @@ def _distribution(name: str, spec: Any, path: Path, table: str = "random") -> An
             path, table, name,
             f"{name} takes whole numbers or choices, not a {kind} range; use int_uniform or a list",
         )  # fmt: skip
-    bounds = [_check_rule(rule, bound, path, table, name) for bound in bounds]
+    bounds = [check_rule(rule, bound, path, table, name) for bound in bounds]
     return {kind: bounds}
 
 
@@ -497,14 +498,14 @@ def _seeds(ensemble: dict[str, Any], path: Path) -> tuple[int, ...]:
                 f"got {toml_text(seeds)}; give a non-empty list of whole numbers",
             )
         for seed in seeds:
-            _check_rule(OPTION_RULES["seed"], seed, path, "ensemble", "seeds")
+            check_rule(OPTION_RULES["seed"], seed, path, "ensemble", "seeds")
         if len(set(seeds)) != len(seeds):
             raise spec_error(
                 path, "ensemble", "seeds", "lists a seed twice: the members would be duplicates"
             )
         return tuple(seeds)
     members = ensemble.get("members", 1)
-    _check_rule(OptionRule(int, low=1), members, path, "ensemble", "members")
+    check_rule(OptionRule(int, low=1), members, path, "ensemble", "members")
     return tuple(range(members))
 
 
