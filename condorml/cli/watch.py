@@ -42,7 +42,9 @@ def watch_command(
 ) -> None:
     """Show per member (or job) its state, runs, checkpoints, evictions, epoch, validation
     accuracy and why it is held or failed (the hold reason), read from HTCondor job event logs
-    with htcondor2. With an adaptive search, members stopped early or waiting for a halving
+    with htcondor2. A running member's live progress (epoch, batch, images/s, validation
+    accuracy), published into its job ad, comes from condor_q (at most every 5 s, one query
+    for all) or the local backend, marked with its age in the live column. With an adaptive search, members stopped early or waiting for a halving
     decision show as such, with their rung; counts are summed over a member's rungs. Works on
     logs from a pool and from the local backend, on any DAG a pool runs, with or without a
     terminal (then it prints one line per change)."""
@@ -121,7 +123,7 @@ class SummaryLines:
 
 # --- drawing a snapshot ------------------------------------------------------------------------
 
-_NUMBERS = frozenset({"runs", "ckpts", "evictions", "epoch", "val acc"})  # right-aligned columns
+_NUMBERS = frozenset({"runs", "ckpts", "evictions", "epoch", "val acc", "img/s", "live"})
 _NOTE_WIDTH = 80
 
 
@@ -171,14 +173,16 @@ def _member_rows(table: Any, snapshot: Snapshot) -> None:
     from condorml.sweep.rundir import NodeName
 
     rungs = any(m.rungs for m in snapshot.members)  # a search with halving: a rung column
+    live = any(m.live for m in snapshot.members)  # published progress: images/s and its age
     columns = ("member", "state", *(("rung",) if rungs else ()), "runs", "ckpts", "evictions",
-               "epoch", "val acc", "note")  # fmt: skip
+               "epoch", "val acc", *(("img/s", "live") if live else ()), "note")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right" if column in _NUMBERS else "left")
     for m in snapshot.members:
         accuracy = f"{m.val_acc:.3f}" if m.val_acc is not None else ""
         rung = (m.rung,) if rungs else ()
-        table.add_row(m.member, m.state, *rung, *_train_counts(m), _epoch(m), accuracy,
+        speed = _live_cells(m) if live else ()
+        table.add_row(m.member, m.state, *rung, *_train_counts(m), _epoch(m), accuracy, *speed,
                       _cell(m.note))  # fmt: skip
     members = {m.member for m in snapshot.members}
     for node in snapshot.nodes:  # every rung's and the inference node are in the member's row
@@ -201,7 +205,30 @@ def _train_counts(member: MemberView) -> tuple[str, str, str]:
 
 
 def _epoch(member: MemberView) -> str:
-    return f"{member.epoch}/{member.epochs}" if member.epoch is not None else ""
+    """``done/epochs`` from a checkpoint; ``current/epochs 45%`` (of its batches) when live."""
+    if member.epoch is None:
+        return ""
+    live = member.live
+    if live is not None and live.batch is not None and live.batches:
+        return f"{member.epoch}/{member.epochs} {100 * live.batch // live.batches}%"
+    return f"{member.epoch}/{member.epochs}"
+
+
+def _live_cells(member: MemberView) -> tuple[str, str]:
+    """Images/s and the live column: how long ago the job published its progress."""
+    live = member.live
+    if live is None:
+        return "", ""
+    speed = f"{live.images_per_s:.0f}" if live.images_per_s is not None else ""
+    age = live.age()
+    return speed, "live" if age is None else f"{_short_age(age)} ago"
+
+
+def _short_age(seconds: float) -> str:
+    """``7s``, ``3m``, ``2h``."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
 
 
 def _node_rows(table: Any, nodes: list[NodeView]) -> None:
@@ -241,7 +268,8 @@ def summary_line(snapshot: Snapshot) -> str:
     for m in snapshot.members:
         if m.epoch is not None and m.train is not None and m.train.state == "running":
             acc = f" acc {m.val_acc:.3f}" if m.val_acc is not None else ""
-            extra.append(f"{m.member} epoch {m.epoch}/{m.epochs}{acc}")
+            live = " (live)" if m.live else ""  # no batch or age: a line per epoch, not per poll
+            extra.append(f"{m.member} epoch {m.epoch}/{m.epochs}{acc}{live}")
         elif m.note:  # held, failed or removed: say why
             extra.append(f"{m.member} {m.state}: {_cell(m.note)}")
     text = f"{snapshot.total} {'nodes' if snapshot.dag_nodes else 'jobs'}: " + (

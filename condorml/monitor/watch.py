@@ -14,6 +14,11 @@ or, while it runs on the local backend, its spooled checkpoint. With ``[search]`
 search record (``trial.json``) says whether it runs, waits for a halving decision, was stopped
 early or finished; with ``[search.halving]`` its training is one node per rung, shown together.
 A stopped member's later nodes are skipped by DAGMan (done, without a job or an event).
+
+While a member's training job runs, what it publishes into its job ad (Chirp) is newer than its
+checkpoint: :mod:`condorml.monitor.live` reads it (the schedd's job ads with one ``condor_q`` for
+all members, or the local backend's ad files) and the member shows the live epoch, batch,
+images/s and validation accuracy instead, marked live.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from condorml.monitor.accounting import (
     real_jobs,
     training_views,
 )
+from condorml.monitor.live import LiveProgress, LiveReader
 from condorml.sweep.rundir import NodeName, RunDir, job_logs, read_metrics, read_state
 from condorml.sweep.trials import STATES as SEARCH_STATES
 from condorml.sweep.trials import Trial, read_trials
@@ -68,6 +74,7 @@ class MemberView:
     val_acc: float | None = None
     trial: Trial | None = None  # the search record (None without [search], or not yet)
     rungs: int | None = None  # the DAG's rungs for it (None: no [search.halving])
+    live: LiveProgress | None = None  # what its running training job published (newest)
 
     @property
     def state(self) -> str:
@@ -221,6 +228,9 @@ class Watch:
         One folder holding a ``*.dag`` (its ``<dag>.nodes.log`` is followed and, when it has a
         ``members.csv``, the members are tabulated), or one or more event log files. DAG files
         that another one splices, includes or runs as a SUBDAG are parts, not DAGs followed.
+    live : LiveReader, optional
+        Reads the running members' live progress (default: a :class:`LiveReader` that asks the
+        schedd at most every few seconds).
 
     Raises
     ------
@@ -228,7 +238,8 @@ class Watch:
         For a missing source, a folder without a ``*.dag``, a file that is no event log.
     """
 
-    def __init__(self, sources: list[Path]) -> None:
+    def __init__(self, sources: list[Path], live: LiveReader | None = None) -> None:
+        self.live = live or LiveReader()
         if not sources:
             sources = [Path(".")]
         self.run_dir: Path | None = None
@@ -315,13 +326,24 @@ class Watch:
         nodes = nodes_of(jobs)
         trainings = training_views(nodes.values())
         trials = read_trials(self.run_dir, self.members) if self.run_dir is not None else {}
+        live = self._live(trainings)
         members = [
             self._member(m, trainings.get(m), nodes.get(str(NodeName("infer", m))), trials.get(m))
             for m in self.members
         ]
+        for view in members:
+            _show_live(view, live.get(view.member))
         premarked = len(self._premarked - nodes.keys())
         return Snapshot(jobs, list(nodes.values()), members, self.dag_nodes, self._dag_exit(),
                         premarked, self._skipped(trials, nodes.keys()))  # fmt: skip
+
+    def _live(self, trainings: dict[str, TrainingView]) -> dict[str, LiveProgress]:
+        """Member -> the live progress of its running training job (one read for all)."""
+        running = {m: job for m, t in trainings.items() if (job := _running_job(t)) is not None}
+        if not self.members or not running:
+            return {}
+        found = self.live.read(running.values(), sorted({dag.parent for dag in self.dags}))
+        return {m: found[job.id] for m, job in running.items() if job.id in found}
 
     def _skipped(self, trials: dict[str, Trial], seen: Collection[str]) -> int:
         """The DAG nodes DAGMan skipped (PRE_SKIP: its 034 events) or will skip (those of a
@@ -376,6 +398,23 @@ def top_level_dags(folder: Path) -> list[DagNodes]:
     read = [read_dag_nodes(path) for path in sorted(folder.glob("*.dag"))]
     parts = {path.resolve() for dag in read for path in dag.referenced}
     return [dag for dag in read if dag.path.resolve() not in parts]
+
+
+def _running_job(train: NodeView) -> JobView | None:
+    """The training node's job that runs now (its latest attempt's), if any."""
+    return next((job for job in reversed(train.jobs) if job.state == "running"), None)
+
+
+def _show_live(view: MemberView, live: LiveProgress | None) -> None:
+    """Show a running member's live progress: newer than its checkpoint's epoch and accuracy."""
+    if live is None:
+        return
+    view.live = live
+    if live.epoch is not None:
+        view.epoch = live.epoch
+        view.epochs = live.epochs if live.epochs is not None else view.epochs
+    if live.val_acc is not None:
+        view.val_acc = live.val_acc
 
 
 def _last_val_acc(ckpt: Path) -> float | None:
