@@ -262,6 +262,9 @@ class TrainConfig:
     split_seed : int
         Seed of the validation split, shared by the members of an ensemble so that their
         validation scores compare; ``seed`` drives initialisation and data order.
+    tensorboard : bool
+        Also write TensorBoard event files into ``checkpoint_dir/tensorboard``
+        (:mod:`condorml.job.tensorboard`).
     member : str or None
         The ensemble member id (``m003``) a sweep gives the run; recorded in the checkpoint
         and in the provenance of predictions made with it.
@@ -355,6 +358,11 @@ class TrainConfig:
         False, "Train only the new 2-class head (fixed-feature extraction).",
         rule=OptionRule(bool), spec=SWEPT, job=IF_SET, identity=True,
         flags=("--freeze-backbone/--no-freeze-backbone",),
+    )  # fmt: skip
+    tensorboard: bool = option(  # not an identity: a resumed run may start or stop writing
+        False,
+        "Write TensorBoard event files into CHECKPOINT_DIR/tensorboard (they travel with the checkpoint); needs the extra condorml[tensorboard].",
+        rule=OptionRule(bool), spec=FIXED, job=IF_SET,
     )  # fmt: skip
     # The command's own options: `condorml train` has them, a submitted job's sandbox sets them.
     exit_on_checkpoint: bool = True

@@ -699,7 +699,8 @@ def test_dockerfile_installs_like_the_readme_and_apptainer_builds_on_the_same_im
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     readme = (ROOT / "README.md").read_text()
     install = readme.split("## Install", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    assert "pip install ." in install and "pip install --no-cache-dir ." in dockerfile
+    assert "pip install ." in install and "pip install '.[tensorboard]'" in install
+    assert 'pip install --no-cache-dir ".[tensorboard]"' in dockerfile
     tag = re.search(
         r"docker build -f docker/Dockerfile -t (\S+) \.",
         (ROOT / "docker" / "README.md").read_text(),

@@ -113,6 +113,8 @@ def _common(
     if kind == "train":
         commands["checkpoint_exit_code"] = str(int(ExitCode.CHECKPOINTED))
         commands["transfer_checkpoint_files"] = output_folder
+        # Chirp: the trainer publishes its progress into its own job ad (condorml.job.chirp).
+        commands["want_io_proxy"] = "true"
     commands["transfer_output_files"] = output_folder
     commands.update(resources.commands())
     stem = "$(ClusterId).$(ProcId)"

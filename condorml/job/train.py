@@ -14,20 +14,20 @@ checkpoint and status ``"stopped"`` (exit 0: done for now). The learning-rate sc
 spans all ``epochs``, so a later run with a larger E, or none, continues as if it never stopped.
 
 The pieces: :mod:`.batches` (which images an epoch visits and the tensors of a batch),
-:mod:`.train_state` (what a checkpoint holds, resuming from one), and here the optimisation step,
-validation and the epoch loop. Reading order: setup (``_optimizer``, ``_scheduler``),
-``train_step`` and ``validate``, then :func:`train` and ``_Trainer``.
+:mod:`.train_state` (what a checkpoint holds, resuming from one), :mod:`.signals` (an
+eviction's SIGTERM as a flag), and here the optimisation step, validation and the epoch loop.
+Reading order: setup (``_optimizer``, ``_scheduler``), ``train_step`` and ``validate``, then
+:func:`train` and ``_Trainer``. Beside the progress display, the trainer reports to the HTCondor
+job's ad (:mod:`.chirp`, where the job has Chirp) and, with ``--tensorboard``, to TensorBoard
+event files in the checkpoint folder (:mod:`.tensorboard`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,14 @@ from condorml.config import TrainConfig
 from condorml.errors import ExitCode
 from condorml.job.batches import Batches, batch_positions, epoch_order
 from condorml.job.checkpoint import CHECKPOINT_EXIT_CODE, CHECKPOINT_FILE, check_checkpoint_dir
+from condorml.job.chirp import LivePublisher
 from condorml.job.data import ImageSource, fingerprint, split_indices, training_images
 from condorml.job.devices import autocast, job_cpus, resolve_device, resolve_precision
 from condorml.job.files import METRICS_FILE
 from condorml.job.imagecache import DecodedImages, default_cache_dir, load_decoded
 from condorml.job.models import build_model
+from condorml.job.signals import stop_signals
+from condorml.job.tensorboard import TensorBoardLog, require_tensorboard
 from condorml.job.train_state import (
     METRIC_COLUMNS,
     Modules,
@@ -167,29 +170,6 @@ def validate(
     return loss_sum / len(positions), correct / len(positions)
 
 
-@contextmanager
-def _stop_signals() -> Iterator[dict[str, int]]:
-    """Turn SIGTERM (an eviction) and SIGINT into a flag checked at safe points."""
-    received: dict[str, int] = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        received.setdefault("signal", signum)
-        log.warning("received %s: stopping at the next safe point", signal.Signals(signum).name)
-        signal.signal(signum, previous[signum])  # a second signal acts at once
-
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield received
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def _decode_progress(progress: Progress) -> Callable[[int, int], None]:
     """Adapt the image cache's (done, total) callback to a Progress."""
     reported = [0]
@@ -205,7 +185,9 @@ def _decode_progress(progress: Progress) -> Callable[[int, int], None]:
     return report
 
 
-def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, progress: Progress | None = None, live: LivePublisher | None = None
+) -> TrainResult:
     """Train (or resume training) one model, checkpointing the HTCondor way.
 
     Parameters
@@ -214,6 +196,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         The run's configuration.
     progress : Progress, optional
         Receives per-batch progress (the CLI shows a bar or log lines).
+    live : LivePublisher, optional
+        Publishes progress into the HTCondor job's ad [default: one that finds the job's Chirp
+        configuration, and does nothing without one].
 
     Returns
     -------
@@ -236,12 +221,15 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     started = time.monotonic()
     progress = progress or NullProgress()
     config.validate()
+    if config.tensorboard:
+        require_tensorboard()
     device = resolve_device(config.device)
     cpus = job_cpus()
     torch.set_num_threads(cpus)
     images, record, saved = _prepare(config, device, cpus, progress)
     try:
-        trainer = _Trainer(config, record, images, device, progress, started)
+        trainer = _Trainer(config, record, images, device, progress, started,
+                           live or LivePublisher())  # fmt: skip
         if saved is not None:
             trainer.restore(saved)
         else:
@@ -294,7 +282,8 @@ class _Trainer:
     """
 
     def __init__(self, config: TrainConfig, record: dict[str, Any], images: DecodedImages,
-                 device: torch.device, progress: Progress, started: float) -> None:  # fmt: skip
+                 device: torch.device, progress: Progress, started: float,
+                 live: LivePublisher) -> None:  # fmt: skip
         self.config, self.record, self.progress, self.started = config, record, progress, started
         self.precision = record["precision"]
         train_pos, val_pos = split_indices(len(images), config.val_fraction, config.split_seed)
@@ -313,6 +302,8 @@ class _Trainer:
         self.n_batches = math.ceil(len(self.train_pos) / config.batch_size)
         minutes = config.checkpoint_minutes  # None or 0: no time-based checkpoints
         self.deadline = started + 60 * minutes if minutes else None
+        self.live = live
+        self.board: TensorBoardLog | None = None  # run() opens it with --tensorboard
 
     @property
     def checkpoint_path(self) -> Path:
@@ -345,8 +336,26 @@ class _Trainer:
                      self._stop_note())  # fmt: skip
             write_metrics(config.checkpoint_dir / METRICS_FILE, run.metrics)
             return self._result(self._end_status())
+        if config.tensorboard:
+            self.board = TensorBoardLog(config.checkpoint_dir, run.epoch, self._step)
+        self.live.start(config.epochs, self.n_batches, run.checkpoints, run.metrics)
+        try:
+            return self._loop()
+        finally:
+            self.live.close()
+            if self.board is not None:
+                self.board.close()
+
+    @property
+    def _step(self) -> int:
+        """Batches trained since the start of training (TensorBoard's step of a batch)."""
+        return self.state.epoch * self.n_batches + self.state.batch
+
+    def _loop(self) -> TrainResult:
+        """The epochs of :meth:`run`, each followed by a checkpoint when one is due."""
+        run, config = self.state, self.config
         self.modules.model.train()
-        with _stop_signals() as stop:
+        with stop_signals() as stop:
             while run.epoch < self.last_epoch:
                 reason = self._train_epoch(stop)
                 if reason is None:
@@ -406,6 +415,7 @@ class _Trainer:
         if run.order is None:
             run.order = epoch_order(config.seed, run.epoch, len(self.train_pos))
         self.progress.start(f"epoch {run.epoch + 1}/{config.epochs}", self.n_batches, run.batch)
+        self.live.epoch_start(run.epoch + 1, run.batch)
         resumed = time.monotonic()
         modules = self.modules
         try:
@@ -418,7 +428,7 @@ class _Trainer:
                 run.correct += correct
                 run.seen += len(y)
                 run.batch += 1
-                self.progress.advance(1, f"loss {run.loss_sum / run.seen:.4f}")
+                self._report_batch(loss_sum, len(y))
                 if run.batch < self.n_batches:  # the epoch's end is a checkpoint boundary anyway
                     if stop:
                         return "signal"
@@ -427,6 +437,14 @@ class _Trainer:
             return None
         finally:
             run.seconds += time.monotonic() - resumed
+
+    def _report_batch(self, loss_sum: float, images: int) -> None:
+        """Tell the progress display, the job ad and TensorBoard that a batch is done."""
+        run = self.state
+        self.progress.advance(1, f"loss {run.loss_sum / run.seen:.4f}")
+        self.live.batch(run.batch, images, run.loss_sum / run.seen, run.correct / run.seen)
+        if self.board is not None:
+            self.board.batch(self._step, loss_sum / images)
 
     def _end_epoch(self) -> None:
         """Validate, record the epoch's metrics and step the LR scheduler."""
@@ -452,6 +470,9 @@ class _Trainer:
             }
         )
         self.progress.finish(_summary(run.metrics[-1]))
+        self.live.epoch_end(run.metrics[-1], self.n_batches)
+        if self.board is not None:
+            self.board.epoch(run.metrics[-1])
         modules.scheduler.step()
         run.next_epoch()
 
@@ -464,7 +485,10 @@ class _Trainer:
         checkpoint = checkpoint_contents(self.record, run, self.modules,
                                          time.monotonic() - self.started,
                                          run.epoch >= self.config.epochs)  # fmt: skip
+        if self.board is not None:  # the event files that travel with it hold what it holds
+            self.board.flush()
         save_run(self.config, checkpoint)
+        self.live.checkpoint(run.checkpoints, run.epoch, run.batch)
 
     def _result(self, status: str, signum: int | None = None) -> TrainResult:
         return TrainResult(
