@@ -499,3 +499,54 @@ def test_a_sweep_interrupted_on_the_local_backend_continues_on_the_pool(
         assert _submit_count(run / "sweep.dag.nodes.log", node) == 0, node
     # the same ensemble as the run that never moved
     assert (run / "dog_probs.csv").read_bytes() == (pool_sweep.local / "dog_probs.csv").read_bytes()
+
+
+# --- live progress through Chirp (issue 15) -----------------------------------------------------
+
+
+def test_a_training_job_publishes_growing_epochs_to_its_ad_before_a_checkpoint_returns(
+    pool: Pool,
+) -> None:
+    """want_io_proxy: the trainer sets Condorml* attributes in its own job ad through the
+    starter's Chirp proxy, so condor_q shows the epoch grow while no checkpoint has come back,
+    and its event log gets one line per epoch (Generic events, 008)."""
+    import htcondor2
+
+    from condorml.job.live import attribute
+
+    work = pool.workdir("live")
+    made = condorml_cli("data", "synth", str(work / "data"), "--n-train", "400", "--n-test", "4",
+                        "--size", "96x96", "--zip")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (work / "job").mkdir()
+    pool.own(work)
+    options = ["--epochs", "4", "--checkpoint-every", "4", "--image-size", "96", "--batch-size",
+               "16", "--precision", "fp32"]  # fmt: skip
+    submitted = pool.check(
+        f"{CONDORML} submit train --data-dir data/train.zip -o job/train.sub {' '.join(options)} "
+        f"--cpus 1 --memory 1GB --disk 1GB --python {sys.executable} --submit", work
+    )  # fmt: skip
+    assert "want_io_proxy = true" in (work / "job" / "train.sub").read_text()
+    cluster = pool.submitted_cluster(submitted)
+    log = work / "job" / "train.log"
+    epoch, seen = attribute("epoch"), []
+
+    def ad_epochs() -> bool:
+        out = pool.check(f"condor_q {cluster} -af {epoch} {attribute('epochs')} JobStatus", work)
+        values = out.split()
+        if values and values[0] != "undefined" and not _checkpointed(log, cluster, 1):
+            seen.append(int(values[0]))
+        follower = EventFollower([log])
+        follower.poll()
+        job = follower.jobs.get((cluster, 0))
+        return job is not None and job.state in ("done", "failed")
+
+    wait_for(ad_epochs, 300, "the training job to finish", every=0.5)
+    assert len(set(seen)) >= 2 and seen == sorted(seen), seen  # it grew, before any checkpoint
+    (final,) = pool.history(f"ClusterId == {cluster}", [epoch, attribute("val_acc")])
+    assert final[0] == "4" and 0 <= float(final[1]) <= 1
+    lines = [str(e.get("Info", "")) for e in htcondor2.JobEventLog(str(log)).events(0)
+             if int(e.type) == 8]  # fmt: skip
+    assert [line.split()[2] for line in lines if line.startswith("condorml: epoch ")] == [
+        "1/4", "2/4", "3/4", "4/4"], lines  # fmt: skip
+    assert lines[-1] == "condorml: checkpoint 1 at epoch 4 batch 0"
