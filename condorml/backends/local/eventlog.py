@@ -4,7 +4,10 @@ Modelled on what a real HTCondor 25.0 pool wrote (``tests/fixtures/htcondor/``):
 ``NNN (CLUSTER.PROC.SUBPROC) YYYY-MM-DD HH:MM:SS text``, tab-indented body lines, and ``...`` to
 end each event. A self-checkpoint is a pair of 040 "transferring output files" events while the
 job keeps running (there is no checkpoint event); an eviction is 004, then 040 input transfer
-and a new 001. ``htcondor2.JobEventLog`` and ``condor_watch_q -files`` read these files.
+and a new 001. A job's Chirp requests (:mod:`.chirp`) add what a pool's shadow writes: 008 for
+``ulog`` (the text on the header line, the event's ``Info``; in the nodes log too) and 033 for
+``set_job_attr`` (the job's own log only). ``htcondor2.JobEventLog`` and
+``condor_watch_q -files`` read these files.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ SUBMIT, EXECUTE, EVICTED = T.SUBMIT, T.EXECUTE, T.JOB_EVICTED
 TERMINATED, ABORTED, HELD = T.JOB_TERMINATED, T.JOB_ABORTED, T.JOB_HELD
 POST_SCRIPT_TERMINATED, FILE_TRANSFER = T.POST_SCRIPT_TERMINATED, T.FILE_TRANSFER
 PRESKIP = T.PRESKIP
+GENERIC, ATTRIBUTE_UPDATE = T.GENERIC, T.ATTRIBUTE_UPDATE  # a job's Chirp ulog, set_job_attr
 # DAGMan's id for the events of a node that has no job (034 PRE_SKIP): 0.INT_MAX.n, n counting up
 NO_JOB_PROC = 2**31 - 1
 # 040's FileTransferEventType: (direction, finished) -> type
@@ -39,7 +43,8 @@ _TRANSFER_TYPES = {
     ("output", False): F.OUT_STARTED,
     ("output", True): F.OUT_FINISHED,
 }
-NOT_IN_NODES_LOG = frozenset({FILE_TRANSFER})  # what a real DAGMan's nodes log leaves out
+# what a real DAGMan's nodes log leaves out (checked on HTCondor 25.0: the job's own log has them)
+NOT_IN_NODES_LOG = frozenset({FILE_TRANSFER, ATTRIBUTE_UPDATE})
 
 
 def _lock(path: Path) -> threading.Lock:
@@ -166,6 +171,18 @@ class EventLog:
         body = [f"\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  {kind} Usage" for kind in usage]
         self._write(TERMINATED, "Job terminated.", status + body, normal=signal is None,
                     return_value=return_value, signal=signal)  # fmt: skip
+
+    def generic(self, text: str) -> None:
+        """008: a line the job appended through Chirp (``ulog``); the text is the event's ``Info``."""
+        self._write(GENERIC, text)
+
+    def attribute_update(self, name: str, value: str, old: str | None = None) -> None:
+        """033: the job set an attribute of its ad through Chirp (``set_job_attr``), worded as a
+        pool's shadow words it (``old``: the value it had, if any)."""
+        if old is None:
+            self._write(ATTRIBUTE_UPDATE, f"Setting job attribute {name} to {value}")
+        else:
+            self._write(ATTRIBUTE_UPDATE, f"Changing job attribute {name} from {old} to {value}")
 
     def held(self, reason: str, code: int, subcode: int) -> None:
         self._write(HELD, "Job was held.", [f"\t{reason}", f"\tCode {code} Subcode {subcode}"],

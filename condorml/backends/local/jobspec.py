@@ -45,6 +45,7 @@ class JobSpec:
     cpus: int = 1
     memory_mb: int = 0
     preserve_relative_paths: bool = False
+    want_io_proxy: bool = False  # the starter offers the job a Chirp proxy (:mod:`.chirp`)
     notes: list[str] = field(default_factory=list)
 
 
@@ -243,6 +244,7 @@ def _job(description: object, path: Path, submit_dir: Path, cluster: int, proc: 
         log=(iwd / get("log")) if get("log") else None,
         cpus=int(float(get("request_cpus") or 1)), memory_mb=megabytes(get("request_memory")),
         preserve_relative_paths=_bool(get("preserve_relative_paths"), False),
+        want_io_proxy=_bool(get("want_io_proxy") or get("MY.WantIOProxy"), False),
     )  # fmt: skip
     if universe in ("container", "docker"):
         job.notes.append(

@@ -25,7 +25,7 @@ from condorml.backends.local.starter import Evictions, JobOutcome, Starter
 from condorml.errors import CondormlError
 from condorml.htcondor.events import JobView
 from condorml.monitor.accounting import LEADERBOARD_COLUMNS, counts_line
-from condorml.sweep.rundir import local_spool
+from condorml.sweep.rundir import local_job_ad, local_spool
 
 
 @dataclass
@@ -189,9 +189,10 @@ class NodeAttempt:
         events = EventLog(log_files, JobId(job.cluster, job.proc), name, around.nodes_log)
         for note in job.notes:
             around.out.write(f"Node {name}: {note}")
-        spool = local_spool(around.local.parent, f"{job.cluster}.{job.proc}")
+        job_id, dag_folder = f"{job.cluster}.{job.proc}", around.local.parent
+        spool, job_ad = local_spool(dag_folder, job_id), local_job_ad(dag_folder, job_id)
         starter = Starter(job, events, around.local / "execute", spool, cores, around.evictions,
-                          around.cancel)  # fmt: skip
+                          around.cancel, job_ad)  # fmt: skip
         outcome = starter.run()
         view = events.view  # counted as watch and report count them, from the same events
         self.state.jobs.append(view)

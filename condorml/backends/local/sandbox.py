@@ -20,6 +20,7 @@ from condorml.backends.local.eventlog import EventLog
 from condorml.backends.local.jobspec import JobSpec
 
 STDOUT, STDERR = "_condor_stdout", "_condor_stderr"  # the names in a sandbox, as HTCondor's
+CHIRP_CONFIG = ".chirp.config"  # the Chirp proxy's address and cookie (want_io_proxy)
 
 
 class Held(Exception):
@@ -120,7 +121,7 @@ def transfer_output(job: JobSpec, events: EventLog, sandbox: Path) -> None:
     """Send the job's outputs and its stdout/stderr back to ``initialdir``."""
     events.transfer("output", finished=False)
     if job.outputs is None:
-        skip = {job.executable.name, STDOUT, STDERR}
+        skip = {job.executable.name, STDOUT, STDERR, CHIRP_CONFIG}  # the starter's, not the job's
         entries = [p.name for p in sandbox.iterdir() if p.is_file() and p.name not in skip]
     else:
         entries = job.outputs

@@ -18,6 +18,9 @@ waited for, signalled, restarted after a checkpoint and evicted at random when a
 * Any other exit: outputs go back to ``initialdir`` (``preserve_relative_paths`` and
   ``transfer_output_remaps`` honoured); a listed output that does not exist holds the job
   (event 012), which fails the DAG node with the reason.
+* ``want_io_proxy = true`` (not in the local universe, as on a pool): a Chirp proxy for the
+  job's whole life (:mod:`.chirp`), its ``.chirp.config`` in every sandbox and
+  ``_CONDOR_CHIRP_CONFIG`` pointing at it; what the job sets in its ad goes to ``job_ad``.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from condorml.backends.local.chirp import ChirpProxy, JobAttributes
 from condorml.backends.local.eventlog import EventLog
 from condorml.backends.local.jobspec import JobSpec
 from condorml.backends.local.sandbox import (
+    CHIRP_CONFIG,
     STDERR,
     STDOUT,
     Held,
@@ -100,24 +105,42 @@ class Starter:
         Injected evictions (probability 0: none).
     cancel : threading.Event
         Set to remove the job (Ctrl-C, DAG abort).
+    job_ad : Path, optional
+        The JSON file where the attributes the job sets through Chirp are kept
+        (:func:`condorml.sweep.rundir.local_job_ad`); None: in memory only.
     """
 
     def __init__(self, job: JobSpec, events: EventLog, scratch_root: Path, spool: Path,
-                 cores: list[int], evictions: Evictions, cancel: threading.Event) -> None:  # fmt: skip
+                 cores: list[int], evictions: Evictions, cancel: threading.Event,
+                 job_ad: Path | None = None) -> None:  # fmt: skip
         self.job, self.events, self.scratch_root, self.spool = job, events, scratch_root, spool
-        self.cores, self.evictions, self.cancel = cores, evictions, cancel
+        self.cores, self.evictions, self.cancel, self.job_ad = cores, evictions, cancel, job_ad
         self.rng = evictions.rng(job)
         self.outcome = JobOutcome("exited")
+        self.proxy: ChirpProxy | None = None
 
     def run(self) -> JobOutcome:
         """Run the job (blocking) and return how it ended."""
         self.events.submitted()
+        job = self.job
+        if job.want_io_proxy and job.universe != "local":  # a pool's local universe has none
+            builtin = {"ClusterId": str(job.cluster), "ProcId": str(job.proc)}
+            self.proxy = ChirpProxy(self.events, JobAttributes(self.job_ad, builtin)).start()
+        try:
+            return self._run()
+        finally:
+            if self.proxy is not None:
+                self.proxy.stop()
+
+    def _run(self) -> JobOutcome:
         try:
             if self.job.universe == "local":
                 return self._run_local()
             while True:
                 sandbox = self._sandbox_folder()
                 prepare_sandbox(self.job, self.events, sandbox, self.spool)
+                if self.proxy is not None:
+                    self.proxy.write_config(sandbox)
                 try:
                     result = self._execute(sandbox)
                 finally:
@@ -265,6 +288,8 @@ def job_environment(job: JobSpec, sandbox: Path) -> dict[str, str]:
         env["_CONDOR_JOB_IWD"] = str(job.iwd)
     else:
         env["_CONDOR_JOB_IWD"] = str(sandbox)
+        if job.want_io_proxy:  # the Starter writes the file before the job starts
+            env["_CONDOR_CHIRP_CONFIG"] = str(sandbox / CHIRP_CONFIG)
         env.update(dict.fromkeys(_THREAD_VARIABLES, str(job.cpus)))
         env["PATH"] = f"{Path(sys.executable).parent}:{_SYSTEM_PATH}"
     env.update(job.environment)
