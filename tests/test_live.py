@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -226,3 +227,34 @@ def test_tensorboard_is_a_spec_key_and_a_job_flag(tmp_path: Path) -> None:
     assert "--tensorboard" in job_arguments(config, IF_SET)
     assert "--tensorboard" not in job_arguments(replace(config, tensorboard=False), IF_SET)
     assert "tensorboard" not in IDENTITY_FIELDS
+
+
+@pytest.mark.slow
+def test_a_local_sweep_job_publishes_through_the_local_backends_chirp_proxy(tmp_path: Path) -> None:
+    """The same code path as on a pool, without one: the generated job asks for the I/O proxy,
+    the trainer sets its Condorml* attributes through Chirp, and its log gets the epoch lines."""
+    import htcondor2
+
+    from condorml.job.synth import make_synthetic_dataset
+    from condorml.sweep.rundir import local_job_ad
+    from tests.helpers import condorml_cli, tiny_sweep_spec
+
+    make_synthetic_dataset(
+        tmp_path / "data", n_train=40, n_test=6, seed=2, size=(48, 48), make_zips=True
+    )
+    spec = tmp_path / "spec.toml"
+    spec.write_text(tiny_sweep_spec(tmp_path / "data", members=1, retries=0))
+    done = condorml_cli("sweep", str(spec), "-o", str(tmp_path / "run"), "--submit", "--backend", "local",
+                        timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    log = tmp_path / "run" / "members" / "m000" / "train.log"
+    events = list(htcondor2.JobEventLog(str(log)).events(0))
+    jobs = sorted({f"{e.cluster}.{e.proc}" for e in events if int(e.type) == 0})
+    ad = json.loads(local_job_ad(tmp_path / "run", jobs[0]).read_text())
+    assert ad[attribute("epoch")] == 2 and ad[attribute("epochs")] == 2
+    assert 0 <= ad[attribute("val_acc")] <= 1 and ad[attribute("checkpoints")] >= 1
+    lines = [str(e.get("Info", "")) for e in events if int(e.type) == 8]
+    assert [line.split()[2] for line in lines if line.startswith("condorml: epoch ")] == [
+        "1/2",
+        "2/2",
+    ]
