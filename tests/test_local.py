@@ -69,14 +69,18 @@ def _events(log: Path) -> list:
     return list(htcondor2.JobEventLog(str(log)).events(0))
 
 
+CHIRP_EVENTS = (33, 8)  # attribute update, generic (ulog)
+
+
 def _shape(events: list, cluster: int | None = None) -> list[str]:
-    """Event codes in order (040 with its direction), a real pool's 006 events left out."""
+    """Event codes in order (040 with its direction), a real pool's 006 events and the live
+    progress a training job sends through Chirp (033 attribute updates, 008 lines) left out."""
     shape = []
     for event in events:
         if cluster is not None and event.cluster != cluster:
             continue
         code = int(event.type)
-        if code == IMAGE_SIZE_EVENT:
+        if code in (IMAGE_SIZE_EVENT, *CHIRP_EVENTS):
             continue
         shape.append(f"040 {TRANSFER_NAMES[event['Type']]}" if code == TRANSFER else f"{code:03d}")
     return shape

@@ -252,7 +252,9 @@ def test_pass_through_submit_commands_reach_the_job_ads(pool: Pool, pool_sweep: 
 
 
 def _shapes(log: Path) -> dict[str, list[str]]:
-    """Per DAG node, its events' types in order (040 with its direction), 006 left out.
+    """Per DAG node, its events' types in order (040 with its direction), 006 left out, and
+    the live progress a job sends through Chirp (033 per attribute update: how many depends on
+    timing) left out too; its 008 lines (one per epoch and checkpoint) stay.
 
     A pool writes the 001 of a start and the end of its input transfer in the same second, in
     either order; they are put in one order here.
@@ -269,7 +271,7 @@ def _shapes(log: Path) -> dict[str, list[str]]:
             nodes[event.cluster] = (
                 text.split(":", 1)[1].strip() if ":" in text else str(event.cluster)
             )
-        if code == 6:
+        if code in (6, 33):
             continue
         name = nodes.get(event.cluster, str(event.cluster))
         label = f"040 {names[event['Type']]}" if code == 40 else f"{code:03d}"
