@@ -325,6 +325,16 @@ def _scratch_dirs(log: Path) -> list[str]:
             for e in htcondor2.JobEventLog(str(log)).events(0) if int(e.type) == 1]  # fmt: skip
 
 
+def _submit_train(pool: Pool, work: Path, options: list[str]) -> int:
+    """``condorml submit train --submit`` of ``work/data/train.zip`` as the pool's user; the cluster."""
+    submitted = pool.check(
+        f"{CONDORML} submit train --data-dir data/train.zip -o job/train.sub {' '.join(options)} "
+        f"--cpus 1 --memory 1GB --disk 1GB --python {sys.executable} --submit", work
+    )  # fmt: skip
+    assert "submitted as cluster" in submitted  # through the pool's own condor_submit
+    return pool.submitted_cluster(submitted)
+
+
 def test_a_training_job_checkpoints_is_evicted_and_resumes_to_the_same_weights(
     pool: Pool, tmp_path: Path
 ) -> None:
@@ -334,12 +344,7 @@ def test_a_training_job_checkpoints_is_evicted_and_resumes_to_the_same_weights(
     pool.own(work)
     options = ["--epochs", "3", "--checkpoint-every", "1", "--image-size", "48", "--batch-size",
                "16", "--precision", "fp32"]  # fmt: skip
-    submitted = pool.check(
-        f"{CONDORML} submit train --data-dir data/train.zip -o job/train.sub {' '.join(options)} "
-        f"--cpus 1 --memory 1GB --disk 1GB --python {sys.executable} --submit", work
-    )  # fmt: skip
-    assert "submitted as cluster" in submitted  # through the pool's own condor_submit
-    cluster = pool.submitted_cluster(submitted)
+    cluster = _submit_train(pool, work, options)
     log = work / "job" / "train.log"
     wait_for(lambda: _checkpointed(log, cluster), 180, "the first checkpoint")
     pool.check(f"condor_vacate_job {cluster}", work)
@@ -524,12 +529,8 @@ def test_a_training_job_publishes_growing_epochs_to_its_ad_before_a_checkpoint_r
     pool.own(work)
     options = ["--epochs", "4", "--checkpoint-every", "4", "--image-size", "96", "--batch-size",
                "16", "--precision", "fp32"]  # fmt: skip
-    submitted = pool.check(
-        f"{CONDORML} submit train --data-dir data/train.zip -o job/train.sub {' '.join(options)} "
-        f"--cpus 1 --memory 1GB --disk 1GB --python {sys.executable} --submit", work
-    )  # fmt: skip
+    cluster = _submit_train(pool, work, options)
     assert "want_io_proxy = true" in (work / "job" / "train.sub").read_text()
-    cluster = pool.submitted_cluster(submitted)
     log = work / "job" / "train.log"
     epoch, seen = attribute("epoch"), []
 

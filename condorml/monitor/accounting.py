@@ -295,9 +295,10 @@ def real_jobs(jobs: Iterable[JobView]) -> list[JobView]:
 
 
 def nodes_of(jobs: Iterable[JobView]) -> dict[str, NodeView]:
-    """The DAG nodes of jobs, by node name (a job outside a DAG under its id), in job order."""
+    """The DAG nodes of jobs (:func:`real_jobs`), by node name (a job outside a DAG under its
+    id), in job order."""
     nodes: dict[str, NodeView] = {}
-    for job in real_jobs(jobs):
+    for job in jobs:
         name = job.node or job.id
         nodes.setdefault(name, NodeView(name)).jobs.append(job)
     return nodes

@@ -36,7 +36,7 @@ from condorml.sweep.rundir import (
     MemberDir,
     RunDir,
 )
-from condorml.sweep.search import METRICS
+from condorml.sweep.search import METRICS, rank_key
 from condorml.sweep.trials import Trial, read_trials
 
 log = logging.getLogger(__name__)
@@ -159,12 +159,10 @@ def _best(
     a member without the metric ranks last)."""
     if top_k is None:
         return set(candidates)
-    sign = 1.0 if METRICS[metric] == "minimize" else -1.0
 
     def key(member: str) -> tuple[float, str]:
         value = candidates[member][0].get(metric)
-        usable = isinstance(value, int | float) and math.isfinite(value)
-        return (sign * value if usable else math.inf, member)
+        return rank_key(member, value if isinstance(value, int | float) else None, METRICS[metric])
 
     return set(sorted(candidates, key=key)[:top_k])
 

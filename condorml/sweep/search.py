@@ -129,6 +129,14 @@ class Search:
         return index // self.parallel
 
 
+def rank_key(member: str, value: float | None, direction: str) -> tuple[float, str]:
+    """How members rank by a metric, best first: ``direction``'s sense, a missing or non-finite
+    value last, ties by member id (halving's rungs and ``[ensemble] top_k`` alike)."""
+    usable = value is not None and math.isfinite(value)
+    sign = 1.0 if direction == "minimize" else -1.0
+    return (sign * value if usable else math.inf, member)  # type: ignore[operator]
+
+
 def decide(
     member: str, value: float | None, results: dict[str, float | None], population: int,
     keep: int, direction: str, settled: bool = False,
@@ -162,15 +170,11 @@ def decide(
     ...        population=9, keep=3, direction="minimize")
     <Decision.CONTINUE: 'continue'>
     """
-    sign = 1.0 if direction == "minimize" else -1.0
-
-    def key(name: str) -> tuple[float, str]:
-        score = results.get(name) if name != member else value
-        usable = score is not None and math.isfinite(score)
-        return (sign * score if usable else math.inf, name)  # type: ignore[operator]
-
-    mine = key(member)
-    better = sum(1 for other in results if other != member and key(other) < mine)
+    mine = rank_key(member, value, direction)
+    better = sum(
+        1 for other, score in results.items()
+        if other != member and rank_key(other, score, direction) < mine
+    )  # fmt: skip
     if better >= keep:
         return Decision.STOP
     pending = 0 if settled else max(0, population - len(results | {member: value}))

@@ -100,16 +100,16 @@ def pre_step(run_dir: Path, node_name: str) -> tuple[Decision, str]:
     a wait repeated: said once). The line is also appended to ``RUN_DIR/search/decisions.log``
     (DAGMan keeps no script output)."""
     run, node = SearchRun.open(run_dir), _parse(node_name)
-    was_waiting = run.trial(node.member).state == "waiting"
-    decision, reason = _decide(run, node)
+    trial = run.trial(node.member)
+    was_waiting = trial.state == "waiting"
+    decision, reason = _decide(run, node, trial)
     if decision == Decision.WAIT and was_waiting:
         return decision, ""
     _log(run_dir, f"{node_name}: {reason}")
     return decision, reason
 
 
-def _decide(run: SearchRun, node: NodeName) -> tuple[Decision, str]:
-    trial = run.trial(node.member)
+def _decide(run: SearchRun, node: NodeName, trial: Trial) -> tuple[Decision, str]:
     if node.kind == "infer":
         if trial.state == "stopped":
             return Decision.STOP, f"{node.member} was stopped after rung {trial.rung}: no inference"

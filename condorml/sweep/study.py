@@ -56,30 +56,27 @@ def distributions(space: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def open_study(run_dir: Path, search: Search):
-    """The run's study (created on first use)."""
-    optuna = _optuna()
+def _storage(run_dir: Path):
+    """The journal file's storage (the file locked for each write)."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    path = run_dir / STUDY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(path)))
-    return optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, direction=search.direction, load_if_exists=True
-    )
+    return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
+
+
+def open_study(run_dir: Path, search: Search):
+    """The run's study (created on first use)."""
+    optuna = _optuna()
+    (run_dir / STUDY_FILE).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.create_study(study_name=STUDY_NAME, storage=_storage(run_dir),
+                               direction=search.direction, load_if_exists=True)  # fmt: skip
 
 
 def load_study(run_dir: Path):
     """The run's study for reading, or None if no member finished yet."""
     if not (run_dir / STUDY_FILE).exists():
         return None
-    optuna = _optuna()
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
-    return optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    return _optuna().load_study(study_name=STUDY_NAME, storage=_storage(run_dir))
 
 
 def history_members(search: Search, index: int, members: list[str]) -> list[str]:
