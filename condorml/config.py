@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import MISSING, Field, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from condorml.architectures import min_image_size, model_problem
 from condorml.errors import CondormlError
 
 # The choices of each option (the CLI's Literal types and the library's tables; tests keep them equal).
-MODEL_NAMES = ("cnn", "resnet18")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 INFER_PRECISIONS = ("auto", "fp32", "bf16")  # inference has no fp16 loss scaling to need
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "cosine", "step")
-# The smallest image each model takes: the CNN's three conv + pool stages need 37 pixels to keep
-# one feature (condorml.job.models.cnn_feature_side; a test keeps them equal), ResNet-18 needs 32.
-MIN_IMAGE_SIZE = {"cnn": 37, "resnet18": 32}
-PRETRAINED_MODELS = ("resnet18",)  # the models that take --pretrained-weights
 MEMBER_ID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 SEED_LIMIT = 2**32  # seeds are mixed with epoch numbers into a 64-bit torch seed
 
@@ -42,7 +39,9 @@ class OptionRule:
     """What values one training option takes: its type, and a range or a list of choices.
 
     Bounds are inclusive (``low``, ``high``) or exclusive (``above``, ``below``); ``optional``
-    allows None (the option left out).
+    allows None (the option left out). ``check`` is a test of its own, returning what is wrong
+    with a value of the right kind (the model registry's names), and ``means`` says in words
+    what it accepts.
     """
 
     kind: type
@@ -52,9 +51,13 @@ class OptionRule:
     choices: tuple[str, ...] = ()
     pattern: str | None = None
     optional: bool = False
+    check: Callable[[Any], str | None] | None = None
+    means: str | None = None
 
     def requirement(self) -> str:
         """The range in words, e.g. ``1 or more``, ``at least 0 and below 1``."""
+        if self.means is not None:
+            return self.means
         if self.choices:
             return "one of " + ", ".join(self.choices)
         if self.pattern is not None:
@@ -84,6 +87,8 @@ class OptionRule:
             return None if value in self.choices else f"choose one of {', '.join(self.choices)}"
         if self.pattern is not None:
             return None if re.fullmatch(self.pattern, value) else f"must be {self.requirement()}"  # type: ignore[arg-type]
+        if self.check is not None:
+            return self.check(value)
         if self.kind in (int, float):
             number = float(value)  # type: ignore[arg-type]
             if (
@@ -117,6 +122,11 @@ def _number(text: str) -> object:
     return text
 
 
+# The --model values: cnn, a torchvision name, FILE.py:CLASS (condorml.architectures).
+MODEL_RULE = OptionRule(
+    str, check=model_problem, means="cnn, a torchvision model name or FILE.py:CLASS"
+)
+
 SWEPT = "swept"  # a sweep may vary it ([grid], [random]) or fix it ([train])
 FIXED = "fixed"  # a sweep may only fix it
 ALWAYS = "always"  # a job's command line always carries it, so a job never depends on defaults
@@ -127,7 +137,7 @@ IF_SET = "if set"  # ... only when it is not None (or False)
 class Option:
     """What one option of a run means, and where it appears: the metadata of a dataclass field.
 
-    Each table of options is a dataclass (:class:`TrainConfig`, :class:`InferOptions`, the pool's
+    Each table of options is a dataclass (:class:`TrainConfig`, :class:`InferConfig`, the pool's
     ``Resources``) whose fields carry an ``Option``; the command line
     (:mod:`condorml.cli._options`), the sweep specification's keys (:mod:`condorml.sweep.spec`)
     and a job's arguments (:mod:`condorml.htcondor.submit`) are derived from it.
@@ -150,6 +160,9 @@ class Option:
         Extra spellings on the command line (``-e``; ``--x/--no-x`` for a flag that can be unset).
     cli_min : int or None
         A lower bound the command line itself enforces (where the library does not).
+    submission : bool
+        An option of a submitted job only (``condorml submit``, a spec), not of the command
+        that runs in it.
     """
 
     help: str
@@ -160,6 +173,12 @@ class Option:
     key: str | None = None
     flags: tuple[str, ...] = ()
     cli_min: int | None = None
+    submission: bool = False
+
+
+def replace_rule(rule: OptionRule, **changes: Any) -> OptionRule:
+    """``rule`` with some attributes changed (an optional variant of a shared rule)."""
+    return replace(rule, **changes)
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:
@@ -215,17 +234,10 @@ def combination_problems(config: TrainConfig) -> list[tuple[str, str]]:
                 f"must be at most --epochs ({config.epochs}), the budget it stops within",
             )
         )
-    minimum = MIN_IMAGE_SIZE.get(config.model)
+    minimum = min_image_size(config.model)
     if minimum is not None and config.image_size < minimum:
         problems.append(
             ("image_size", f"too small for the {config.model} model; use {minimum} or more")
-        )
-    if config.pretrained_weights is not None and config.model not in PRETRAINED_MODELS:
-        problems.append(
-            (
-                "pretrained_weights",
-                f"only {', '.join(PRETRAINED_MODELS)} takes pretrained weights, not {config.model}; choose that model or leave the weights out",
-            )
         )
     if config.freeze_backbone and config.pretrained_weights is None:
         problems.append(
@@ -244,7 +256,10 @@ class TrainConfig:
     Attributes
     ----------
     data_dir : Path
-        Folder or ``.zip`` with ``train/cat.N.jpg`` and ``train/dog.N.jpg``.
+        Folder or ``.zip`` of training images in any layout :mod:`condorml.job.layouts` reads
+        (class folders, a ``labels.csv``, Kaggle cat/dog names, torchvision's dataset files).
+    labels_csv : Path or None
+        A CSV of ``path,label`` beside the data (``None``: the layout says the labels).
     checkpoint_dir : Path
         Where ``model.pth``, ``metrics.csv`` and the previous generation live (see
         :func:`condorml.job.checkpoint.previous_path`).
@@ -272,6 +287,11 @@ class TrainConfig:
 
     data_dir: Path
     checkpoint_dir: Path
+    # Not a job argument as such: the job receives the file as an input, like the weights.
+    labels_csv: Path | None = option(  # noqa: RUF009
+        None,
+        "A CSV of path,label for the images of --data-dir (label: a class name or index; paths relative to the CSV's folder, a zip's entries counting as unpacked beside it) [default: a labels.csv inside the data, else class folders or Kaggle names].",
+    )  # fmt: skip
     epochs: int = option(
         10, "Total epochs to train.", rule=OptionRule(int, low=1), spec=SWEPT, job=ALWAYS,
         flags=("-e",),
@@ -292,8 +312,9 @@ class TrainConfig:
         rule=OptionRule(int, low=1, optional=True), job=IF_SET,
     )  # fmt: skip
     model: str = option(
-        "cnn", "Architecture: the CHTC example's CNN or ResNet-18 for transfer learning.",
-        rule=OptionRule(str, choices=MODEL_NAMES), spec=SWEPT, job=ALWAYS, identity=True,
+        "cnn",
+        "cnn (the CHTC example's), any torchvision classification model by name (resnet18, mobilenet_v3_small, ...), or FILE.py:CLASS, your own nn.Module.",
+        rule=MODEL_RULE, spec=SWEPT, job=ALWAYS, identity=True,
     )  # fmt: skip
     image_size: int = option(
         224, "Images are resized to SIZE x SIZE.", rule=OptionRule(int, low=1), spec=SWEPT,
@@ -351,11 +372,11 @@ class TrainConfig:
     # Not a job argument: the job receives the file as an input. (noqa: option() is a Field.)
     pretrained_weights: Path | None = option(  # noqa: RUF009
         None,
-        "ResNet-18 state_dict for transfer learning, a local file (nothing is downloaded).",
+        "The model's state_dict for transfer learning, a local file (nothing is downloaded); a classifier layer of another class count is replaced.",
         spec=FIXED,
     )  # fmt: skip
     freeze_backbone: bool = option(
-        False, "Train only the new 2-class head (fixed-feature extraction).",
+        False, "Train only the classifier layer (fixed-feature extraction).",
         rule=OptionRule(bool), spec=SWEPT, job=IF_SET, identity=True,
         flags=("--freeze-backbone/--no-freeze-backbone",),
     )  # fmt: skip
@@ -406,9 +427,68 @@ INFER_BATCH_SIZE = 256  # decode/model switches amortised: +10% over the example
 
 
 @dataclass(frozen=True)
-class InferOptions:
-    """The options of an inference run that ``condorml infer`` and its submitted job share."""
+class Shard:
+    """Slice ``index`` (0-based, as HTCondor's ``$(ProcId)``) of ``count`` equal slices."""
 
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``I/N``.
+
+        Raises
+        ------
+        CondormlError
+            Unless ``0 <= I < N``.
+
+        Example
+        -------
+        >>> Shard.parse("0/4")
+        Shard(index=0, count=4)
+        """
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise CondormlError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+        if not 0 <= index < count:
+            raise CondormlError(
+                f"--shard {text}: need 0 <= I < N (I counts from 0, like $(ProcId))"
+            )
+        return cls(index, count)
+
+    def bounds(self, n: int) -> tuple[int, int]:
+        """Start and stop of this shard's contiguous slice of ``n`` items; slices tile them."""
+        return self.index * n // self.count, (self.index + 1) * n // self.count
+
+    def select(self, items: list) -> list:
+        """This shard's contiguous slice of ``items`` (in their order); slices tile the list."""
+        return items[slice(*self.bounds(len(items)))]
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """One inference run: ``condorml infer``'s, or the job that ``condorml submit infer`` and a
+    sweep's ``infer.sub`` describe (the one type for both).
+
+    Attributes
+    ----------
+    models : tuple of str or Path
+        condorml checkpoints or bare state_dicts; several make an ensemble. In a submission,
+        local paths or URLs, as the job's inputs.
+    images : str or Path
+        The test images: a folder or ``.zip``, flat or laid out like training data.
+    output : str, Path or None
+        The predictions CSV; None, or a folder (a name ending in ``/``), gets the name the
+        classes give (:func:`condorml.results.predictions.predictions_name`) there.
+    shard : Shard or None
+        Predict only this slice of the images.
+    """
+
+    models: tuple[str | Path, ...]
+    images: str | Path
+    output: str | Path | None = None
+    shard: Shard | None = None
     batch_size: int = option(
         INFER_BATCH_SIZE, "Images per batch (decoded together, then run through every model).",
         rule=OptionRule(int, low=1), spec=FIXED, job=ALWAYS,
@@ -426,8 +506,15 @@ class InferOptions:
         rule=OptionRule(str, choices=INFER_PRECISIONS), spec=FIXED, job=ALWAYS,
     )  # fmt: skip
     model_arch: str | None = option(
-        None, "Architecture of a bare state_dict [default: recognised from its parameter names].",
-        rule=OptionRule(str, choices=MODEL_NAMES, optional=True), job=IF_SET,
+        None,
+        "Architecture of a bare state_dict (a model name, or FILE.py:CLASS) [default: recognised from its parameter names].",
+        rule=replace_rule(MODEL_RULE, optional=True), job=IF_SET,
+    )  # fmt: skip
+    # A job receives the files as inputs; the submission writes their arguments.
+    model_files: tuple[Path, ...] = option(
+        (),
+        "A Python file of a model trained with --model FILE.py:CLASS, found by its content; repeat for several.",
+        flags=("--model-file",),
     )  # fmt: skip
     image_size: int | None = option(
         None, "Image size of a bare state_dict [default: 224].",
@@ -440,4 +527,8 @@ class InferOptions:
     strict: bool = option(
         False, "Exit 2 if any image could not be decoded (the CSV is still written).",
         rule=OptionRule(bool), job=IF_SET,
+    )  # fmt: skip
+    shards: int = option(
+        1, "Spread the images over N jobs (queue N, --shard $(ProcId)/N).",
+        rule=OptionRule(int, low=1), spec=FIXED, submission=True,
     )  # fmt: skip

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from condorml.architectures import job_value
 from condorml.config import OPTION_RULES, SWEPT, TrainConfig, option_fields
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write_text
@@ -80,6 +81,9 @@ def read_hyperparameters(path: Path) -> dict[str, Any]:
 
 
 def write_hyperparameters(path: Path, values: dict[str, Any]) -> None:
-    """Write ``values`` (checked first, so that no job is handed a file it refuses), atomically."""
+    """Write ``values`` (checked first, so that no job is handed a file it refuses), atomically;
+    a model file as the job names it, at the top of its sandbox (``net.py:Net``)."""
     checked = hyperparameter_values(dict(values), str(path))
+    if "model" in checked:
+        checked["model"] = job_value(checked["model"])
     atomic_write_text(path, json.dumps(checked, indent=1, sort_keys=True) + "\n")

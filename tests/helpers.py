@@ -61,3 +61,26 @@ memory = "1GB"
 [throttle]
 retries = {retries}
 """
+
+
+# A user's own model file (README: "Your own model"): small enough for the suite, with batch norm.
+SMALL_NET = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    \"\"\"3 x S x S in, num_classes logits out.\"\"\"
+
+    input_mean = (0.5, 0.5, 0.5)
+    input_std = (0.25, 0.25, 0.25)
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(4))
+        self.head = nn.Linear(8 * 16, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+"""

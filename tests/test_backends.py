@@ -155,6 +155,77 @@ min_epochs = 1
 eta = 3
 """
 
+
+def scenario_classes(backend: Backend, folder: Path) -> dict[str, Any]:
+    """A 3-class sweep of class-folder zips (a labelled test set, no labels file), the model
+    swept over the CHTC CNN and a user's model file, each member exiting 85 after its first
+    epoch: the ensemble's probs.csv, scored against the test set's own labels, and a report."""
+    from condorml.job.synth import make_synthetic_dataset
+    from condorml.monitor.report import make_report
+    from condorml.sweep.plan import plan_sweep, write_sweep
+    from tests.helpers import SMALL_NET
+
+    make_synthetic_dataset(folder / "data", n_train=60, n_test=9, seed=2, size=(48, 36), classes=3,
+                           layout="folders", test_layout="folders", make_zips=True)  # fmt: skip
+    (folder / "models").mkdir()
+    (folder / "models" / "net.py").write_text(SMALL_NET)
+    spec = folder / "spec.toml"
+    spec.write_text(CLASSES_SPEC.format(python=os.path.abspath(sys.executable)))
+    plan = plan_sweep(spec, folder / "run")
+    backend.check_dag(plan.dag_file)
+    write_sweep(plan)
+    done = backend.submit_dag(plan.dag_file).wait(SWEEP_WAIT_S)
+    run = folder / "run"
+    probs = run / "probs.csv"
+    metrics = (
+        json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    )
+    report = make_report(run, run / "report") if probs.exists() else None
+    return {
+        **_summary(done),
+        "header": probs.read_text().splitlines()[0] if probs.exists() else None,
+        "rows": len(probs.read_text().splitlines()) - 1 if probs.exists() else 0,
+        "dog_probs": (run / "dog_probs.csv").exists(),
+        "member_csvs": sorted(
+            p.relative_to(run).as_posix() for p in run.glob("members/*/out/*.csv")
+        ),
+        "classes": metrics.get("classes"),
+        "scored": metrics.get("n"),
+        "macro_f1": metrics.get("macro_f1"),
+        "report": sorted(p.name for p in (run / "report").iterdir()) if report else [],
+    }
+
+
+CLASSES_SPEC = """\
+[data]
+train = "data/train.zip"
+test = "data/test.zip"
+
+[train]
+image_size = 40
+epochs = 2
+checkpoint_every = 1
+batch_size = 16
+precision = "fp32"
+
+[grid]
+model = ["cnn", "models/net.py:Net"]
+
+[ensemble]
+members = 1
+
+[resources]
+python = "{python}"
+cpus = 1
+memory = "1GB"
+disk = "1GB"
+
+[inference.resources]
+cpus = 1
+memory = "1GB"
+disk = "1GB"
+"""
+
 SWEEP_SPEC = """\
 [data]
 train = "data/train.zip"
@@ -252,6 +323,7 @@ SCENARIOS: dict[str, Callable[[Backend, Path], dict[str, Any]]] = {
     "defer": scenario_defer,
     "skip": scenario_skip,
     "halving": scenario_halving,
+    "classes": scenario_classes,
 }
 
 
@@ -328,6 +400,21 @@ def test_a_whole_tiny_sweep_ends_with_an_ensemble(run_scenario) -> None:
     assert result["state"] == "done" and result["exit_code"] == 0, result
     assert result["ensemble"]
     assert result["counts"] == {"done": 3}  # train, infer, the FINAL collect
+
+
+@pytest.mark.slow
+def test_a_three_class_sweep_of_class_folders_ends_with_probs_csv_scores_and_a_report(
+    run_scenario,
+) -> None:
+    result = run_scenario("classes")
+    assert result["state"] == "done" and result["exit_code"] == 0, result
+    classes = result["classes"]
+    assert len(classes) == 3 and result["scored"] == 9  # the test set's own labels
+    assert result["header"] == "fileid,predicted," + ",".join(classes)
+    assert result["rows"] == 9 and not result["dog_probs"]
+    assert result["member_csvs"] == ["members/m000/out/probs.csv", "members/m001/out/probs.csv"]
+    assert 0.0 <= result["macro_f1"] <= 1.0
+    assert "report.html" in result["report"]
 
 
 @pytest.mark.slow

@@ -84,7 +84,6 @@ CASES = [
     # infer
     "infer -m {model} -i {zip} -o {zip}/x.csv",
     "infer -m {model} -i {zip} -o /proc/x.csv",
-    "infer -m {model} -i {zip} -o {dir}",
     "infer -m {model} -i {zip} -o {root}/i1.csv --workers -2",
     "infer -m {model} -i {zip} -o {root}/i2.csv --workers 0",
     "infer -m {model} -i {zip} -o {root}/i3.csv --batch-size 0",

@@ -1,4 +1,5 @@
-"""Finding, labelling, decoding and splitting training images."""
+"""Finding, labelling, decoding and splitting training images (the Kaggle cat/dog layout; the
+other layouts: tests/test_layouts.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from condorml.errors import DataError
-from condorml.job.data import (
-    ImageSource,
-    fingerprint,
-    label_from_name,
-    split_indices,
-    training_images,
-)
+from condorml.job.data import ImageSource, split_indices
 from condorml.job.imagecache import load_decoded
+from condorml.job.layouts import _kaggle_label, training_set
+
+
+def training_images(source: ImageSource):
+    """The labelled images of a source, as the trainer lists them."""
+    return training_set(source.path).labelled_images()
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,7 @@ from condorml.job.imagecache import load_decoded
     ],
 )
 def test_label_comes_from_the_file_name_prefix_only(name: str, label: int | None) -> None:
-    assert label_from_name(name) == label
+    assert _kaggle_label(name) == label
 
 
 def test_folder_and_zip_list_the_same_labelled_images(synth: Path) -> None:
@@ -44,7 +45,8 @@ def test_folder_and_zip_list_the_same_labelled_images(synth: Path) -> None:
     ]
     assert len(from_dir) == 96
     assert sum(i.label for i in from_dir) == 48
-    assert fingerprint([i.file for i in from_dir]) == fingerprint([i.file for i in from_zip])
+    assert training_set(synth).fingerprint() == training_set(synth / "train.zip").fingerprint()
+    assert training_set(synth).classes == ("cat", "dog")
 
 
 def test_test_images_and_labels_file_are_not_training_data(synth: Path) -> None:
@@ -69,7 +71,7 @@ def _tiny_set(root: Path, synth: Path, extra: dict[str, bytes]) -> Path:
 
 def test_unlabelled_file_is_an_error_naming_it(tmp_path: Path, synth: Path) -> None:
     root = _tiny_set(tmp_path, synth, {"kitten.jpg": b"x"})
-    with pytest.raises(DataError, match=r"train/kitten\.jpg: cannot tell cat from dog"):
+    with pytest.raises(DataError, match=r"train/kitten\.jpg: cannot tell its class .*class folders"):
         training_images(ImageSource(root))
 
 
@@ -82,7 +84,7 @@ def test_one_class_only_is_an_error(tmp_path: Path, synth: Path) -> None:
     train = tmp_path / "train"
     train.mkdir()
     shutil.copy(synth / "train" / "cat.0.jpg", train / "cat.0.jpg")
-    with pytest.raises(DataError, match="every training image is a cat"):
+    with pytest.raises(DataError, match=r"only one class \(cat\)"):
         training_images(ImageSource(tmp_path))
 
 

@@ -43,7 +43,8 @@ from condorml.job.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from condorml.job.data import ImageSource, training_images
+from condorml.job.data import ImageSource
+from condorml.job.layouts import training_set
 from tests.helpers import IMAGE_SIZE, condorml_cli, tiny_sweep_spec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -224,7 +225,7 @@ def test_a_damaged_member_fails_the_build_and_caches_nothing(tmp_path: Path, syn
     raw[200] ^= 0xFF  # inside the first image's bytes: its CRC no longer matches
     archive.write_bytes(bytes(raw))
     source = ImageSource(archive)
-    listed = training_images(source)
+    listed = training_set(archive).labelled_images()
     with pytest.raises(DataError, match="damaged or was cut off in transfer") as err:
         load_decoded(source, listed, IMAGE_SIZE, tmp_path / "cache", 1)
     assert err.value.transient

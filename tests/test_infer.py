@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from condorml.errors import CondormlError, DataError
 from condorml.job.images import decode_resized
@@ -312,12 +313,24 @@ def test_a_checkpoint_taken_mid_training_warns_and_the_sidecar_says_so(
 
 def test_duplicate_ids_are_an_error(members, synth: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
-    (images / "a").mkdir(parents=True)
-    (images / "b").mkdir()
-    shutil.copy(synth / "test" / "1.jpg", images / "a" / "1.jpg")
-    shutil.copy(synth / "test" / "2.jpg", images / "b" / "1.jpg")
+    images.mkdir()
+    shutil.copy(synth / "test" / "1.jpg", images / "1.jpg")
+    Image.open(synth / "test" / "2.jpg").save(images / "1.png")
     with pytest.raises(DataError, match="both have the id 1"):
         infer(_config(members[:1], images, tmp_path / "x.csv"))
+
+
+def test_subfolders_that_are_no_classes_are_predicted_with_path_ids(
+    members, synth: Path, tmp_path: Path
+) -> None:
+    """Folders that name no class of the model are the user's own order, not labels."""
+    images = tmp_path / "images"
+    (images / "day1").mkdir(parents=True)
+    (images / "day2").mkdir()
+    shutil.copy(synth / "test" / "1.jpg", images / "day1" / "1.jpg")
+    shutil.copy(synth / "test" / "2.jpg", images / "day2" / "1.jpg")
+    infer(_config(members[:1], images, tmp_path / "x.csv"))
+    assert list(pd.read_csv(tmp_path / "x.csv", dtype=str)["fileid"]) == ["day1/1", "day2/1"]
 
 
 def test_id_order_and_shard_parsing() -> None:

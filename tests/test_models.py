@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from condorml.errors import CondormlError
-from condorml.job.models import build_model, cnn_feature_side
+from condorml.job.models import build_model, cnn_feature_side, set_training
 
 
 class OriginalCatAndDogConvNet(nn.Module):
@@ -61,8 +61,8 @@ def test_cnn_rejects_a_size_it_cannot_take() -> None:
         build_model("cnn", 32)
 
 
-def test_unknown_model_lists_the_choices() -> None:
-    with pytest.raises(CondormlError, match="cnn, resnet18"):
+def test_unknown_model_lists_the_closest_names() -> None:
+    with pytest.raises(CondormlError, match="--model vgg: unknown model; closest: vgg"):
         build_model("vgg", 224)
 
 
@@ -95,7 +95,7 @@ def test_frozen_backbone_trains_only_the_head(imagenet_like_weights: Path) -> No
     )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    model.train()
+    set_training(model)  # what the trainer does: frozen batch-norm layers stay in eval mode
     loss = F.cross_entropy(model(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 0, 1]))
     loss.backward()
     optimizer.step()
@@ -109,7 +109,7 @@ def test_bad_pretrained_weights_are_clear_errors(tmp_path: Path) -> None:
         build_model("resnet18", 64, pretrained_weights=tmp_path / "missing.pth")
     other = tmp_path / "cnn.pth"
     torch.save(build_model("cnn", 224).state_dict(), other)
-    with pytest.raises(CondormlError, match="not ResNet-18 weights"):
+    with pytest.raises(CondormlError, match="not weights of resnet18"):
         build_model("resnet18", 64, pretrained_weights=other)
     with pytest.raises(CondormlError, match="--freeze-backbone needs --pretrained-weights"):
         build_model("resnet18", 64, freeze_backbone=True)

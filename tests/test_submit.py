@@ -27,7 +27,8 @@ from condorml.errors import CondormlError
 from condorml.htcondor.passthrough import extra_commands
 from condorml.htcondor.quoting import condor_arguments, split_condor_arguments
 from condorml.htcondor.resources import Container, Profile, Resources, chtc_job_length
-from condorml.htcondor.submit import InferJob, infer_description, train_description, write_job
+from condorml.config import InferConfig
+from condorml.htcondor.submit import infer_description, train_description, write_job
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "htcondor"  # real HTCondor 25.0 output
@@ -103,9 +104,8 @@ def test_training_arguments_are_a_valid_condorml_command_line(tmp_path: Path) ->
 
 def test_infer_arguments_are_a_valid_condorml_command_line(tmp_path: Path) -> None:
     job = infer_description(
-        ["a/m0.pth", "b/m1.pth"],
-        "osdf:///chtc/staging/u/test.zip",
-        InferJob(shards=4, with_stats=True),
+        InferConfig(("a/m0.pth", "b/m1.pth"), "osdf:///chtc/staging/u/test.zip", shards=4,
+                    with_stats=True),  # fmt: skip
         Resources(cpus=4),
         IMAGE,
         Profile(),
@@ -118,7 +118,8 @@ def test_infer_arguments_are_a_valid_condorml_command_line(tmp_path: Path) -> No
     assert params["model"] == [Path("m0.pth"), Path("m1.pth")] and params["images"] == Path(
         "test.zip"
     )
-    assert params["shard"] == "0/4" and params["output"] == Path("out/dog_probs.part0.csv")
+    # a folder: the job names the part after the models' classes (out/dog_probs.part0.csv)
+    assert params["shard"] == "0/4" and params["output"] == "out/"
     local = [os.path.relpath(os.path.abspath(p), tmp_path) for p in ("a/m0.pth", "b/m1.pth")]
     expected = ", ".join([*local, "osdf:///chtc/staging/u/test.zip"])  # URLs pass through
     assert parsed.expand("transfer_input_files") == expected
@@ -143,7 +144,7 @@ def test_declared_outputs_are_only_folders_the_wrapper_creates(tmp_path: Path) -
     infer = htcondor2.Submit(
         write_job(
             infer_description(
-                ["m.pth"], "t.zip", InferJob(), Resources(), Container(), Profile(), tmp_path
+                InferConfig(("m.pth",), "t.zip"), Resources(), Container(), Profile(), tmp_path
             ),
             tmp_path / "i.sub",
         ).submit_file.read_text()
@@ -222,13 +223,11 @@ def test_hostile_inputs_are_refused_and_nothing_is_written(
         train_description(_config(), value, GPU, IMAGE, Profile(), tmp_path)
     with pytest.raises(CondormlError):
         infer_description(
-            [value], "t.zip", InferJob(), Resources(), Container(), Profile(), tmp_path
+            InferConfig((value,), "t.zip"), Resources(), Container(), Profile(), tmp_path
         )
     with pytest.raises(CondormlError):
         infer_description(
-            ["m.pth"],
-            "t.zip",
-            InferJob(output_name=value),
+            InferConfig(("m.pth",), "t.zip", output=value),
             Resources(),
             Container(),
             Profile(),
@@ -378,7 +377,7 @@ def test_ensemble_models_named_alike_keep_their_folders(
         "condorml_infer.sh", "data/test.zip", "m000/model.pth", "m001/model.pth",
     ]  # fmt: skip
     # images outside the submit file's folder: written absolute, they land at the top
-    job = infer_description(["jobs/a/model.pth", "jobs/b/model.pth"], "data/test.zip", InferJob(),
+    job = infer_description(InferConfig(("jobs/a/model.pth", "jobs/b/model.pth"), "data/test.zip"),
                             Resources(), Container(), Profile(), tmp_path / "jobs")  # fmt: skip
     assert job.submit["transfer_input_files"] == (
         f"a/model.pth, b/model.pth, {tmp_path.as_posix()}/data/test.zip"
@@ -387,7 +386,7 @@ def test_ensemble_models_named_alike_keep_their_folders(
         "infer", "--model", "a/model.pth", "--model", "b/model.pth", "--images", "test.zip",
     ]  # fmt: skip
     # distinct names: the flat sandbox, as before
-    flat = infer_description(["a/m0.pth", "b/m1.pth"], "t.zip", InferJob(), Resources(),
+    flat = infer_description(InferConfig(("a/m0.pth", "b/m1.pth"), "t.zip"), Resources(),
                              Container(), Profile(), tmp_path)  # fmt: skip
     assert "preserve_relative_paths" not in flat.submit
 
@@ -432,8 +431,8 @@ def test_urls_are_not_checked_and_existing_inputs_pass(
     [
         (["--val-fraction", "1.5"], "--val-fraction 1.5: must be at least 0 and below 1"),
         (["--image-size", "8"], "--image-size 8: too small for the cnn model; use 37 or more"),
-        (["--model", "resnet18", "--image-size", "16"], "too small for the resnet18 model; use 32"),
-        (["--pretrained-weights", "w.pth"], "--pretrained-weights w.pth: only resnet18 takes"),
+        (["--model", "resnet81"], "--model resnet81: unknown model; closest: resnet18"),
+        (["--model", "net.txt:Net"], "a model file reference is FILE.py:CLASS"),
         (["--model", "resnet18", "--freeze-backbone"], "--freeze-backbone: needs pretrained weights"),
         (["--momentum", "1.5", "--optimizer", "sgd"], "--momentum 1.5: must be at least 0 and below 1"),
         (["--seed", "-1"], "--seed -1: must be at least 0"),
@@ -452,16 +451,14 @@ def test_training_options_out_of_range_are_refused_when_the_job_is_written(
 
 
 def test_the_smallest_image_sizes_are_the_models_own() -> None:
-    from condorml.config import MIN_IMAGE_SIZE
+    from condorml.architectures import CNN_MIN_IMAGE_SIZE
     from condorml.job.models import build_model, cnn_feature_side
 
-    assert (
-        cnn_feature_side(MIN_IMAGE_SIZE["cnn"]) == 1
-        and cnn_feature_side(MIN_IMAGE_SIZE["cnn"] - 1) == 0
-    )
-    build_model("resnet18", MIN_IMAGE_SIZE["resnet18"])
-    with pytest.raises(CondormlError):
-        build_model("resnet18", MIN_IMAGE_SIZE["resnet18"] - 1)
+    assert cnn_feature_side(CNN_MIN_IMAGE_SIZE) == 1
+    assert cnn_feature_side(CNN_MIN_IMAGE_SIZE - 1) == 0
+    # a torchvision model's own limit, found by running it on the meta device
+    with pytest.raises(CondormlError, match="vit_b_16: cannot take 64-pixel images"):
+        build_model("vit_b_16", 64)
 
 
 def test_paths_with_spaces_are_transferred_as_htcondor_reads_them(tmp_path: Path) -> None:

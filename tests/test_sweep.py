@@ -65,7 +65,7 @@ def _spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
         ("[grid]\nlr = [-0.1]\n", "[grid] lr: got -0.1; must be a positive number"),
         (
             "[grid]\nmodel = ['cnn', 'vgg']\n",
-            '[grid] model: got "vgg"; choose one of cnn, resnet18',
+            '[grid] model: got "vgg"; unknown model; closest: vgg',
         ),
         ("[grid]\nlr = [0.1, 0.1]\n", "lists a value twice"),
         ("[train]\nlr = 0.1\n[grid]\nlr = [0.2]\n", "[train] lr: is also swept"),
@@ -502,7 +502,8 @@ requirements = '(OpSys == "LINUX")'
         ("[train]\nval_fraction = 1.5\n", "[train] val_fraction: got 1.5; must be at least 0 and below 1"),
         ("[train]\nimage_size = 8\n", '[train] image_size: got 8 with model = "cnn"; too small for the cnn model; use 37 or more'),
         ("[grid]\nmodel = ['cnn', 'resnet18']\n[train]\nimage_size = 36\n", 'image_size: got 36 with model = "cnn" (member m000: model = "cnn")'),
-        ('[train]\npretrained_weights = "train.zip"\n', '[train] pretrained_weights: got "train.zip" with model = "cnn"; only resnet18 takes pretrained weights'),
+        ("[train]\nmodel = 'models/none.py:Net'\n", '[train] model: "models/none.py" does not exist'),
+        ("[grid]\nmodel = ['cnn', 'net.txt:Net']\n", "[grid] model: got \"net.txt:Net\"; a model file reference is FILE.py:CLASS"),
         ("[train]\nmodel = 'resnet18'\nfreeze_backbone = true\n", "[train] freeze_backbone: got true with model"),
         ("[train]\nfreeze_backbone = 'yes'\n", '[train] freeze_backbone: got "yes"; must be true or false'),
         ('[inference]\nshards = "2"\n', '[inference] shards: got "2"; must be a whole number, 1 or more (written without quotes)'),

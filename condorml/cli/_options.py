@@ -22,11 +22,10 @@ import typer
 from condorml.config import (
     DEVICES,
     INFER_PRECISIONS,
-    MODEL_NAMES,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULERS,
-    InferOptions,
+    InferConfig,
     Option,
     TrainConfig,
     option_fields,
@@ -35,7 +34,6 @@ from condorml.config import (
 from condorml.htcondor.resources import CHTC_GPU_JOB_LENGTHS, POOL_TABLES, PROFILES
 
 # The choices as types, for typer; made from condorml.config's tables.
-Model = Literal[MODEL_NAMES]  # type: ignore[valid-type]
 Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 Scheduler = Literal[SCHEDULERS]  # type: ignore[valid-type]
 Device = Literal[DEVICES]  # type: ignore[valid-type]
@@ -81,22 +79,30 @@ def _parameter(
     if meta.rule is not None and meta.rule.choices:
         hint = Literal[meta.rule.choices]  # type: ignore[valid-type]
         hint = hint | None if item.default is None else hint
+    default_value = item.default
+    if typing.get_origin(hint) is tuple:  # a repeatable option: typer takes it as a list
+        hint, default_value = list[typing.get_args(hint)[0]], list(item.default)
     negatable = [flag for flag in meta.flags if "/" in flag]  # --x/--no-x replaces --x
     flags = [*(negatable or [option_flag(key)]), *(f for f in meta.flags if "/" not in f)]
     extra = {} if meta.cli_min is None else {"min": meta.cli_min}
-    default = typer.Option(item.default, *flags, help=meta.help, **extra)
+    default = typer.Option(default_value, *flags, help=meta.help, **extra)
     return inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
 
 
 def _template(
-    *tables: type, extra: Callable[..., None] | None = None, doc: str
+    *tables: type,
+    extra: Callable[..., None] | None = None,
+    doc: str,
+    submission: bool = True,
 ) -> Callable[..., None]:
-    """A template whose parameters are the options of ``tables`` (then those of ``extra``)."""
+    """A template whose parameters are the options of ``tables`` (then those of ``extra``);
+    without ``submission``, not the options only a submitted job has (``--shards``)."""
     params = []
     for table in tables:
         hints = typing.get_type_hints(table)
         params += [_parameter(key, item, meta, hints[item.name])
-                   for key, (item, meta) in option_fields(table).items()]  # fmt: skip
+                   for key, (item, meta) in option_fields(table).items()
+                   if submission or not meta.submission]  # fmt: skip
     if extra is not None:
         extra_hints = typing.get_type_hints(extra)
         params += [p.replace(annotation=extra_hints[p.name], kind=p.KEYWORD_ONLY)
@@ -114,7 +120,12 @@ def _template(
 training_options = _template(
     TrainConfig, doc="Template: the options of a training run (TrainConfig's fields)."
 )
-inference_options = _template(InferOptions, doc="Template: the options of an inference run.")
+inference_options = _template(
+    InferConfig, doc="Template: the options of an inference run.", submission=False
+)
+submit_inference_options = _template(
+    InferConfig, doc="Template: the options of a submitted inference job."
+)
 
 
 def _command_line_only(

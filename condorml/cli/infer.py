@@ -1,4 +1,4 @@
-"""``condorml infer``: one or many models -> dog_probs.csv (fileid,prob) and its sidecar."""
+"""``condorml infer``: one or many models -> dog_probs.csv (cat/dog) or probs.csv, and its sidecar."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import typer
 from condorml.cli._common import call, make_progress, setup_logging
 from condorml.cli._options import inference_options, with_options
 from condorml.errors import ExitCode
-from condorml.job.files import PREDICTIONS_FILE
 
 
 @with_options(inference_options)
@@ -22,13 +21,16 @@ def infer_command(
         help="A condorml checkpoint (C/model.pth) or a bare state_dict; repeat for an ensemble.",
     ),
     images: Path = typer.Option(
-        ..., "--images", "-i", help="Folder or .zip of images; id = file name without extension."
+        ...,
+        "--images",
+        "-i",
+        help="Folder or .zip of images, flat (id = file name without extension) or laid out like training data (labelled), or torchvision's dataset files (their test split).",
     ),
-    output: Path = typer.Option(
-        Path(PREDICTIONS_FILE),
+    output: str | None = typer.Option(
+        None,
         "--output",
         "-o",
-        help="The CSV (fileid,prob); its provenance goes to OUTPUT.json.",
+        help="The CSV; its provenance goes to OUTPUT.json. A folder (ending in /): the file in it [default: dog_probs.csv for cat/dog models, else probs.csv].",
     ),
     shard: str | None = typer.Option(
         None,
@@ -37,17 +39,24 @@ def infer_command(
     ),
     **options: Any,
 ) -> None:
-    """Predict the probability of dog for every image: one row per image, sorted by id, the
-    ensemble mean with several --model. Undecodable images are left out and listed in the
-    sidecar; the CSV appears only when complete."""
+    """Predict every image's class probabilities: one row per image, sorted by id, the ensemble
+    mean with several --model. Cat/dog models write dog_probs.csv (fileid,prob: the probability
+    of dog), others probs.csv (fileid,predicted,<one column per class>). Undecodable images are
+    left out and listed in the sidecar; the CSV appears only when complete."""
+    from condorml.config import InferConfig, Shard
     from condorml.fileio import check_output_file
     from condorml.job.devices import keep_freed_memory_for_reuse
-    from condorml.job.infer import InferConfig, Shard, infer
+    from condorml.job.infer import infer
 
     setup_logging()
-    call(check_output_file, output, "--output")  # before minutes of inference, not after
+    folder = output is None or output.endswith("/") or Path(output).is_dir()
+    # writable before minutes of inference, not after (a folder: any file in it)
+    call(
+        check_output_file, Path(output or ".") / "probs.csv" if folder else Path(output), "--output"
+    )
     keep_freed_memory_for_reuse()
     strict = options.pop("strict")
+    options["model_files"] = tuple(options["model_files"])
     config = InferConfig(
         models=tuple(model),
         images=images,

@@ -9,13 +9,12 @@ import typer
 
 from condorml.cli._common import call, print_command, setup_logging
 from condorml.cli._options import (
-    inference_options,
     resource_options,
     split,
+    submit_inference_options,
     training_options,
     with_options,
 )
-from condorml.job.files import PREDICTIONS_FILE
 from condorml.sweep.rundir import CHECKPOINT_FOLDER, submit_file_name
 
 app = typer.Typer(
@@ -32,7 +31,7 @@ def submit_train(
         ...,
         "--data-dir",
         "-d",
-        help="The training zip: a local path, or an osdf:/// or file:/// URL.",
+        help="The training data (a zip, or a folder, in any layout condorml train reads): a local path, or an osdf:/// or file:/// URL.",
     ),
     output: Path = typer.Option(
         Path(submit_file_name("train")),
@@ -49,8 +48,13 @@ def submit_train(
 
     setup_logging()
     resources, container, profile, extra, submit = _resources(options)
-    weights = options["pretrained_weights"]
-    _check_inputs(container, ("--data-dir", data_dir), ("--pretrained-weights", weights))
+    from condorml.architectures import is_model_file
+
+    model = options["model"]
+    code = ("--model", model.rpartition(":")[0] if is_model_file(model) else None)
+    _check_inputs(container, ("--data-dir", data_dir), code,
+                  ("--pretrained-weights", options["pretrained_weights"]),
+                  ("--labels-csv", options["labels_csv"]))  # fmt: skip
     config = TrainConfig(data_dir=Path(data_dir), checkpoint_dir=Path(CHECKPOINT_FOLDER), **options)
     job = call(train_description, config, data_dir, resources, container, profile, output.parent,
                extra=extra)  # fmt: skip
@@ -58,7 +62,7 @@ def submit_train(
 
 
 @app.command("infer")
-@with_options(inference_options, resource_options)
+@with_options(submit_inference_options, resource_options)
 def submit_infer(
     model: list[str] = typer.Option(
         ..., "--model", "-m", help="Model file (local path or URL); repeat for an ensemble."
@@ -75,25 +79,26 @@ def submit_infer(
         "-o",
         help="The submit file; its wrapper condorml_infer.sh goes beside it.",
     ),
-    csv: str = typer.Option(
-        PREDICTIONS_FILE, "--csv", help="Name of the predictions CSV the job returns in out/."
-    ),
-    shards: int = typer.Option(
-        1, "--shards", help="Spread the images over N jobs (queue N, --shard $(ProcId)/N)."
+    csv: str | None = typer.Option(
+        None,
+        "--csv",
+        help="Name of the predictions CSV the job returns in out/ [default: dog_probs.csv for cat/dog models, else probs.csv].",
     ),
     **options: Any,
 ) -> None:
-    """Write an inference job that returns out/dog_probs.csv and its sidecar."""
-    from condorml.htcondor.submit import InferJob, infer_description
+    """Write an inference job that returns out/dog_probs.csv (or out/probs.csv) and its sidecar."""
+    from condorml.config import InferConfig
+    from condorml.htcondor.submit import infer_description
 
     setup_logging()
     resources, container, profile, extra, submit = _resources(options)
-    _check_inputs(container, *(("--model", m) for m in model), ("--images", images))
-    job = InferJob(output_name=csv, shards=shards, **options)
+    codes = [("--model-file", f) for f in options["model_files"]]
+    _check_inputs(container, *(("--model", m) for m in model), ("--images", images), *codes)
+    config = InferConfig(models=tuple(model), images=images, output=csv,
+                         **{**options, "model_files": tuple(options["model_files"])})  # fmt: skip
     description = call(
-        infer_description, model, images, job, resources, container, profile, output.parent,
-        extra=extra,
-    )  # fmt: skip
+        infer_description, config, resources, container, profile, output.parent, extra=extra
+    )
     _write(description, output, submit)
 
 

@@ -139,7 +139,9 @@ def collect_command(
         1, "--min-members", help="Fail (exit 1) if fewer members produced predictions."
     ),
     labels: Path | None = typer.Option(
-        None, "--labels", help="fileid,is_dog CSV: score the members and the ensemble."
+        None,
+        "--labels",
+        help="fileid,label (or fileid,is_dog) CSV: score the members and the ensemble.",
     ),
     with_stats: bool = typer.Option(
         False, "--with-stats", help="Add prob_std,n_models to the ensemble CSV."
@@ -148,15 +150,23 @@ def collect_command(
         None, "--top-k", min=1, help="Only the K best members (by --metric) join the ensemble."
     ),
     metric: str = typer.Option(
-        "val_loss", "--metric", help="What ranks the members: val_loss (lowest first) or val_acc."
+        "val_loss",
+        "--metric",
+        help="What ranks the members: val_loss (lowest first), val_acc, val_macro_f1 or val_top5_acc.",
+    ),
+    test_images: Path | None = typer.Option(
+        None,
+        "--test-images",
+        help="The test set the members predicted: without --labels, its own labels score them if it is laid out with labels.",
     ),
 ) -> None:
-    """Average the members' predictions into RUN_DIR/dog_probs.csv and write leaderboard.csv (the
-    DAG's FINAL node runs this; members that failed are listed, not fatal)."""
+    """Average the members' predictions into RUN_DIR/dog_probs.csv (probs.csv for classes other
+    than cat, dog) and write leaderboard.csv (the DAG's FINAL node runs this; members that failed
+    are listed, not fatal)."""
     from condorml.sweep.collect import collect
 
     setup_logging()
-    result = call(collect, run_dir, min_members, labels, with_stats, top_k, metric)
+    result = call(collect, run_dir, min_members, labels, with_stats, top_k, metric, test_images)
     others = [f"{len(result.failed)} failed"]
     if result.stopped:
         others.append(f"{len(result.stopped)} stopped early by the search")

@@ -16,10 +16,12 @@ The graph, for members ``m000`` .. ``mNNN``::
   retry resumes from the checkpoint the failed job brought back (:class:`~condorml.errors.ExitCode`);
   CATEGORY ``train``, throttled by MAXJOBS.
 * ``infer_<id>`` runs ``infer.sub`` in the same folder on ``ckpt/model.pth`` (one job, or
-  ``shards`` jobs of one cluster), writing ``out/dog_probs.csv``.
+  ``shards`` jobs of one cluster), writing ``out/dog_probs.csv`` (``out/probs.csv`` for classes
+  other than cat and dog).
 * ``collect`` is the FINAL node: it always runs, also when members failed, and its exit code is
   the DAG's: 0 when at least ``min_members`` members produced predictions (it averages those
-  into the ensemble ``dog_probs.csv`` and lists the others as failed), 1 otherwise.
+  into the ensemble ``dog_probs.csv`` or ``probs.csv`` and lists the others as failed), 1
+  otherwise.
 
 Nodes, VARS (quoted, ``"`` and ``\\`` escaped), RETRY, CATEGORY, edges and FINAL come from
 ``htcondor2.dags``. MAXJOBS is written here: ``htcondor2.dags`` writes a category throttle as
@@ -35,14 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from condorml.config import TrainConfig
+from condorml.architectures import model_files
+from condorml.config import InferConfig, TrainConfig
 from condorml.errors import CondormlError, ExitCode, ScriptExit
 from condorml.htcondor.inputs import local_path
 from condorml.htcondor.quoting import safe_value
 from condorml.htcondor.resources import RESOURCE_FIELDS, Container, Profile, Resources
 from condorml.htcondor.submit import (
     CHECKPOINT_FOLDER,
-    InferJob,
     JobDescription,
     argument_text,
     collect_description,
@@ -153,13 +155,16 @@ def _train_job(spec: SweepSpec, member: Member, first: Path) -> tuple[JobDescrip
     if search is not None and search.halving is not None:  # each rung's VARS: where it stops
         swept += ("stop_after_epoch",)
         options["stop_after_epoch"] = search.rungs(spec.epochs)[0]
+    labels = spec.data.get("train_labels")
     config = TrainConfig(
-        data_dir=Path(spec.data["train"]), checkpoint_dir=Path(CHECKPOINT_FOLDER), **options
-    )
+        data_dir=Path(spec.data["train"]), checkpoint_dir=Path(CHECKPOINT_FOLDER),
+        labels_csv=Path(labels) if labels else None, **options,
+    )  # fmt: skip
     train = train_description(config, spec.data["train"], train_resources, container, profile, first,
                               swept=swept, initialdir="$(member_dir)", extra=spec.submit,
                               params_file=PARAMS_FILE if tpe else None,
-                              searched=spec.swept if tpe else ())  # fmt: skip
+                              searched=spec.swept if tpe else (),
+                              model_files=tuple(spec_model_files(spec)))  # fmt: skip
     return train, train_resources
 
 
@@ -175,13 +180,27 @@ def _infer_job(spec: SweepSpec, first: Path) -> tuple[JobDescription, bool]:
     )
     with_stats = inference.pop("with_stats", False)  # an ensemble statistic: the collect step's
     infer_extra = {**spec.submit, **inference.pop("submit", {})}
-    job = InferJob(**inference)
     model = os.path.relpath(
         os.path.abspath(first / CHECKPOINT_FOLDER / CHECKPOINT_FILE)
     )  # -> ckpt/model.pth
-    infer = infer_description([model], spec.data["test"], job, infer_resources, infer_container,
-                              infer_profile, first, initialdir="$(member_dir)", extra=infer_extra)  # fmt: skip
+    # No output name: the job writes dog_probs.csv or probs.csv into out/ as the classes say.
+    config = InferConfig(models=(model,), images=spec.data["test"],
+                         model_files=tuple(Path(f) for f in spec_model_files(spec)), **inference)  # fmt: skip
+    infer = infer_description(config, infer_resources, infer_container, infer_profile, first,
+                              initialdir="$(member_dir)", extra=infer_extra)  # fmt: skip
     return infer, with_stats
+
+
+def spec_model_files(spec: SweepSpec) -> list[str]:
+    """The model files (``FILE.py`` of ``model = "FILE.py:CLASS"``) any member of the sweep may
+    train: every training and inference job receives them all (a few kilobytes each)."""
+    values: list[object] = [spec.train.get("model"), *spec.grid.get("model", [])]
+    choices = spec.random.get("model")
+    if isinstance(choices, list):
+        values += choices
+    if spec.search is not None and isinstance(spec.search.space.get("model"), list):
+        values += spec.search.space["model"]
+    return model_files(values)
 
 
 def _collect_job(spec: SweepSpec, run_dir: Path, with_stats: bool) -> JobDescription:
@@ -198,6 +217,12 @@ def _collect_job(spec: SweepSpec, run_dir: Path, with_stats: bool) -> JobDescrip
         collect_args += ["--top-k", str(spec.top_k)]
     if spec.search is not None:
         collect_args += ["--metric", spec.search.metric]
+    if "labels" not in spec.data and "://" not in spec.data["test"]:
+        # the test set's own labels score the members if it is laid out with them
+        collect_args += [
+            "--test-images",
+            local_path(spec.data["test"], run_dir, "[data] test", transferred=False),
+        ]
     return collect_description(collect_args, generating_python())
 
 

@@ -27,14 +27,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from condorml import __version__
+from condorml.architectures import is_model_file, job_value
 from condorml.config import (
     ALWAYS,
-    FIXED,
     IF_SET,
-    InferOptions,
-    OptionRule,
+    InferConfig,
     TrainConfig,
-    option,
     option_fields,
     option_flag,
 )
@@ -57,13 +55,12 @@ from condorml.htcondor.resources import (
     chtc_job_length,
 )
 from condorml.htcondor.wrappers import wrapper_script
-from condorml.job.files import PREDICTIONS_FILE
+from condorml.job.files import shard_part_name
 from condorml.sweep.rundir import (
     CHECKPOINT_FOLDER,
     RESULTS_FOLDER,
     job_log_name,
     job_stream_name,
-    shard_part_name,
 )
 
 log = logging.getLogger(__name__)
@@ -150,6 +147,7 @@ def train_description(
     extra: dict[str, str] | None = None,
     params_file: str | None = None,
     searched: tuple[str, ...] = (),
+    model_files: tuple[str, ...] = (),
 ) -> JobDescription:
     """Describe a self-checkpointing training job.
 
@@ -180,6 +178,9 @@ def train_description(
         job, passed as ``--hyperparameters``.
     searched : tuple of str
         Options left out of the arguments because ``params_file`` gives them.
+    model_files : tuple of str
+        Model files (``FILE.py`` of ``--model FILE.py:CLASS``) the job receives besides the one
+        ``config.model`` names: those of every member, when the model is swept.
 
     Raises
     ------
@@ -198,13 +199,18 @@ def train_description(
     data_entry, data_name = input_entry(data, submit_dir, "--data-dir")
     inputs, names = [data_entry], [data_name]
     args: list[Token] = ["train", "--data-dir", data_name, "--checkpoint-dir", CHECKPOINT_FOLDER]
-    if config.pretrained_weights is not None:
-        entry, name = input_entry(
-            str(config.pretrained_weights), submit_dir, "--pretrained-weights"
-        )
-        inputs.append(entry)
-        names.append(name)
-        args += ["--pretrained-weights", name]
+    for option, value in (("--labels-csv", config.labels_csv),
+                          ("--pretrained-weights", config.pretrained_weights)):  # fmt: skip
+        if value is not None:
+            entry, name = input_entry(str(value), submit_dir, option)
+            inputs.append(entry)
+            names.append(name)
+            args += [option, name]
+    code = [config.model.rpartition(":")[0]] if is_model_file(config.model) else []
+    code_inputs, code_names = _model_file_inputs(list(dict.fromkeys([*code, *model_files])),
+                                                 submit_dir, "--model")  # fmt: skip
+    inputs += code_inputs
+    names += code_names
     if initialdir is not None:
         inputs.append(CHECKPOINT_FOLDER)
         names.append(CHECKPOINT_FOLDER)
@@ -257,12 +263,15 @@ def argument_text(name: str, value: object) -> str:
     """How an option's value is written on a job's command line (and in DAG VARS).
 
     Booleans become the flag itself (``--freeze-backbone`` / ``--no-freeze-backbone``), floats
-    their shortest round-tripping text.
+    their shortest round-tripping text, a model file its name in the job's sandbox
+    (``models/net.py:Net`` -> ``net.py:Net``).
     """
     if isinstance(value, bool):
         return option_flag(name) if value else "--no-" + name.replace("_", "-")
     if isinstance(value, float):
         return repr(value)
+    if name == "model":  # a model file by its name in the sandbox, where the job receives it
+        value = job_value(str(value))
     return safe_value(str(value), option_flag(name))
 
 
@@ -303,36 +312,27 @@ def _training_arguments(
     return job_arguments(config, ALWAYS, swept, omit) + job_arguments(config, IF_SET, swept, omit)
 
 
-@dataclass(frozen=True)
-class InferJob(InferOptions):
-    """The options of an inference job (the models and images are given separately)."""
-
-    output_name: str = PREDICTIONS_FILE
-    shards: int = option(
-        1,
-        "Spread the images over N jobs (queue N, --shard $(ProcId)/N).",
-        rule=OptionRule(int, low=1),
-        spec=FIXED,
-    )
-
-
-def _check_infer_job(models: list[str], job: InferJob, resources: Resources) -> PurePosixPath:
-    """Refuse an inference job that cannot work; the predictions CSV's name as a path."""
-    if not models:
+def _check_infer_job(config: InferConfig, resources: Resources) -> str | None:
+    """Refuse an inference job that cannot work; the predictions CSV's name (None: the name the
+    models' classes give, ``dog_probs.csv`` or ``probs.csv``)."""
+    if not config.models:
         raise CondormlError("--model: give at least one model")
-    if job.shards < 1:
-        raise CondormlError(f"--shards {job.shards}: must be 1 or more")
-    if job.batch_size < 1:
-        raise CondormlError(f"--batch-size {job.batch_size}: must be 1 or more")
-    if job.device == "cuda" and not resources.gpus:
+    if config.shards < 1:
+        raise CondormlError(f"--shards {config.shards}: must be 1 or more")
+    if config.batch_size < 1:
+        raise CondormlError(f"--batch-size {config.batch_size}: must be 1 or more")
+    if config.device == "cuda" and not resources.gpus:
         raise CondormlError("--device cuda without --gpus: the job would get no GPU")
-    output = PurePosixPath(safe_value(job.output_name, "--output"))
-    if output.name != job.output_name or output.suffix != ".csv":
+    if config.output is None:
+        return None
+    name = str(config.output)
+    output = PurePosixPath(safe_value(name, "--output"))
+    if output.name != name or output.suffix != ".csv":
         raise CondormlError(
-            f"--output {job.output_name!r}: a file name ending in .csv (it is written to out/)"
+            f"--output {name!r}: a file name ending in .csv (it is written to out/)"
         )
-    plain_name(job.output_name, "--output")  # also inside a macro of the arguments: no spaces
-    return output
+    plain_name(name, "--output")  # also inside a macro of the arguments: no spaces
+    return name
 
 
 def _infer_inputs(
@@ -354,10 +354,17 @@ def _infer_inputs(
     return [entry for entry, _ in entries] + [image_entry], names, image_name, preserve
 
 
+def _model_file_inputs(
+    files: list[str], submit_dir: Path, option: str
+) -> tuple[list[str], list[str]]:
+    """(transfer_input_files entries, sandbox names) of model files (``FILE.py`` of ``--model
+    FILE.py:CLASS``): each lands at the top of the sandbox under its name."""
+    found = [input_entry(safe_value(str(f), option), submit_dir, option) for f in files]
+    return [entry for entry, _ in found], [name for _, name in found]
+
+
 def infer_description(
-    models: list[str],
-    images: str,
-    job: InferJob,
+    config: InferConfig,
     resources: Resources,
     container: Container,
     profile: Profile,
@@ -365,10 +372,12 @@ def infer_description(
     initialdir: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> JobDescription:
-    """Describe an inference job, or ``job.shards`` of them (``queue N``, ``--shard $(ProcId)/N``).
+    """Describe an inference job, or ``config.shards`` of them (``queue N``, ``--shard $(ProcId)/N``).
 
-    The CSV and its sidecar come back as ``out/<output_name>`` (sharded:
-    ``out/<stem>.part<ProcId>.csv``, to be joined with ``condorml merge``). ``extra`` as for
+    The CSV and its sidecar come back in ``out/``: ``config.output`` if it names one, else
+    the name the models' classes give (``dog_probs.csv`` for cat/dog, ``probs.csv``); sharded,
+    ``<stem>.part<ProcId>.csv``, to be joined with ``condorml merge``. ``config.model_files``
+    (the code of models trained from a file) travel with the job. ``extra`` as for
     :func:`train_description`.
 
     Raises
@@ -376,29 +385,40 @@ def infer_description(
     CondormlError
         For invalid options or values that cannot be written safely.
     """
-    output = _check_infer_job(models, job, resources)
-    inputs, names, image_name, preserve = _infer_inputs(models, images, submit_dir)
+    name = _check_infer_job(config, resources)
+    models = [str(m) for m in config.models]
+    inputs, names, image_name, preserve = _infer_inputs(models, str(config.images), submit_dir)
+    code_inputs, code_names = _model_file_inputs(
+        list(config.model_files), submit_dir, "--model-file"
+    )
+    _unique_names([*names, image_name, *code_names])
     args: list[Token] = ["infer"]
-    for name in names:
-        args += ["--model", name]
-    args += ["--images", image_name, *job_arguments(job, ALWAYS)]
-    if job.shards > 1:
+    for model in names:
+        args += ["--model", model]
+    args += ["--images", image_name, *job_arguments(config, ALWAYS)]
+    for code in code_names:
+        args += ["--model-file", code]
+    if config.shards > 1:
         args += ["--output", Macro("condorml_output"), "--shard", Macro("condorml_shard")]
     else:
-        args += ["--output", f"{RESULTS_FOLDER}/{job.output_name}"]
-    args += job_arguments(job, IF_SET)
-    commands = _common(
-        "infer", INFER_WRAPPER, args, inputs, RESULTS_FOLDER, resources, container, submit_dir
-    )
+        args += ["--output", f"{RESULTS_FOLDER}/{name or ''}"]
+    args += job_arguments(config, IF_SET)
+    commands = _common("infer", INFER_WRAPPER, args, [*inputs, *code_inputs], RESULTS_FOLDER,
+                       resources, container, submit_dir)  # fmt: skip
     if preserve:
         commands["preserve_relative_paths"] = "true"
     if initialdir is not None:
         commands = {"initialdir": initialdir, **commands}
-    if job.shards > 1:
+    if config.shards > 1:
+        part = (
+            f"{RESULTS_FOLDER}/{shard_part_name(name, '$(ProcId)')}"
+            if name
+            else f"{RESULTS_FOLDER}/"
+        )
         # Helper macros, defined before the arguments that use them (they expand per job).
         commands = {
-            "condorml_shard": f"$(ProcId)/{job.shards}",
-            "condorml_output": f"{RESULTS_FOLDER}/{shard_part_name(output.name, '$(ProcId)')}",
+            "condorml_shard": f"$(ProcId)/{config.shards}",
+            "condorml_output": part,
             **commands,
         }
     if profile.name == "chtc" and resources.gpus:
@@ -408,12 +428,16 @@ def infer_description(
         )
     commands = _with_extra(commands, extra)
     notes = []
-    if job.shards > 1:
+    if config.shards > 1:
+        shown = PurePosixPath(name).stem if name else "<dog_probs|probs>"
         notes.append(
-            f"{job.shards} jobs write out/{output.stem}.part<N>.csv; join them with: condorml merge {job.output_name} out/{output.stem}.part*.csv"
+            f"{config.shards} jobs write out/{shown}.part<N>.csv; join them with: condorml merge {name or 'PREDICTIONS.csv'} out/{shown}.part*.csv"
         )
     return JobDescription(
-        _submit(commands, job.shards), INFER_WRAPPER, wrapper_script("infer", RESULTS_FOLDER), notes
+        _submit(commands, config.shards),
+        INFER_WRAPPER,
+        wrapper_script("infer", RESULTS_FOLDER),
+        notes,
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from condorml.job.imagecache import DecodedImages
-from condorml.job.models import InputNormalizer, model_spec
+from condorml.job.models import InputNormalizer
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -33,12 +33,17 @@ class Batches:
     """
 
     def __init__(
-        self, images: DecodedImages, model_name: str, device: torch.device, precision: str
+        self,
+        images: DecodedImages,
+        normalization: tuple[tuple[float, ...], tuple[float, ...]],
+        n_classes: int,
+        device: torch.device,
+        precision: str,
     ) -> None:
-        self.images, self.device = images, device
+        self.images, self.device, self.n_classes = images, device, n_classes
         size = images.pixels.shape[1]
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.normalize = InputNormalizer(model_spec(model_name), size, device, dtype)
+        self.normalize = InputNormalizer(normalization, size, device, dtype)
         self.labels = torch.from_numpy(images.labels)
         self._stage = np.empty((0, size, size, 3), dtype=np.uint8)
 

@@ -1,16 +1,12 @@
-"""Where images come from: a folder or a ``.zip`` in the Kaggle "Dogs vs. Cats" layout.
+"""Where images come from: the files of a folder or a ``.zip``, read in place.
 
-Training data is ``train/cat.K.jpg`` and ``train/dog.K.jpg``; test data is ``test/K.jpg``.
-HTCondor jobs receive zips, so a ``.zip`` is read in place rather than unpacked. The label of a
-training image comes from its *file name's* prefix, never from the rest of its path
-(``/home/concat/dog.1.jpg`` is a dog).
-
-This module lists and reads files; decoding lives in :mod:`condorml.job.images`.
+HTCondor jobs receive zips, so a ``.zip`` is read in place rather than unpacked. This module
+lists and reads files; which file is which class is :mod:`condorml.job.layouts`' job, decoding
+:mod:`condorml.job.images`'. No torch here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import zipfile
@@ -20,9 +16,8 @@ from pathlib import Path, PurePosixPath
 
 from condorml.errors import DataError, TransientDataError, is_transient_os_error, os_error
 
-CAT, DOG = 0, 1
-LABELS = {"cat": CAT, "dog": DOG}
-TRAIN_FOLDER = "train"
+# The image types condorml reads (by suffix, case-insensitive), as torchvision's ImageFolder does.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 _IGNORED_FOLDERS = {"__MACOSX"}
 _ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header
 # What zipfile raises for an archive damaged or cut off after its first bytes.
@@ -31,10 +26,20 @@ _DAMAGED_ZIP = (zipfile.BadZipFile, zlib.error, EOFError)
 
 @dataclass(frozen=True)
 class ImageFile:
-    """One file of a source: its name inside the source and its size in bytes."""
+    """One image of a source: its name inside the source and its size in bytes.
+
+    ``digest`` is a checksum of the pixels where the image is no file of its own (an image of
+    a torchvision dataset file), 0 otherwise: with the name and size it keys the image cache.
+    """
 
     name: str
     size: int
+    digest: int = 0
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the name has an image suffix (:data:`IMAGE_SUFFIXES`)."""
+        return PurePosixPath(self.name).suffix.lower() in IMAGE_SUFFIXES
 
     @property
     def stem(self) -> str:
@@ -44,7 +49,7 @@ class ImageFile:
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """A training image and its label (0 = cat, 1 = dog)."""
+    """A training image and its label: the index of its class in the set's class list."""
 
     file: ImageFile
     label: int
@@ -105,6 +110,25 @@ class ImageSource:
                     if full.is_file():
                         found.append(ImageFile((rel_root / name).as_posix(), full.stat().st_size))
         return sorted((f for f in found if not _ignored(f.name)), key=lambda f: f.name)
+
+    def folders(self) -> set[str]:
+        """Every folder (``a/b``), empty ones included, skipping hidden ones and macOS metadata."""
+        found: set[str] = set()
+        if self.is_zip:
+            for info in self._archive().infolist():
+                path = PurePosixPath(info.filename.rstrip("/"))
+                folders = [path, *path.parents] if info.is_dir() else list(path.parents)
+                found.update(str(p) for p in folders if str(p) != ".")
+        else:
+            for root, dirs, _ in os.walk(self.path):
+                dirs[:] = sorted(d for d in dirs if not _hidden(d))
+                rel_root = Path(root).relative_to(self.path)
+                found.update((rel_root / d).as_posix() for d in dirs)
+        return {f for f in found if not _ignored(f)}
+
+    def zip_entries(self) -> list[zipfile.ZipInfo]:
+        """The archive's entries, with their sizes and CRCs (an empty list for a folder)."""
+        return self._archive().infolist() if self.is_zip else []
 
     def read(self, name: str) -> bytes:
         """The bytes of one file; safe to call from several threads once :meth:`files` ran.
@@ -178,68 +202,6 @@ def _hidden(part: str) -> bool:
 
 def _ignored(name: str) -> bool:
     return any(_hidden(part) for part in PurePosixPath(name).parts)
-
-
-def label_from_name(name: str) -> int | None:
-    """The label a Kaggle file name carries: 0 for ``cat.*``, 1 for ``dog.*``, else None.
-
-    Only the file name counts, never the folders above it.
-
-    Example
-    -------
-    >>> label_from_name("/home/concat/dog.1.jpg")
-    1
-    """
-    prefix, dot, _ = PurePosixPath(name).name.partition(".")
-    return LABELS.get(prefix.lower()) if dot else None
-
-
-def training_images(source: ImageSource) -> list[LabelledImage]:
-    """List the labelled training images of a source, in name order.
-
-    The images are the files under a folder named ``train`` (at any depth); a source with no
-    ``train`` folder is taken to be that folder itself.
-
-    Raises
-    ------
-    DataError
-        If there is no image, a file name carries no label, or only one class is present.
-    """
-    files = source.files()
-    in_train = [f for f in files if TRAIN_FOLDER in PurePosixPath(f.name).parent.parts]
-    candidates = in_train or files
-    if not candidates:
-        raise DataError(
-            f"{source.path}: no training images found; expected {TRAIN_FOLDER}/cat.N.jpg and "
-            f"{TRAIN_FOLDER}/dog.N.jpg (see data/README.md)"
-        )
-    unlabelled = [f.name for f in candidates if label_from_name(f.name) is None]
-    if unlabelled:
-        raise DataError(
-            f"{source.display(unlabelled[0])}: cannot tell cat from dog ({len(unlabelled)} such "
-            "file(s)); training file names must start with 'cat.' or 'dog.'"
-        )
-    images = [LabelledImage(f, label_from_name(f.name)) for f in candidates]  # type: ignore[arg-type]
-    present = {image.label for image in images}
-    if len(present) < 2:
-        only = "cat" if CAT in present else "dog"
-        raise DataError(
-            f"{source.path}: every training image is a {only}; a cat/dog classifier needs both "
-            "'cat.*' and 'dog.*' files"
-        )
-    return images
-
-
-def fingerprint(files: list[ImageFile]) -> str:
-    """A short hash of file names (without folders) and sizes.
-
-    A folder and a zip of the same images agree, and so does the same data unpacked in another
-    job's scratch directory, so the hash tells whether a checkpoint belongs to this data.
-    """
-    digest = hashlib.sha256()
-    for f in sorted(files, key=lambda f: PurePosixPath(f.name).name):
-        digest.update(f"{PurePosixPath(f.name).name}\0{f.size}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

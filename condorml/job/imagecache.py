@@ -34,6 +34,7 @@ from condorml.job.images import (
     decode_resized,
     describe_decode_error,
 )
+from condorml.job.torchvision_sets import TorchvisionSource
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class DecodedImages:
     rows : numpy.ndarray
         Row of ``pixels`` for each usable image, in name order.
     labels : numpy.ndarray
-        ``int64`` label of each usable image (0 cat, 1 dog), aligned with ``rows``.
+        ``int64`` class index of each usable image, aligned with ``rows``.
     names : list of str
         Name of each usable image inside its source, aligned with ``rows``.
     skipped : list of (str, str)
@@ -103,7 +104,8 @@ def cache_key(images: list[LabelledImage], size: int) -> str:
     """Hash of what the cached pixels depend on: names, sizes, edge length, preprocessing."""
     digest = hashlib.sha256(f"v{PREPROCESS_VERSION}:{size}\n".encode())
     for image in images:
-        digest.update(f"{image.file.name}\0{image.file.size}\n".encode())
+        extra = f"\0{image.file.digest}" if image.file.digest else ""  # pixels of a dataset file
+        digest.update(f"{image.file.name}\0{image.file.size}{extra}\n".encode())
     return digest.hexdigest()[:24]
 
 
@@ -117,7 +119,7 @@ def default_cache_dir() -> Path:
 
 
 def load_decoded(
-    source: ImageSource,
+    source: ImageSource | TorchvisionSource,
     images: list[LabelledImage],
     size: int,
     cache_dir: Path,
@@ -128,8 +130,8 @@ def load_decoded(
 
     Parameters
     ----------
-    source : ImageSource
-        Folder or zip the images are read from.
+    source : ImageSource or TorchvisionSource
+        Folder or zip the images are read from (or a torchvision dataset's pixels).
     images : list of LabelledImage
         The images, in the order rows are stored.
     size : int
@@ -198,7 +200,7 @@ def _read_index(index_path: Path) -> list[tuple[str, str]] | None:
 
 
 def _build(
-    source: ImageSource,
+    source: ImageSource | TorchvisionSource,
     images: list[LabelledImage],
     size: int,
     pixels_path: Path,

@@ -40,8 +40,11 @@ PREPROCESS_VERSION = 3
 warnings.filterwarnings("ignore", module=r"PIL\.")
 
 
-def decode_resized(data: bytes, size: int) -> np.ndarray:
+def decode_resized(data: bytes | np.ndarray, size: int) -> np.ndarray:
     """Decode image bytes to RGB and resize to ``size`` x ``size`` (aspect ratio not kept).
+
+    ``data`` may also be decoded pixels already (an image of a torchvision dataset file), which
+    are only resized (:func:`resize_pixels`).
 
     JPEGs smaller than twice the target go through libjpeg-turbo and PyTorch's resize; larger
     ones through Pillow's ``draft``, which lets libjpeg decode at 1/2, 1/4 or 1/8 scale (a 12 MP
@@ -49,8 +52,8 @@ def decode_resized(data: bytes, size: int) -> np.ndarray:
 
     Parameters
     ----------
-    data : bytes
-        The encoded image (any format Pillow reads).
+    data : bytes or numpy.ndarray
+        The encoded image (any format Pillow reads), or ``uint8`` pixels (H, W) or (H, W, 3).
     size : int
         Edge length of the square output.
 
@@ -64,6 +67,8 @@ def decode_resized(data: bytes, size: int) -> np.ndarray:
     OSError, ValueError, PIL.UnidentifiedImageError
         If the bytes are not a decodable image (see :data:`DECODE_ERRORS`).
     """
+    if isinstance(data, np.ndarray):
+        return resize_pixels(data, size)
     dims = jpeg_size(data)
     if dims is not None and min(dims) < 2 * size:
         try:
@@ -160,6 +165,40 @@ def _decode_jpeg(data: bytes, size: int) -> np.ndarray:
             align_corners=False,
         )[0]
     return chw.permute(1, 2, 0).numpy()
+
+
+def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``uint8`` pixels, grey (H, W) or RGB (H, W, 3), as RGB ``size`` x ``size``: PyTorch's
+    antialiased bilinear resize, as for JPEGs.
+
+    Raises
+    ------
+    ValueError
+        If the array is not (H, W) or (H, W, 3) of ``uint8``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if (
+        pixels.dtype != np.uint8
+        or pixels.ndim not in (2, 3)
+        or (pixels.ndim == 3 and pixels.shape[2] != 3)
+    ):
+        raise ValueError(
+            f"pixels of shape {pixels.shape} and type {pixels.dtype}, not uint8 (H, W[, 3])"
+        )
+    rgb = np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+    if rgb.shape[:2] == (size, size):
+        return np.ascontiguousarray(rgb)
+    chw = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)  # HWC memory, CHW view
+    resized = F.interpolate(
+        chw.as_strided((1, *chw.shape), (chw.numel(), *chw.stride())),
+        size=(size, size),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )[0]
+    return resized.permute(1, 2, 0).numpy()
 
 
 def describe_decode_error(err: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""Batch inference: one model or an ensemble, a folder or zip of images, one ``dog_probs.csv``.
+"""Batch inference: one model or an ensemble, a folder or zip of images, one predictions CSV
+(``dog_probs.csv`` for cat/dog, ``probs.csv`` for any other classes: :mod:`condorml.results.predictions`).
 
 Images are processed in id order, a batch at a time: the batch is decoded and resized once, by
 one thread per CPU, then every model of the ensemble runs on it, and its rows are written at
@@ -15,89 +16,41 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from condorml import __version__
-from condorml.config import INFER_BATCH_SIZE
+from condorml.config import InferConfig, Shard
 from condorml.errors import CondormlError, DataError
-from condorml.job.data import ImageFile, ImageSource, fingerprint
+from condorml.job.data import ImageFile
 from condorml.job.devices import autocast, job_cpus, resolve_device, resolve_precision
-from condorml.job.files import PREDICTIONS_FILE
+from condorml.job.files import shard_part_name
+from condorml.job.imagecache import default_cache_dir
 from condorml.job.images import (
     DECODE_ERRORS,
     decode_resized,
     describe_decode_error,
     warm_up_decoder,
 )
+from condorml.job.layouts import ImageSet, prediction_set
 from condorml.job.modelfile import LoadedModel, load_member
-from condorml.job.models import InputNormalizer, model_spec
+from condorml.job.models import InputNormalizer, logits_of
 from condorml.progress import NullProgress, Progress
-from condorml.results.predictions import prediction_writer, sidecar_path, sort_ids, write_sidecar
+from condorml.results.predictions import (
+    is_cat_dog,
+    prediction_columns,
+    prediction_writer,
+    predictions_name,
+    sidecar_path,
+    write_sidecar,
+)
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Slice ``index`` (0-based, as HTCondor's ``$(ProcId)``) of ``count`` equal slices."""
-
-    index: int
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        """Parse ``I/N``.
-
-        Raises
-        ------
-        CondormlError
-            Unless ``0 <= I < N``.
-
-        Example
-        -------
-        >>> Shard.parse("0/4")
-        Shard(index=0, count=4)
-        """
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise CondormlError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
-        if not 0 <= index < count:
-            raise CondormlError(
-                f"--shard {text}: need 0 <= I < N (I counts from 0, like $(ProcId))"
-            )
-        return cls(index, count)
-
-    def bounds(self, n: int) -> tuple[int, int]:
-        """Start and stop of this shard's contiguous slice of ``n`` items; slices tile them."""
-        return self.index * n // self.count, (self.index + 1) * n // self.count
-
-    def select(self, items: list) -> list:
-        """This shard's contiguous slice of ``items`` (in their order); slices tile the list."""
-        return items[slice(*self.bounds(len(items)))]
-
-
-@dataclass(frozen=True)
-class InferConfig:
-    """Options of one inference run (see ``condorml infer --help``)."""
-
-    models: tuple[Path, ...]
-    images: Path
-    output: Path = Path(PREDICTIONS_FILE)
-    batch_size: int = INFER_BATCH_SIZE
-    workers: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    shard: Shard | None = None
-    model_arch: str | None = None
-    image_size: int | None = None
-    with_stats: bool = False
+__all__ = ["InferConfig", "InferResult", "Shard", "infer"]
 
 
 @dataclass
@@ -118,36 +71,26 @@ class InferResult:
         return self.images / self.loop_seconds if self.loop_seconds > 0 else math.nan
 
 
-def list_images(source: ImageSource) -> tuple[list[ImageFile], int]:
-    """The image files of a source, sorted by id, and the number of other files ignored.
+def output_path(output: str | Path | None, classes: tuple[str, ...], shard: Shard | None) -> Path:
+    """Where the predictions go: ``output`` as given, or, for None or a folder (an existing one,
+    or a name ending in ``/``), the classes' file name there (a shard's part name with a shard).
 
-    Raises
-    ------
-    DataError
-        If two files share an id (``a/1.jpg`` and ``b/1.png``) or there is no image.
+    Example
+    -------
+    >>> output_path("out/", ("cat", "dog"), Shard(2, 4)).as_posix()
+    'out/dog_probs.part2.csv'
     """
-    images, ignored = [], 0
-    for f in source.files():
-        if PurePosixPath(f.name).suffix.lower() in IMAGE_SUFFIXES:
-            images.append(f)
-        else:
-            ignored += 1
-    by_id: dict[str, ImageFile] = {}
-    for f in images:
-        if f.stem in by_id:
-            raise DataError(
-                f"{source.path}: {by_id[f.stem].name} and {f.name} both have the id {f.stem}"
-            )
-        by_id[f.stem] = f
-    if not by_id:
-        raise DataError(
-            f"{source.path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    return [by_id[i] for i in sort_ids(by_id)], ignored
+    text = "" if output is None else str(output)
+    if text and not text.endswith("/") and not Path(text).is_dir():
+        return Path(text)
+    name = predictions_name(classes)
+    if shard is not None:
+        name = shard_part_name(name, str(shard.index))
+    return Path(text or ".") / name
 
 
 def infer(config: InferConfig, progress: Progress | None = None) -> InferResult:
-    """Write ``config.output`` (``fileid,prob``) and its provenance sidecar.
+    """Write the predictions CSV and its provenance sidecar.
 
     Parameters
     ----------
@@ -164,60 +107,103 @@ def infer(config: InferConfig, progress: Progress | None = None) -> InferResult:
     Raises
     ------
     CondormlError
-        For unusable models or options, or if no image of the (shard's) set can be decoded.
+        For unusable models or options, models of different classes, a labelled test set with
+        classes the models do not know, or if no image of the (shard's) set can be decoded.
 
     Example
     -------
-    >>> infer(InferConfig((Path("ckpt/model.pth"),), Path("test.zip")))  # doctest: +SKIP
+    >>> infer(InferConfig(("ckpt/model.pth",), "test.zip"))  # doctest: +SKIP
     """
     started = time.monotonic()
     progress = progress or NullProgress()
     device, precision = _check_options(config)
     cpus = job_cpus()
     torch.set_num_threads(cpus)
-    source = ImageSource(config.images)
+    members = [
+        load_member(
+            Path(p), device, config.model_arch, config.image_size, tuple(config.model_files)
+        )
+        for p in config.models
+    ]
+    classes = _common_classes(members)
+    images = prediction_set(Path(config.images), cache_dir=default_cache_dir())
+    source = images.source
     try:
-        all_images, ignored = list_images(source)
+        _check_test_classes(images, classes, config.images)
+        all_images = images.files
         first, stop = config.shard.bounds(len(all_images)) if config.shard else (0, len(all_images))
-        images = all_images[first:stop]
-        members = [
-            load_member(p, device, config.model_arch, config.image_size) for p in config.models
-        ]
+        output = output_path(config.output, classes, config.shard)
         shard = config.shard
         where = f" (shard {shard.index}/{shard.count} of {len(all_images)})" if shard else ""
-        log.info("%d image(s)%s, %d model(s), %s on %s", len(images), where, len(members),
-                 precision, device)  # fmt: skip
+        log.info("%d image(s)%s, %d model(s) of %d classes, %s on %s", stop - first, where,
+                 len(members), len(classes), precision, device)  # fmt: skip
         run = _Predictor(members, device, precision, config.workers or cpus)
-        with run, prediction_writer(config.output, config.with_stats) as write:
+        with run, prediction_writer(output, config.with_stats, classes) as write:
             loop_started = time.monotonic()
-            progress.start("inferring", len(images))
-            _predict_shard(
-                run, source, all_images, (first, stop), config.batch_size, write, progress
-            )
+            progress.start("inferring", stop - first)
+            _predict_shard(run, images, (first, stop), config.batch_size, write, progress)
             loop_seconds = time.monotonic() - loop_started
-            progress.finish(f"{len(images) - len(run.failed)} predicted, {len(run.failed)} failed")
-            if images and len(run.failed) == len(images):
+            progress.finish(f"{stop - first - len(run.failed)} predicted, {len(run.failed)} failed")
+            if stop > first and len(run.failed) == stop - first:
                 raise DataError(
-                    f"{config.images}: none of the {len(images)} images could be decoded ({run.failed[0]['reason']})"
+                    f"{config.images}: none of the {stop - first} images could be decoded ({run.failed[0]['reason']})"
                 )
     finally:
         source.close()
     seconds = time.monotonic() - started
     result = InferResult(
-        config.output,
-        sidecar_path(config.output),
-        len(images),
-        len(images) - len(run.failed),
+        output,
+        sidecar_path(output),
+        stop - first,
+        stop - first - len(run.failed),
         run.failed,
         seconds,
         loop_seconds,
     )
-    write_sidecar(
-        config.output,
-        _provenance(config, source, all_images, images, ignored, members, run, result),
-    )
+    write_sidecar(output, _provenance(config, images, (first, stop), members, classes, run, result))
     _warn_about_gaps(config, result, len(all_images))
     return result
+
+
+def _common_classes(members: list[LoadedModel]) -> tuple[str, ...]:
+    """The class list every model of the ensemble shares."""
+    classes = members[0].classes
+    for member in members[1:]:
+        if member.classes != classes:
+            raise CondormlError(
+                f"--model {member.path}: predicts the classes {', '.join(member.classes)}, but "
+                f"{members[0].path} predicts {', '.join(classes)}; an ensemble's models need the same classes"
+            )
+    return classes
+
+
+def _check_test_classes(images: ImageSet, classes: tuple[str, ...], where: object) -> None:
+    """A labelled test set's classes must be classes the models know (a subset is fine).
+
+    Subfolders none of whose names is a class are no labels but the user's own order
+    (``2024-05/``, ``camera2/``): the set is predicted unlabelled, its ids paths where names
+    repeat.
+    """
+    if images.labels is None:
+        return
+    if images.layout == "folders" and not set(images.classes or ()) & set(classes):
+        log.info("%s: its folders are not classes of the models (%s, ...): predicting it as unlabelled images",
+                 where, ", ".join((images.classes or ())[:3]))  # fmt: skip
+        images.labels, images.classes, images.layout = None, None, "nested"
+        return
+    if images.indexed:
+        top = max(images.labels)
+        if top >= len(classes):
+            raise DataError(
+                f"{where}: labels up to {top}, but the models know {len(classes)} classes (0 to {len(classes) - 1})"
+            )
+        return
+    unknown = sorted(set(images.classes or ()) - set(classes))
+    if unknown:
+        raise DataError(
+            f"{where}: the test set has classes the models were not trained on ({', '.join(unknown[:5])}); "
+            f"the models know {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}"
+        )
 
 
 def _warn_about_gaps(config: InferConfig, result: InferResult, in_source: int) -> None:
@@ -226,7 +212,7 @@ def _warn_about_gaps(config: InferConfig, result: InferResult, in_source: int) -
         log.warning(
             "%d image(s) could not be decoded and are not in %s; see %s",
             len(result.failed),
-            config.output,
+            result.output,
             result.sidecar,
         )
     if not result.images and config.shard:
@@ -251,22 +237,28 @@ def _check_options(config: InferConfig) -> tuple[torch.device, str]:
     return device, precision
 
 
-def _predict_shard(run: _Predictor, source: ImageSource, all_images: list, bounds: tuple[int, int],
-                   batch_size: int, write: Callable[..., None], progress: Progress) -> None:  # fmt: skip
-    """Predict the images ``all_images[first:stop]`` and write a row for each.
+def _predict_shard(run: _Predictor, images: ImageSet, bounds: tuple[int, int], batch_size: int,
+                   write: Callable[..., None], progress: Progress) -> None:  # fmt: skip
+    """Predict the images ``images.files[first:stop]`` and write a row for each.
 
     The batches are those of the unsharded run, whole: a model's float32 output for an image
     depends on the size of its batch, and merged shards must be the unsharded CSV to the bit.
     A shard computes (at most) two batches it shares with its neighbours and keeps its own rows.
+    The ensemble's probability of a class is the mean over the models; with several models,
+    ``prob_std`` is the spread of the probability of dog (cat/dog) or of the predicted class.
     """
     first, stop = bounds
+    all_images, cat_dog = images.files, is_cat_dog(run.members[0].classes)
     for start in range(first - first % batch_size, stop, batch_size):
         batch = all_images[start : start + batch_size]
+        ids = images.ids[start : start + batch_size]
         own = range(max(first - start, 0), min(stop - start, len(batch)))
-        for fileid, probs in run.predict(source, batch, own):
-            prob = sum(probs) / len(probs)
-            spread = float(np.std(probs)) if len(probs) > 1 else 0.0
-            write(fileid, prob, spread, len(probs))
+        for fileid, probs in run.predict(images.source, batch, ids, own):
+            n = len(probs)
+            mean = [sum(p[c] for p in probs) / n for c in range(len(probs[0]))]
+            shown = 1 if cat_dog else max(range(len(mean)), key=mean.__getitem__)
+            spread = float(np.std([p[shown] for p in probs])) if n > 1 else 0.0
+            write(fileid, mean, spread, n)
         progress.advance(len(own))
 
 
@@ -285,7 +277,7 @@ class _Predictor:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.sizes = sorted({m.image_size for m in members})  # decode once per distinct size
         self.normalizers = [
-            InputNormalizer(model_spec(m.arch), m.image_size, device, dtype) for m in members
+            InputNormalizer(m.normalization, m.image_size, device, dtype) for m in members
         ]
         self.failed: list[dict[str, str]] = []
         self.pool = ThreadPoolExecutor(max_workers=workers)
@@ -299,21 +291,21 @@ class _Predictor:
         self.pool.shutdown()
 
     def predict(
-        self, source: ImageSource, batch: list[ImageFile], own: range
-    ) -> list[tuple[str, list[float]]]:
-        """(id, per-member probabilities of dog) for the decodable images ``batch[own]``."""
-        probs: list[list[float]] = [[] for _ in self.members]
+        self, source: Any, batch: list[ImageFile], ids: list[str], own: range
+    ) -> list[tuple[str, list[list[float]]]]:
+        """(id, each member's class probabilities) for the decodable images ``batch[own]``."""
+        probs: list[list[list[float]]] = [[] for _ in self.members]
         ok: list[int] = []
         for size in self.sizes:
-            pixels, ok = self._decode(source, batch, size, own)
+            pixels, ok = self._decode(source, batch, ids, size, own)
             for m, member in enumerate(self.members):
                 if member.image_size == size:
                     probs[m] = self._forward(member, self.normalizers[m], pixels)
         # A file decodes at every size or at none, so `ok` is the same for every size.
-        return [(batch[i].stem, [p[k] for p in probs]) for k, i in enumerate(ok) if i in own]
+        return [(ids[i], [p[k] for p in probs]) for k, i in enumerate(ok) if i in own]
 
     def _decode(
-        self, source: ImageSource, batch: list[ImageFile], size: int, own: range
+        self, source: Any, batch: list[ImageFile], ids: list[str], size: int, own: range
     ) -> tuple[torch.Tensor, list[int]]:
         stage = self._stages.get(size)
         if stage is None or len(stage) < len(batch):  # reused: a fresh array page-faults again
@@ -331,7 +323,7 @@ class _Predictor:
         ok = [i for i, reason in enumerate(reasons) if reason is None]
         if size == self.sizes[0]:  # report each failure once, whatever the number of sizes
             self.failed += [
-                {"file": source.display(batch[i].name), "fileid": batch[i].stem, "reason": reason}
+                {"file": source.display(batch[i].name), "fileid": ids[i], "reason": reason}
                 for i, reason in enumerate(reasons)
                 if reason is not None and i in own
             ]
@@ -339,44 +331,52 @@ class _Predictor:
 
     def _forward(
         self, member: LoadedModel, normalize: InputNormalizer, pixels: torch.Tensor
-    ) -> list[float]:
+    ) -> list[list[float]]:
         if len(pixels) == 0:
             return []
         with torch.inference_mode(), autocast(self.device, self.precision):
-            logits = member.model(normalize(pixels))
-        return torch.softmax(logits.float(), dim=1)[:, 1].tolist()
+            logits = logits_of(member.model(normalize(pixels)))
+        return torch.softmax(logits.float(), dim=1).tolist()
 
 
 def _provenance(
     config: InferConfig,
-    source: ImageSource,
-    all_images: list[ImageFile],
-    images: list[ImageFile],
-    ignored: int,
+    images: ImageSet,
+    bounds: tuple[int, int],
     members: list[LoadedModel],
+    classes: tuple[str, ...],
     run: _Predictor,
     result: InferResult,
 ) -> dict[str, Any]:
+    first, stop = bounds
+    mine = images.files[first:stop]
     shard = None
     if config.shard:
         shard = {
             "index": config.shard.index,
             "count": config.shard.count,
-            "expected": len(images),
-            "first_id": images[0].stem if images else None,
-            "last_id": images[-1].stem if images else None,
+            "expected": len(mine),
+            "first_id": images.ids[first] if mine else None,
+            "last_id": images.ids[stop - 1] if mine else None,
         }
+    if is_cat_dog(classes):
+        meaning = {"prob": "probability of dog: softmax of the 2 logits, mean over the models"}
+    else:
+        meaning = {"probs": f"probability of each of the {len(classes)} classes: softmax of the logits, mean over the models; predicted: the class of the highest mean"}  # fmt: skip
     return {
         "condorml_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "columns": ["fileid", "prob", *(["prob_std", "n_models"] if config.with_stats else [])],
-        "prob": "probability of dog: softmax of the 2 logits, mean over the models",
+        "columns": prediction_columns(classes, config.with_stats),
+        **meaning,
+        "classes": list(classes),
         "images": {
             "source": str(config.images),
-            "is_zip": source.is_zip,
-            "fingerprint": fingerprint(all_images),
-            "in_source": len(all_images),
-            "ignored_non_images": ignored,
+            "is_zip": getattr(images.source, "is_zip", False),
+            "layout": images.layout,
+            "labelled": images.labelled,
+            "fingerprint": images.fingerprint() if images.labelled else _flat_fingerprint(images),
+            "in_source": len(images.files),
+            "ignored_non_images": images.ignored,
             "shard": shard,
             "processed": result.images,
             "predicted": result.predicted,
@@ -393,3 +393,15 @@ def _provenance(
             "images_per_s": round(result.images_per_s, 1),
         },
     }
+
+
+def _flat_fingerprint(images: ImageSet) -> str:
+    """A short hash of an unlabelled test set's file names (without folders) and sizes: a folder
+    and a zip of the same images agree."""
+    import hashlib
+    from pathlib import PurePosixPath
+
+    digest = hashlib.sha256()
+    for f in sorted(images.files, key=lambda f: PurePosixPath(f.name).name):
+        digest.update(f"{PurePosixPath(f.name).name}\0{f.size}\n".encode())
+    return digest.hexdigest()[:16]

@@ -1,42 +1,58 @@
-"""The classifiers: the CHTC example's CNN and a ResNet-18 for transfer learning.
+"""Building the classifiers that :mod:`condorml.architectures` names, with N-class outputs.
 
-Each model is registered with the normalisation its inputs expect, so that training and
-inference cannot disagree about it. Parameter names match the originals (``conv1``..``fc3`` for
-the CNN, torchvision's names for ResNet-18), so weights saved by the CHTC example's ``train.py``
-or downloaded for torchvision load unchanged.
+* ``cnn``: the CHTC example's CNN, parameter names ``conv1``..``fc3`` as in the example, so its
+  own weights load unchanged; ``fc3`` has one output per class.
+* any torchvision classification model, by name, built with ``num_classes`` (no weights are
+  downloaded); its inputs are normalised with the mean and standard deviation its published
+  weights expect.
+* a user's model file (:mod:`condorml.job.usermodel`).
+
+Transfer learning works the same way for all three: ``--pretrained-weights`` is a local
+state_dict of the same architecture; where its class count differs, the classifier layer (the
+parameters whose shape depends on the class count, found by building the model for two class
+counts on PyTorch's shapeless ``meta`` device) keeps its fresh initialisation, and
+``--freeze-backbone`` trains only that layer, the frozen layers' batch-norm statistics fixed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+import functools
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condorml.config import MIN_IMAGE_SIZE
+from condorml.architectures import CNN, CNN_MIN_IMAGE_SIZE, ModelRef, parse_model
 from condorml.errors import CondormlError
-from condorml.job.checkpoint import describe_load_error
+from condorml.job.checkpoint import FORMAT, describe_load_error
+from condorml.job.usermodel import ModelClass, load_model_class
 
-NUM_CLASSES = 2  # cat (0) and dog (1)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# The CHTC example normalises with Normalize((0.5,), (0.5,)): pixels to [-1, 1].
+CNN_MEAN, CNN_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+_PROBE_BATCH = 2  # batch norm in training mode needs more than one value per channel
 
 
 class CatAndDogConvNet(nn.Module):
     """The CNN of the CHTC cat/dog example, with ``fc1`` sized for any input edge length.
 
     Three convolutions (16, 32, 64 channels), each followed by ReLU and 2x2 max-pooling, then
-    fully connected layers 500 -> 50 -> 2. The example hard-codes ``64 * 6 * 6`` inputs to
-    ``fc1``, which is right only for 224-pixel images.
+    fully connected layers 500 -> 50 -> ``num_classes``. The example hard-codes ``64 * 6 * 6``
+    inputs to ``fc1``, which is right only for 224-pixel images, and 2 classes.
 
     Parameters
     ----------
     image_size : int
         Edge length of the square input images.
+    num_classes : int
+        Outputs of ``fc3`` (the example's: 2, cat and dog).
     """
 
-    def __init__(self, image_size: int = 224) -> None:
+    def __init__(self, image_size: int = 224, num_classes: int = 2) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, kernel_size=(5, 5), stride=2, padding=1)
         self.conv2 = nn.Conv2d(16, 32, kernel_size=(5, 5), stride=2, padding=1)
@@ -44,7 +60,7 @@ class CatAndDogConvNet(nn.Module):
         side = cnn_feature_side(image_size)
         self.fc1 = nn.Linear(64 * side * side, 500)
         self.fc2 = nn.Linear(500, 50)
-        self.fc3 = nn.Linear(50, NUM_CLASSES)
+        self.fc3 = nn.Linear(50, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
@@ -66,96 +82,246 @@ def cnn_feature_side(image_size: int) -> int:
     return side
 
 
-def _build_cnn(
-    image_size: int, pretrained_weights: Path | None, freeze_backbone: bool
-) -> nn.Module:
-    if cnn_feature_side(image_size) < 1:
-        raise CondormlError(
-            f"--image-size {image_size}: too small for the cnn model; use {MIN_IMAGE_SIZE['cnn']} or more"
-        )
-    if pretrained_weights is not None or freeze_backbone:
-        raise CondormlError(
-            "--pretrained-weights and --freeze-backbone apply to --model resnet18, not cnn"
-        )
-    return CatAndDogConvNet(image_size)
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model's output: the tensor itself, or the first of a tuple (GoogLeNet
+    and Inception return their auxiliary logits beside them in training mode)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise CondormlError(
+        f"the model returned a {type(output).__name__}, not a tensor of logits (batch, classes)"
+    )
 
 
-def _build_resnet18(
-    image_size: int, pretrained_weights: Path | None, freeze_backbone: bool
-) -> nn.Module:
-    from torchvision.models.resnet import BasicBlock, ResNet
+class Architecture:
+    """A model by its ``--model`` value: how to build it with a class count, its inputs'
+    normalisation, and which of its parameters are the classifier layer.
 
-    class TransferResNet18(ResNet):
-        """torchvision's ResNet-18 with a 2-class head; a frozen backbone stays in eval mode."""
+    Parameters
+    ----------
+    model : str
+        ``cnn``, a torchvision name or ``FILE.py:CLASS`` (the file read from here).
+    option : str
+        The option that gave it, for messages.
+    """
 
-        frozen = False
+    def __init__(self, model: str, option: str = "--model") -> None:
+        self.ref: ModelRef = parse_model(model, option)
+        self.option = option
+        self.file: ModelClass | None = None
+        if self.ref.is_file:
+            self.file = load_model_class(Path(str(self.ref.path)), str(self.ref.class_name), option)
 
-        def train(self, mode: bool = True) -> TransferResNet18:
-            super().train(mode)
-            if self.frozen:  # fixed-feature extraction: no batch-norm statistics updates either
-                for name, child in self.named_children():
-                    if name != "fc":
-                        child.eval()
-            return self
+    @property
+    def name(self) -> str:
+        return self.ref.name
 
-    if image_size < 32:
-        raise CondormlError(f"--image-size {image_size}: too small for resnet18; use 32 or more")
-    model = TransferResNet18(BasicBlock, [2, 2, 2, 2])
-    if pretrained_weights is not None:
-        _load_backbone(model, pretrained_weights)
-    model.fc = nn.Linear(model.fc.in_features, NUM_CLASSES)
-    if freeze_backbone:
-        if pretrained_weights is None:
+    @property
+    def file_sha256(self) -> str | None:
+        """The model file's SHA-256 (part of a checkpoint's identity); None for a named model."""
+        return None if self.file is None else self.file.sha256
+
+    def construct(self, num_classes: int, image_size: int) -> nn.Module:
+        """A new model with random weights (uses the torch random generator)."""
+        if num_classes < 2:
             raise CondormlError(
-                "--freeze-backbone needs --pretrained-weights: a random backbone is no feature extractor"
+                f"{self.option} {self.name}: needs at least 2 classes, not {num_classes}"
             )
-        model.frozen = True
-        for name, param in model.named_parameters():
-            param.requires_grad = name.startswith("fc.")
+        if self.ref.kind == CNN:
+            if cnn_feature_side(image_size) < 1:
+                raise CondormlError(
+                    f"--image-size {image_size}: too small for the cnn model; use {CNN_MIN_IMAGE_SIZE} or more"
+                )
+            return CatAndDogConvNet(image_size, num_classes)
+        if self.file is not None:
+            return self.file.build(num_classes, self.option)
+        import torchvision.models
+
+        return torchvision.models.get_model(self.name, weights=None, num_classes=num_classes)
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per RGB channel of the inputs, on the 0..1 scale."""
+        if self.ref.kind == CNN:
+            return CNN_MEAN, CNN_STD
+        if self.file is not None:
+            cls = self.file.cls
+            mean, std = (
+                getattr(cls, "input_mean", IMAGENET_MEAN),
+                getattr(cls, "input_std", IMAGENET_STD),
+            )
+            try:
+                mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+            except (TypeError, ValueError):
+                mean = std = ()
+            if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+                raise CondormlError(
+                    f"{self.option} {self.name}: input_mean and input_std must be three numbers each (std above 0)"
+                )
+            return mean, std
+        return _torchvision_normalization(self.name)
+
+    def head(self, num_classes: int, image_size: int) -> set[str]:
+        """The names of the parameters and buffers whose shape depends on the class count."""
+        with _no_random_draws():
+            shapes = [
+                {k: tuple(v.shape) for k, v in self._on_meta(n, image_size).state_dict().items()}
+                for n in (num_classes, num_classes + 1)
+            ]
+        return {k for k, shape in shapes[0].items() if shapes[1].get(k) != shape}
+
+    def check_input(self, num_classes: int, image_size: int) -> None:
+        """Run a batch of ``image_size`` images through the model on the meta device (shapes
+        only, no arithmetic): a size it cannot take, or outputs that are not (batch, classes),
+        fail here instead of after the data is decoded.
+
+        Raises
+        ------
+        CondormlError
+            Naming the model, the size and the model's own complaint.
+        """
+        with _no_random_draws():
+            model = self._on_meta(num_classes, image_size).train()
+            x = torch.empty(_PROBE_BATCH, 3, image_size, image_size, device="meta")
+            try:
+                out = logits_of(model(x))
+            except CondormlError as err:
+                raise CondormlError(f"{self.option} {self.name}: {err}") from None
+            except NotImplementedError:
+                return  # an operation without a meta implementation: the real run will tell
+            except Exception as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                raise CondormlError(
+                    f"{self.option} {self.name}: cannot take {image_size}-pixel images ({first}); choose another --image-size"
+                ) from None
+        if tuple(out.shape) != (_PROBE_BATCH, num_classes):
+            raise CondormlError(
+                f"{self.option} {self.name}: returns outputs of shape {tuple(out.shape)} for {_PROBE_BATCH} images, not ({_PROBE_BATCH}, {num_classes}): one logit per class"
+            )
+
+    def _on_meta(self, num_classes: int, image_size: int) -> nn.Module:
+        with torch.device("meta"):
+            return self.construct(num_classes, image_size)
+
+
+@functools.cache
+def _torchvision_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    import torchvision.models
+
+    try:
+        weights = list(torchvision.models.get_model_weights(name))
+        transform = weights[0].transforms()
+        return tuple(transform.mean), tuple(transform.std)
+    except (ValueError, IndexError, AttributeError, TypeError):  # no published weights
+        return IMAGENET_MEAN, IMAGENET_STD
+
+
+@contextlib.contextmanager
+def _no_random_draws() -> Iterator[None]:
+    """Leave the CPU random generator as it was (a probe must not change a run's initialisation)."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
+def build_model(
+    name: str,
+    image_size: int,
+    pretrained_weights: Path | None = None,
+    freeze_backbone: bool = False,
+    *,
+    num_classes: int = 2,
+    architecture: Architecture | None = None,
+) -> nn.Module:
+    """Build a model with ``num_classes`` outputs, optionally from pretrained weights.
+
+    Parameters
+    ----------
+    name : str
+        ``cnn``, a torchvision model name or ``FILE.py:CLASS``.
+    image_size : int
+        Edge length of the square inputs.
+    pretrained_weights : Path, optional
+        A local state_dict (or condorml checkpoint) of the same architecture; nothing is
+        downloaded. A classifier layer of another class count is replaced.
+    freeze_backbone : bool
+        Train only the classifier layer (needs ``pretrained_weights``).
+    num_classes : int
+        Outputs of the classifier.
+    architecture : Architecture, optional
+        ``name`` already resolved (a model file already loaded).
+
+    Raises
+    ------
+    CondormlError
+        For an unknown name, a size the model cannot take, a model file that does not fit the
+        contract, or unusable weights.
+
+    Example
+    -------
+    >>> build_model("cnn", 224, num_classes=10).fc3.out_features
+    10
+    """
+    arch = architecture or Architecture(name)
+    if freeze_backbone and pretrained_weights is None:
+        raise CondormlError(
+            "--freeze-backbone needs --pretrained-weights: a random backbone is no feature extractor"
+        )
+    if arch.ref.kind != CNN:
+        arch.check_input(num_classes, image_size)
+    model = arch.construct(num_classes, image_size)
+    if pretrained_weights is not None:
+        head = arch.head(num_classes, image_size)
+        load_pretrained(model, pretrained_weights, head, arch.name)
+        if freeze_backbone:
+            for key, param in model.named_parameters():
+                param.requires_grad = key in head
     return model
 
 
-def _load_backbone(model: nn.Module, path: Path) -> None:
-    """Load ImageNet (or other) weights into everything but the classification head."""
+def load_pretrained(model: nn.Module, path: Path, head: set[str], arch: str) -> None:
+    """Load weights into ``model``; where their classifier layer (``head``) has another shape,
+    it keeps its fresh initialisation."""
+    option = f"--pretrained-weights {path}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
-        raise CondormlError(f"--pretrained-weights {path}: no such file") from err
+        raise CondormlError(f"{option}: no such file") from err
     except Exception as err:  # torch raises many types for a damaged or unsafe file
-        raise CondormlError(
-            f"--pretrained-weights {path}: {describe_load_error(path, err)}"
-        ) from None
+        raise CondormlError(f"{option}: {describe_load_error(path, err)}") from None
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        state = state.get("model")  # a condorml checkpoint: its model's weights
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict):
-        raise CondormlError(f"--pretrained-weights {path}: expected a state_dict")
-    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    odd = sorted(set(expected) ^ set(backbone))
-    odd += [k for k in expected if k in backbone and backbone[k].shape != expected[k].shape]
+        raise CondormlError(f"{option}: expected a state_dict")
+    expected = model.state_dict()
+    odd = sorted(k for k in set(expected) ^ set(state) if k not in head)
+    odd += [
+        k for k in expected if k in state and k not in head and state[k].shape != expected[k].shape
+    ]
     if odd:
         raise CondormlError(
-            f"--pretrained-weights {path}: not ResNet-18 weights (missing, unexpected or misshapen: {', '.join(odd[:3])})"
+            f"{option}: not weights of {arch} (missing, unexpected or misshapen: {', '.join(odd[:3])})"
         )
-    model.load_state_dict(backbone, strict=False)
+    keep = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    model.load_state_dict(keep, strict=False)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered architecture: how to build it and how its inputs are normalised."""
-
-    build: Callable[[int, Path | None, bool], nn.Module]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-MODELS: dict[str, ModelSpec] = {
-    # The CHTC example normalises with Normalize((0.5,), (0.5,)): pixels to [-1, 1].
-    "cnn": ModelSpec(_build_cnn, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    # Pretrained torchvision weights expect ImageNet statistics.
-    "resnet18": ModelSpec(_build_resnet18, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
+def set_training(model: nn.Module, mode: bool = True) -> None:
+    """``model.train(mode)``, keeping frozen batch-norm layers in eval mode (fixed statistics:
+    with ``--freeze-backbone`` the backbone is a fixed feature extractor)."""
+    model.train(mode)
+    if not mode:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
 
 
 class InputNormalizer:
@@ -171,8 +337,8 @@ class InputNormalizer:
 
     Parameters
     ----------
-    spec : ModelSpec
-        Supplies the mean and standard deviation.
+    normalization : (mean, std)
+        Per RGB channel, on the 0..1 scale (:meth:`Architecture.normalization`).
     size : int
         Edge length of the images.
     device : torch.device
@@ -182,9 +348,13 @@ class InputNormalizer:
     """
 
     def __init__(
-        self, spec: ModelSpec, size: int, device: torch.device, dtype: torch.dtype
+        self,
+        normalization: tuple[tuple[float, ...], tuple[float, ...]],
+        size: int,
+        device: torch.device,
+        dtype: torch.dtype,
     ) -> None:
-        mean, std = torch.tensor(spec.mean), torch.tensor(spec.std)
+        mean, std = torch.tensor(normalization[0]), torch.tensor(normalization[1])
         # x * scale + bias == (x / 255 - mean) / std, per channel, tiled along a row of pixels
         self.scale = (1.0 / (255.0 * std)).repeat(size).view(1, -1).to(device, dtype)
         self.bias = (-mean / std).repeat(size).view(1, -1).to(device, dtype)
@@ -207,45 +377,3 @@ class InputNormalizer:
         with torch.inference_mode(False):
             shape = (n, self.size, self.size, 3)
             return torch.empty(shape, dtype=self.dtype, device=self.device)
-
-
-def model_spec(name: str) -> ModelSpec:
-    """The registered architecture ``name``; raises with the valid names if unknown."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise CondormlError(
-            f"--model {name}: unknown model; choose one of {', '.join(MODELS)}"
-        ) from None
-
-
-def build_model(
-    name: str,
-    image_size: int,
-    pretrained_weights: Path | None = None,
-    freeze_backbone: bool = False,
-) -> nn.Module:
-    """Build a registered model with a 2-class output.
-
-    Parameters
-    ----------
-    name : str
-        ``"cnn"`` or ``"resnet18"``.
-    image_size : int
-        Edge length of the square inputs.
-    pretrained_weights : Path, optional
-        A local state_dict for the ResNet-18 backbone (nothing is downloaded).
-    freeze_backbone : bool
-        Train only the new head (ResNet-18 with pretrained weights).
-
-    Raises
-    ------
-    CondormlError
-        For an unknown name, a size the model cannot take, or unusable weights.
-
-    Example
-    -------
-    >>> build_model("cnn", 224).fc1.in_features
-    2304
-    """
-    return model_spec(name).build(image_size, pretrained_weights, freeze_backbone)

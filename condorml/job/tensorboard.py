@@ -33,7 +33,8 @@ TENSORBOARD_FOLDER = "tensorboard"  # inside the checkpoint folder
 EXTRA = "condorml[tensorboard]"
 EPOCH_PREFIX = "epoch/"
 BATCH_LOSS_TAG = "batch/train_loss"
-EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")
+EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "val_top5_acc",
+                 "lr", "images_per_s")  # fmt: skip
 EVENT_FILE_MARK = "tfevents"
 
 

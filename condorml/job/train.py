@@ -41,11 +41,12 @@ from condorml.errors import ExitCode
 from condorml.job.batches import Batches, batch_positions, epoch_order
 from condorml.job.checkpoint import CHECKPOINT_EXIT_CODE, CHECKPOINT_FILE, check_checkpoint_dir
 from condorml.job.chirp import LivePublisher
-from condorml.job.data import ImageSource, fingerprint, split_indices, training_images
+from condorml.job.data import split_indices
 from condorml.job.devices import autocast, job_cpus, resolve_device, resolve_precision
 from condorml.job.files import METRICS_FILE
 from condorml.job.imagecache import DecodedImages, default_cache_dir, load_decoded
-from condorml.job.models import build_model
+from condorml.job.layouts import training_set
+from condorml.job.models import Architecture, build_model, logits_of, set_training
 from condorml.job.signals import stop_signals
 from condorml.job.tensorboard import TensorBoardLog, require_tensorboard
 from condorml.job.train_state import (
@@ -63,6 +64,9 @@ from condorml.progress import NullProgress, Progress
 log = logging.getLogger(__name__)
 
 __all__ = ["METRIC_COLUMNS", "TrainConfig", "TrainResult", "train", "train_step", "validate"]
+TOP_K = 5  # top-5 accuracy, reported with more than five classes
+# What validate() returns, in metrics.csv's order (train_state.METRIC_COLUMNS holds them).
+VALIDATION_METRICS = ("val_loss", "val_acc", "val_macro_f1", "val_top5_acc")
 # What the process exits with, by TrainResult.status; an interrupted run: 128 + the signal.
 # "stopped": at --stop-after-epoch, done for now (exit 0, not 85: HTCondor must not restart it).
 EXIT_CODES = {
@@ -138,7 +142,7 @@ def train_step(
     """One optimisation step; returns (summed loss, correct predictions) over the batch."""
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, precision):
-        logits = model(x)
+        logits = logits_of(model(x))
         loss = F.cross_entropy(logits, y)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -153,21 +157,43 @@ def train_step(
 
 def validate(
     model: nn.Module, batches: Batches, positions: torch.Tensor, batch_size: int, precision: str
-) -> tuple[float, float]:
-    """Mean loss and accuracy over ``positions``; (nan, nan) when there are none."""
+) -> dict[str, float]:
+    """The validation metrics over ``positions`` (:data:`VALIDATION_METRICS`; nan when there
+    are none): mean loss and accuracy, and macro-F1 and top-5 accuracy (with more than five
+    classes) from scikit-learn."""
     if len(positions) == 0:
-        return math.nan, math.nan
+        return dict.fromkeys(VALIDATION_METRICS, math.nan)
     model.eval()
     loss_sum, correct = 0.0, 0
+    predicted, truth, scores = [], [], []
     with torch.inference_mode():
         for start in range(0, len(positions), batch_size):
             x, y = batches.get(positions[start : start + batch_size])
             with autocast(x.device, precision):
-                logits = model(x)
+                logits = logits_of(model(x))
             loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
-    model.train()
-    return loss_sum / len(positions), correct / len(positions)
+            predicted.append(logits.argmax(1).cpu())
+            truth.append(y.cpu())
+            if logits.shape[1] > TOP_K:
+                scores.append(logits.float().cpu())
+    set_training(model)
+    y_true, y_pred = torch.cat(truth).numpy(), torch.cat(predicted).numpy()
+    n_classes = batches.n_classes
+    # here: scikit-learn takes a moment to import, paid at the first epoch's end, not at a start
+    from sklearn.metrics import f1_score, top_k_accuracy_score
+
+    metrics = {
+        "val_loss": loss_sum / len(positions),
+        "val_acc": correct / len(positions),
+        "val_macro_f1": float(f1_score(y_true, y_pred, labels=list(range(n_classes)),
+                                       average="macro", zero_division=0)),
+        "val_top5_acc": math.nan,
+    }  # fmt: skip
+    if scores:
+        metrics["val_top5_acc"] = float(top_k_accuracy_score(
+            y_true, torch.cat(scores).numpy(), k=TOP_K, labels=list(range(n_classes))))  # fmt: skip
+    return metrics
 
 
 def _decode_progress(progress: Progress) -> Callable[[int, int], None]:
@@ -226,17 +252,17 @@ def train(
     device = resolve_device(config.device)
     cpus = job_cpus()
     torch.set_num_threads(cpus)
-    images, record, saved = _prepare(config, device, cpus, progress)
+    images, record, saved, arch = _prepare(config, device, cpus, progress)
     try:
         trainer = _Trainer(config, record, images, device, progress, started,
-                           live or LivePublisher())  # fmt: skip
+                           live or LivePublisher(), arch)  # fmt: skip
         if saved is not None:
             trainer.restore(saved)
         else:
             log.info(
-                "starting %s on %s (%s, %d CPU thread(s)): %d training and %d validation images",
+                "starting %s on %s (%s, %d CPU thread(s)): %d training and %d validation images of %d classes",
                 config.model, device, record["precision"], cpus, len(trainer.train_pos),
-                len(trainer.val_pos),
+                len(trainer.val_pos), len(record["classes"]),
             )  # fmt: skip
         return trainer.run()
     finally:
@@ -245,32 +271,38 @@ def train(
 
 def _prepare(
     config: TrainConfig, device: torch.device, cpus: int, progress: Progress
-) -> tuple[DecodedImages, dict[str, Any], dict[str, Any] | None]:
-    """The decoded images, the configuration record and the checkpoint to resume (or None).
+) -> tuple[DecodedImages, dict[str, Any], dict[str, Any] | None, Architecture]:
+    """The decoded images, the configuration record, the checkpoint to resume (or None) and the
+    model's architecture.
 
-    The checkpoint folder is checked and the checkpoint matched against the configuration
-    before any image is decoded: a mistake fails fast.
+    The data's layout, the model (its file, the image size it takes), the checkpoint folder
+    and the checkpoint's match with the configuration are all checked before any image is
+    decoded: a mistake fails fast.
     """
-    source = ImageSource(config.data_dir)
+    cache_dir = config.cache_dir or default_cache_dir()
+    arch = Architecture(config.model)
+    listed = training_set(config.data_dir, config.labels_csv, cache_dir)
     try:
-        listed = training_images(source)
-        data_fingerprint = fingerprint([image.file for image in listed])
+        classes = listed.classes or ()
+        arch.check_input(len(classes), config.image_size)
+        data_fingerprint = listed.fingerprint()
         check_checkpoint_dir(config.checkpoint_dir)  # now, not after an interval of training
-        saved = resume_point(config, data_fingerprint)
+        saved = resume_point(config, data_fingerprint, classes, arch.file_sha256)
         # An "auto" precision resumes with what the run started with, even on another machine.
         wanted = saved["config"]["precision"] if saved and config.precision == "auto" else None
         precision = resolve_precision(wanted or config.precision, device)
         images = load_decoded(
-            source,
-            listed,
+            listed.source,
+            listed.labelled_images(),
             config.image_size,
-            config.cache_dir or default_cache_dir(),
+            cache_dir,
             config.workers or cpus,
             _decode_progress(progress),
         )
     finally:
-        source.close()
-    return images, config_record(config, data_fingerprint, precision), saved
+        listed.source.close()
+    record = config_record(config, data_fingerprint, precision, classes, arch.file_sha256)
+    return images, record, saved, arch
 
 
 class _Trainer:
@@ -283,17 +315,17 @@ class _Trainer:
 
     def __init__(self, config: TrainConfig, record: dict[str, Any], images: DecodedImages,
                  device: torch.device, progress: Progress, started: float,
-                 live: LivePublisher) -> None:  # fmt: skip
+                 live: LivePublisher, arch: Architecture) -> None:  # fmt: skip
         self.config, self.record, self.progress, self.started = config, record, progress, started
         self.precision = record["precision"]
         train_pos, val_pos = split_indices(len(images), config.val_fraction, config.split_seed)
         self.train_pos = torch.tensor(train_pos, dtype=torch.int64)
         self.val_pos = torch.tensor(val_pos, dtype=torch.int64)
-        self.batches = Batches(images, config.model, device, self.precision)
+        n_classes = len(record["classes"])
+        self.batches = Batches(images, arch.normalization(), n_classes, device, self.precision)
         torch.manual_seed(config.seed)
-        model = build_model(
-            config.model, config.image_size, config.pretrained_weights, config.freeze_backbone
-        )
+        model = build_model(config.model, config.image_size, config.pretrained_weights,
+                            config.freeze_backbone, num_classes=n_classes, architecture=arch)  # fmt: skip
         model = model.to(device=device, memory_format=torch.channels_last)
         optimizer = _optimizer(config, model)
         scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
@@ -338,6 +370,7 @@ class _Trainer:
             return self._result(self._end_status())
         if config.tensorboard:
             self.board = TensorBoardLog(config.checkpoint_dir, run.epoch, self._step)
+        _import_in_background("sklearn.metrics")  # for validation, while the first batches train
         self.live.start(config.epochs, self.n_batches, run.checkpoints, run.metrics)
         try:
             return self._loop()
@@ -354,7 +387,7 @@ class _Trainer:
     def _loop(self) -> TrainResult:
         """The epochs of :meth:`run`, each followed by a checkpoint when one is due."""
         run, config = self.state, self.config
-        self.modules.model.train()
+        set_training(self.modules.model)
         with stop_signals() as stop:
             while run.epoch < self.last_epoch:
                 reason = self._train_epoch(stop)
@@ -450,7 +483,7 @@ class _Trainer:
         """Validate, record the epoch's metrics and step the LR scheduler."""
         run, modules = self.state, self.modules
         validation_started = time.monotonic()
-        val_loss, val_acc = validate(
+        scores = validate(
             modules.model, self.batches, self.val_pos, self.config.batch_size, self.precision
         )
         train_seconds = run.seconds
@@ -460,8 +493,7 @@ class _Trainer:
                 "epoch": run.epoch + 1,
                 "train_loss": run.loss_sum / run.seen,
                 "train_acc": run.correct / run.seen,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
+                **scores,
                 "lr": modules.scheduler.get_last_lr()[0],
                 "seconds": round(seconds, 3),
                 "images_per_s": round(run.seen / train_seconds, 1)
@@ -494,6 +526,15 @@ class _Trainer:
         return TrainResult(
             status, self.state.epoch, self.checkpoint_path, self.state.metrics, signum
         )
+
+
+def _import_in_background(module: str) -> None:
+    """Import ``module`` in a daemon thread: its second of Python runs while the training
+    steps, which release the GIL, use the cores; an import of it later waits for this one."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
 
 
 def _summary(row: dict[str, Any]) -> str:

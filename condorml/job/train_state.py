@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from condorml import __version__
+from condorml.architectures import job_value
 from condorml.config import IDENTITY_FIELDS, TrainConfig
 from condorml.errors import CondormlError, ConfigMismatchError
 from condorml.fileio import atomic_write, atomic_write_text
@@ -35,8 +36,10 @@ from condorml.job.files import METRICS_FILE, STATE_FILE
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                  "images_per_s")  # fmt: skip
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1",
+                  "val_top5_acc", "lr", "seconds", "images_per_s")  # fmt: skip
+# What a checkpoint written before classes were recorded was trained on.
+LEGACY_CLASSES = ("cat", "dog")
 
 
 @dataclass
@@ -129,7 +132,8 @@ def save_run(config: TrainConfig, checkpoint: dict[str, Any]) -> None:
     save_checkpoint(checkpoint, config.checkpoint_dir)
     write_metrics(config.checkpoint_dir / METRICS_FILE, checkpoint["metrics"])
     summary = {key: checkpoint[key] for key in ("epoch", "batch", "finished")}
-    summary.update(checkpoint["counters"], epochs=config.epochs, member=config.member)
+    summary.update(checkpoint["counters"], epochs=config.epochs, member=config.member,
+                   classes=checkpoint["config"]["classes"])  # fmt: skip
     atomic_write_text(config.checkpoint_dir / STATE_FILE, json.dumps(summary, indent=1) + "\n")
 
 
@@ -142,23 +146,45 @@ def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
         frame.to_csv(handle, index=False)
 
 
-def config_record(config: TrainConfig, data_fingerprint: str, precision: str) -> dict[str, Any]:
-    """The configuration as plain values, as stored in the checkpoint."""
+def config_record(config: TrainConfig, data_fingerprint: str, precision: str,
+                  classes: tuple[str, ...], model_sha256: str | None) -> dict[str, Any]:  # fmt: skip
+    """The configuration as plain values, as stored in the checkpoint: the options, the data's
+    fingerprint and class list, and a model file's SHA-256."""
     record = {
         k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
     }
     record.update(
         data_fingerprint=data_fingerprint,
+        classes=list(classes),
+        model_sha256=model_sha256,
         precision=precision,
         condorml_version=__version__,
         torch_version=str(torch.__version__),
     )
+    if model_sha256 is not None:  # the file's content is its identity, not where it lies
+        record["model"] = job_value(config.model)
     return record
+
+
+def saved_classes(record: dict[str, Any]) -> tuple[str, ...]:
+    """The classes a checkpoint's configuration record was trained on."""
+    return tuple(record.get("classes") or LEGACY_CLASSES)
 
 
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
     """Raise ConfigMismatchError naming every identity field that differs."""
-    fields = [*IDENTITY_FIELDS, "data_fingerprint"]
+    saved = {
+        **saved,
+        "classes": list(saved_classes(saved)),
+        "model_sha256": saved.get("model_sha256"),
+    }
+    if saved_classes(saved) != tuple(current["classes"]):
+        raise ConfigMismatchError(
+            f"{where} was trained on other classes ({', '.join(saved_classes(saved))}), not "
+            f"{', '.join(current['classes'])}; use the same data, another --checkpoint-dir, or "
+            "--force-restart to start over"
+        )
+    fields = [*IDENTITY_FIELDS, "data_fingerprint", "model_sha256"]
     if current["scheduler"] != "constant":  # the schedule's length depends on the epoch count
         fields.append("epochs")
     if current["precision"] != "auto":
@@ -175,14 +201,15 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) 
         )
 
 
-def resume_point(config: TrainConfig, data_fingerprint: str) -> dict[str, Any] | None:
+def resume_point(config: TrainConfig, data_fingerprint: str, classes: tuple[str, ...] = LEGACY_CLASSES,
+                 model_sha256: str | None = None) -> dict[str, Any] | None:  # fmt: skip
     """The checkpoint to resume from, or None to start afresh.
 
     With ``force_restart``, a checkpoint that cannot be loaded or belongs to another
     configuration is renamed to ``*.discarded``; a matching one is still resumed, so the flag is
     safe in a job that HTCondor restarts with the same arguments after exit 85.
     """
-    current = config_record(config, data_fingerprint, config.precision)
+    current = config_record(config, data_fingerprint, config.precision, classes, model_sha256)
     try:
         saved = load_checkpoint(config.checkpoint_dir)
         if saved is not None:

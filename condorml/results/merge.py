@@ -16,7 +16,10 @@ from condorml import __version__
 from condorml.errors import CondormlError
 from condorml.fileio import check_input_file, check_output_file
 from condorml.results.predictions import (
+    STATS_COLUMNS,
+    prediction_classes,
     prediction_writer,
+    probability_matrix,
     read_predictions,
     read_sidecar,
     sidecar_path,
@@ -80,17 +83,22 @@ def merge_predictions(output: Path, parts: list[Path]) -> MergeResult:
     else:
         lacking = [str(sidecar_path(p)) for p, s in zip(parts, sidecars, strict=True) if s is None]
         log.warning("no sidecar %s: cannot check that no shard is missing", ", ".join(lacking))
+    import numpy as np
     import pandas as pd
 
-    merged = pd.concat(frames, ignore_index=True).set_index("fileid")
+    classes = prediction_classes(frames[0])
+    probs = np.concatenate([probability_matrix(frame) for frame in frames])
+    merged = pd.concat(frames, ignore_index=True)
+    merged = merged.assign(row=range(len(merged))).set_index("fileid")
     merged = merged.loc[sort_ids(merged.index)]
-    with_stats = "prob_std" in columns
-    with prediction_writer(output, with_stats) as write:
-        for row in merged.itertuples():
+    with_stats = STATS_COLUMNS[0] in columns
+    with prediction_writer(output, with_stats, classes) as write:
+        for fileid, row in zip(merged.index, merged.itertuples(), strict=True):
+            values = probs[row.row].tolist()
             if with_stats:
-                write(row.Index, row.prob, row.prob_std, int(row.n_models))
+                write(fileid, values, row.prob_std, int(row.n_models))
             else:
-                write(row.Index, row.prob)
+                write(fileid, values)
     if verified:
         write_sidecar(output, _merged_sidecar(parts, sidecars))  # type: ignore[arg-type]
     return MergeResult(output, len(merged), len(parts), verified)
@@ -114,6 +122,8 @@ def _check_shards(parts: list[Path], frames: list, sidecars: list[dict[str, Any]
     shards = [s["images"].get("shard") for s in sidecars]
     first = sidecars[0]
     for part, sidecar in zip(parts, sidecars, strict=True):
+        if sidecar.get("classes") != first.get("classes"):
+            raise CondormlError(f"{part}: predicts other classes than {parts[0]}")
         if sidecar["images"]["fingerprint"] != first["images"]["fingerprint"]:
             raise CondormlError(f"{part}: made from other images than {parts[0]}")
         if [m["sha256"] for m in sidecar["models"]] != [m["sha256"] for m in first["models"]]:

@@ -1,10 +1,12 @@
-"""The collect step of a sweep: the ensemble ``dog_probs.csv``, a leaderboard, failed members.
+"""The collect step of a sweep: the ensemble's predictions, a leaderboard, failed members.
 
 It is the DAG's FINAL node, so it runs whatever happened to the members, and its result is the
-DAG's. The rule: every member with complete predictions (``members/<id>/out/dog_probs.csv``,
-or all its shard parts) joins the ensemble, whose probability per image is the mean over those
-members; the others are listed as failed with the reason. The step succeeds when at least
-``min_members`` members joined, and fails (exit 1) otherwise.
+DAG's. The rule: every member with complete predictions (``members/<id>/out/dog_probs.csv`` or
+``probs.csv``, or all its shard parts) joins the ensemble, whose probability of each class per
+image is the mean over those members (written as ``dog_probs.csv`` for cat/dog, ``probs.csv``
+otherwise); the others are listed as failed with the reason. The step succeeds when at least
+``min_members`` members joined, and fails (exit 1) otherwise. Scores come from a labels file,
+or from the test set itself when it is laid out with its labels.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from condorml.monitor.accounting import (
 )
 from condorml.results.evaluate import evaluate_file
 from condorml.results.predictions import (
+    is_cat_dog,
+    prediction_classes,
     prediction_writer,
+    predictions_name,
     read_predictions,
     read_sidecar,
     sort_ids,
@@ -66,8 +71,9 @@ def collect(
     with_stats: bool = False,
     top_k: int | None = None,
     metric: str = "val_loss",
+    test_images: Path | None = None,
 ) -> CollectResult:
-    """Average the members' predictions into ``run_dir/dog_probs.csv`` and write the leaderboard.
+    """Average the members' predictions into the ensemble CSV and write the leaderboard.
 
     Parameters
     ----------
@@ -76,19 +82,24 @@ def collect(
     min_members : int
         How many members must join the ensemble for the step to succeed.
     labels : Path, optional
-        ``fileid,is_dog`` CSV: score every member and the ensemble (``metrics.json``).
+        ``fileid,label`` (or ``fileid,is_dog``) CSV: score every member and the ensemble
+        (``metrics.json``).
     with_stats : bool
         Add ``prob_std,n_models`` to the ensemble CSV.
     top_k : int, optional
         Only the ``top_k`` members with predictions that rank best by ``metric`` (their last
         epoch's, from ``ckpt/metrics.csv``) join the ensemble.
     metric : str
-        ``val_loss`` (lowest first) or ``val_acc`` (highest first): ranks the leaderboard.
+        A validation metric of :data:`~condorml.sweep.search.METRICS` (``val_loss`` lowest
+        first, the others highest first): ranks the leaderboard.
+    test_images : Path, optional
+        The test set the members predicted: without ``labels``, its own labels score them when
+        the members' predictions say it carries labels (laid out like training data).
 
     Raises
     ------
     CondormlError
-        If ``run_dir`` is not a sweep's run folder.
+        If ``run_dir`` is not a sweep's run folder, or members predict different classes.
     """
     if metric not in METRICS:
         raise CondormlError(f"--metric {metric}: one of {', '.join(METRICS)}")
@@ -118,13 +129,16 @@ def collect(
             row["status"] = f"failed: {predictions.reason}"
         rows.append(row)
     chosen = _best(candidates, top_k, metric)
+    labels = labels or _labelled_test_set(test_images, [csv for _, csv in candidates.values()])
+    classes: tuple[str, ...] | None = None
     for member, (row, csv) in candidates.items():
         if member not in chosen:
             result.left_out.append(member)
             row["status"] = f"outside the top {top_k}"
         else:
-            frame = read_predictions(csv)[["fileid", "prob"]]
-            frames.append(frame.assign(member=member))
+            frame = read_predictions(csv)
+            classes = _same_classes(classes, prediction_classes(frame), member, result.joined)
+            frames.append(frame[["fileid", *_value_columns(classes)]].assign(member=member))
             result.joined.append(member)
             row["status"] = "ok"
         if labels is not None:
@@ -132,10 +146,12 @@ def collect(
             row.update(
                 test_accuracy=scores.accuracy,
                 test_log_loss=scores.log_loss,
+                test_macro_f1=scores.macro_f1,
                 test_roc_auc=scores.roc_auc,
             )
     if frames:
-        result.ensemble = _write_ensemble(run, frames, result, with_stats)
+        assert classes is not None
+        result.ensemble = _write_ensemble(run, frames, result, with_stats, classes)
         if labels is not None:
             result.scores = evaluate_file(result.ensemble, labels, run.metrics_json).to_dict()
     _write_leaderboard(result.leaderboard, rows, metric)
@@ -176,24 +192,66 @@ def _training_row(files: MemberDir) -> dict[str, Any]:
         return {}
 
 
-def _write_ensemble(run: RunDir, frames: list, result: CollectResult, with_stats: bool) -> Path:
+def _value_columns(classes: tuple[str, ...]) -> list[str]:
+    """The probability columns of a predictions frame: ``prob`` (cat/dog) or one per class."""
+    return ["prob"] if is_cat_dog(classes) else list(classes)
+
+
+def _same_classes(known: tuple[str, ...] | None, classes: tuple[str, ...], member: str,
+                  joined: list[str]) -> tuple[str, ...]:  # fmt: skip
+    if known is not None and classes != known:
+        raise CondormlError(
+            f"member {member} predicts the classes {', '.join(classes)}, member {joined[0]} "
+            f"{', '.join(known)}: an ensemble's members need the same classes (the same training data)"
+        )
+    return classes
+
+
+def _labelled_test_set(test_images: Path | None, csvs: list[Path]) -> Path | None:
+    """The test set, if the members' predictions say it carries its own labels."""
+    if test_images is None or not csvs:
+        return None
+    sidecar = read_sidecar(csvs[0]) or {}
+    return Path(test_images) if sidecar.get("images", {}).get("labelled") else None
+
+
+def _write_ensemble(run: RunDir, frames: list, result: CollectResult, with_stats: bool,
+                    classes: tuple[str, ...]) -> Path:  # fmt: skip
+    """The mean over the members of each class's probability per image (the population
+    standard deviation of the probability of dog, or of the predicted class, with the stats)."""
+    import numpy as np
     import pandas as pd
 
-    table = pd.concat(frames).groupby("fileid")["prob"].agg(["mean", "std", "count"])
-    output = run.ensemble_csv
-    with prediction_writer(output, with_stats) as write:
-        for fileid in sort_ids(table.index):
-            mean, count = table.at[fileid, "mean"], int(table.at[fileid, "count"])
+    columns = _value_columns(classes)
+    table = pd.concat(frames)
+    grouped = table.groupby("fileid")
+    means = grouped[columns].mean()
+    counts = grouped.size()
+    if is_cat_dog(classes):
+        spread = grouped["prob"].std()
+    else:  # the spread of the ensemble's predicted class, image by image
+        predicted = dict(zip(means.index, means.to_numpy().argmax(axis=1), strict=True))
+        column = table["fileid"].map(predicted).to_numpy()
+        picked = table[columns].to_numpy()[np.arange(len(table)), column]
+        spread = pd.Series(picked, index=table["fileid"].to_numpy()).groupby(level=0).std()
+    output = run.path / predictions_name(classes)
+    with prediction_writer(output, with_stats, classes) as write:
+        for fileid in sort_ids(means.index):
+            count = int(counts.at[fileid])
+            values = means.loc[fileid].to_numpy(dtype=float).tolist()
+            probs = [1.0 - values[0], values[0]] if is_cat_dog(classes) else values
             # population standard deviation, like condorml infer's ensembles
-            std = table.at[fileid, "std"] * math.sqrt((count - 1) / count) if count > 1 else 0.0
-            write(fileid, mean, std, count)
+            std = spread.at[fileid] * math.sqrt((count - 1) / count) if count > 1 else 0.0
+            write(fileid, probs, std, count)
     sidecars = [read_sidecar(run.member(m).predictions_csv) or {} for m in result.joined]
+    meaning = "probability of dog" if is_cat_dog(classes) else "probability of each class"
     write_sidecar(output, {
         "condorml_version": __version__,
-        "prob": "probability of dog: mean over the members that produced predictions",
+        "prob": f"{meaning}: mean over the members that produced predictions",
+        "classes": list(classes),
         "members": result.joined,
         "failed_members": result.failed,
-        "images": {k: v for k, v in sidecars[0].get("images", {}).items() if k in ("source", "fingerprint", "in_source")},
+        "images": {k: v for k, v in sidecars[0].get("images", {}).items() if k in ("source", "fingerprint", "in_source", "layout", "labelled")},
         "models": [m for sidecar in sidecars for m in sidecar.get("models", [])],
     })  # fmt: skip
     return output

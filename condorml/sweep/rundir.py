@@ -8,13 +8,14 @@
     RUN_DIR/sweep.dag                  the DAG; train.sub, infer.sub, collect.sub and wrappers
     RUN_DIR/sweep.dag.nodes.log        DAGMan's log of every node job (no file transfers)
     RUN_DIR/collect.log                the collect job's own event log
-    RUN_DIR/dog_probs.csv              the ensemble; leaderboard.csv, metrics.json beside it
+    RUN_DIR/dog_probs.csv              the ensemble (probs.csv for classes other than cat, dog);
+                                       leaderboard.csv, metrics.json beside it
     RUN_DIR/report/                    condorml report's default output
     RUN_DIR/members/<id>/              a member's initialdir:
         train.log, infer.log           its training and inference jobs' own event logs (040
                                        transfers: the checkpoints)
         ckpt/                          model.pth, state.json, metrics.csv (the training job's)
-        out/                           dog_probs.csv, or dog_probs.part<N>.csv per shard
+        out/                           dog_probs.csv (or probs.csv), or .part<N>.csv per shard
         trial.json                     with [search]: its rung results and state (sweep.trials)
         params.json                    with TPE: the hyperparameters chosen for it (a job input)
     RUN_DIR/search/study.journal       with [search]: the Optuna study (finished members)
@@ -30,7 +31,7 @@ import csv
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condorml import __version__
@@ -38,7 +39,14 @@ from condorml.errors import CondormlError
 from condorml.fileio import atomic_write_text
 from condorml.htcondor.events import NODES_LOG_SUFFIX
 from condorml.hyperparameters import HYPERPARAMETERS_FILE
-from condorml.job.files import METRICS_FILE, PREDICTIONS_FILE, STATE_FILE
+from condorml.job.files import (
+    METRICS_FILE,
+    PREDICTION_FILES,
+    PREDICTIONS_FILE,
+    STATE_FILE,
+    shard_part_name,
+)
+from condorml.sweep.search import METRICS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +62,6 @@ LOCAL_FOLDER = ".condorml-local"
 MEMBERS_FOLDER = "members"
 CHECKPOINT_FOLDER = "ckpt"  # a training job's --checkpoint-dir, in its member's folder
 RESULTS_FOLDER = "out"  # where an inference job's predictions come back
-ENSEMBLE_CSV = PREDICTIONS_FILE  # the ensemble has the members' predictions' name
 LEADERBOARD_CSV = "leaderboard.csv"
 METRICS_JSON = "metrics.json"
 REPORT_FOLDER = "report"
@@ -64,7 +71,7 @@ STUDY_FILE = "search/study.journal"  # the Optuna study, in the run folder
 DECISIONS_LOG = "search/decisions.log"  # every PRE script's decision, a line each
 JOB_KINDS = ("train", "infer", "collect")
 MEMBER_JOB_KINDS = ("train", "infer")  # the jobs that run in a member's folder
-DATA_KEYS = ("train", "test", "labels")
+DATA_KEYS = ("train", "test", "labels", "train_labels")
 # where a data path as the jobs see it is relative to: a member's folder (its initialdir), or
 # the run folder (the collect job's)
 _RUN_FOLDER_DATA = frozenset({"labels"})
@@ -115,12 +122,6 @@ class NodeName:
 def submit_file_name(kind: str) -> str:
     """The submit file of the ``train``, ``infer`` or ``collect`` jobs, in the run folder."""
     return f"{kind}.sub"
-
-
-def shard_part_name(output: str, proc: str) -> str:
-    """An inference shard's CSV: ``<stem>.part<proc><suffix>`` (``proc``: a number or a macro)."""
-    path = PurePosixPath(output)
-    return f"{path.stem}.part{proc}{path.suffix}"
 
 
 def local_spool(dag_folder: Path, job: str) -> Path:
@@ -211,6 +212,15 @@ def write_run_info(run_dir: Path, info: RunInfo) -> Path:
 # --- a member's folder -------------------------------------------------------------------------
 
 
+def existing_predictions(folder: Path) -> Path:
+    """The predictions CSV in ``folder`` (``dog_probs.csv`` for cat/dog, ``probs.csv`` for other
+    classes), whichever exists; ``dog_probs.csv`` if neither does (yet)."""
+    for name in PREDICTION_FILES:
+        if (folder / name).exists():
+            return folder / name
+    return folder / PREDICTIONS_FILE
+
+
 @dataclass(frozen=True)
 class TrainingState:
     """``ckpt/state.json``: the counters of a member's last checkpoint."""
@@ -296,8 +306,9 @@ class MemberDir:
 
     @property
     def predictions_csv(self) -> Path:
-        """The member's predictions (an unsharded job's, or the shard parts merged)."""
-        return self.out / PREDICTIONS_FILE
+        """The member's predictions (an unsharded job's, or the shard parts merged):
+        ``out/dog_probs.csv`` or ``out/probs.csv``, whichever came back."""
+        return existing_predictions(self.out)
 
     def log(self, kind: str) -> Path:
         """The ``train`` or ``infer`` jobs' own event log."""
@@ -307,7 +318,9 @@ class MemberDir:
         """The inference shards' CSVs that came back, in name order."""
         if not self.out.is_dir():
             return []
-        return sorted(self.out.glob(shard_part_name(PREDICTIONS_FILE, "*")))
+        return sorted(
+            p for name in PREDICTION_FILES for p in self.out.glob(shard_part_name(name, "*"))
+        )
 
     def state(self) -> TrainingState | None:
         """See :func:`read_state`."""
@@ -319,8 +332,9 @@ class MemberDir:
 
     def training_row(self) -> dict[str, Any]:
         """Progress and final metrics for a leaderboard row: ``epochs_done``, ``finished``,
-        ``wall_seconds`` (state.json) and the last epoch's ``val_loss``, ``val_acc``,
-        ``train_loss`` (metrics.csv); empty for what is not there yet.
+        ``wall_seconds`` (state.json) and the last epoch's validation metrics
+        (:data:`~condorml.sweep.search.METRICS`) and ``train_loss`` (metrics.csv); empty for what
+        is not there yet.
 
         Runs and checkpoints are not taken from the trainer's own counters (which count process
         starts and saves) but from HTCondor's event logs (:mod:`condorml.monitor.accounting`).
@@ -338,7 +352,7 @@ class MemberDir:
         metrics = self.metrics()
         if metrics is not None:
             last = metrics.iloc[-1]
-            row.update({k: last[k] for k in ("val_loss", "val_acc", "train_loss") if k in last})
+            row.update({k: last[k] for k in (*METRICS, "train_loss") if k in last})
         return row
 
     def predictions(self, why_none: str = "", merge_to: Path | None = None) -> Predictions:
@@ -359,7 +373,10 @@ class MemberDir:
         parts = self.shard_parts()
         if not parts:
             return Predictions(None, f"no predictions ({why_none or 'inference did not finish'})")
-        target = merge_to if merge_to is not None else self.predictions_csv
+        merged_name = (
+            parts[0].name.split(".part")[0] + parts[0].suffix
+        )  # probs.part0.csv -> probs.csv
+        target = merge_to.with_name(merged_name) if merge_to is not None else self.out / merged_name
         try:
             merge_predictions(target, parts)
         except CondormlError as err:
@@ -406,7 +423,8 @@ class RunDir:
 
     @property
     def ensemble_csv(self) -> Path:
-        return self.path / ENSEMBLE_CSV
+        """The ensemble's predictions: ``dog_probs.csv`` or ``probs.csv``, whichever is there."""
+        return existing_predictions(self.path)
 
     @property
     def metrics_json(self) -> Path:

@@ -28,7 +28,8 @@ from condorml.config import OptionRule
 
 METHODS = ("grid", "random", "tpe")
 # metric -> Optuna's direction; the names are metrics.csv's columns
-METRICS = {"val_loss": "minimize", "val_acc": "maximize"}
+METRICS = {"val_loss": "minimize", "val_acc": "maximize", "val_macro_f1": "maximize",
+           "val_top5_acc": "maximize"}  # fmt: skip
 SEARCH_KEYS = (
     "method",
     "trials",

@@ -17,14 +17,16 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from condorml.architectures import is_model_file
 from condorml.config import (
     FIXED,
     OPTION_RULES,
     SWEPT,
+    InferConfig,
     OptionRule,
     TrainConfig,
     option_default,
@@ -33,7 +35,6 @@ from condorml.config import (
 from condorml.errors import CondormlError
 from condorml.htcondor.passthrough import extra_commands
 from condorml.htcondor.resources import pool_options
-from condorml.htcondor.submit import InferJob
 from condorml.sweep.search import Search, read_search
 
 if sys.version_info >= (3, 11):
@@ -47,7 +48,7 @@ HYPERPARAMETERS = tuple(k for k, (_, o) in option_fields(TrainConfig).items() if
 FIXED_ONLY = tuple(k for k, (_, o) in option_fields(TrainConfig).items() if o.spec == FIXED)
 SECTIONS = ("data", "train", "grid", "random", "search", "ensemble", "resources", "submit",
             "inference", "throttle")  # fmt: skip
-DATA_KEYS = ("train", "test", "labels")
+DATA_KEYS = ("train", "test", "labels", "train_labels")
 ENSEMBLE_KEYS = ("members", "seeds", "min_members", "top_k")
 # [resources]: what a job asks the pool for (htcondor.submit's Resources, Container, Profile)
 RESOURCE_RULES = {key: o.rule for key, o in pool_options().items() if o.rule is not None}
@@ -55,7 +56,7 @@ RESOURCE_KEYS = tuple(RESOURCE_RULES)
 SIZE_KEYS = ("memory", "disk", "gpu_memory_min")  # text with a unit, or a number (MiB, KiB)
 # [inference]: the options of the inference jobs, and their own pool options and commands
 INFERENCE_RULES = {
-    k: o.rule for k, (_, o) in option_fields(InferJob).items() if o.spec and o.rule is not None
+    k: o.rule for k, (_, o) in option_fields(InferConfig).items() if o.spec and o.rule is not None
 }
 INFERENCE_KEYS = (*INFERENCE_RULES, "resources", "submit")
 THROTTLE_KEYS = ("max_train_jobs", "max_infer_jobs", "retries")
@@ -221,8 +222,39 @@ def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
             _table(inference, "submit", path), f"{path}: [inference.submit]"
         )
     throttle = _throttle(_table(doc, "throttle", path), path)
+    train, grid, random, search = _model_files(train, grid, random, search, where)
     return SweepSpec(path, text, data, train, grid, random, samples, random_seed, seeds,
                      min_members, resources, inference, throttle, submit, search, top_k)  # fmt: skip
+
+
+def _model_files(train: dict[str, Any], grid: dict[str, list[Any]], random: dict[str, Any],
+                 search: Search | None, where: _Where) -> tuple[dict, dict, dict, Search | None]:  # fmt: skip
+    """Every ``model = "FILE.py:CLASS"`` with its file resolved like the spec's other paths (and,
+    with ``check_paths``, checked to exist), wherever the spec names models."""
+
+    def resolved(value: Any, table: str) -> Any:
+        if isinstance(value, str) and is_model_file(value):
+            file, _, class_name = value.rpartition(":")
+            return f"{where.input(table, 'model', file)}:{class_name}"
+        return value
+
+    def each(values: Any, table: str) -> Any:
+        return [resolved(v, table) for v in values] if isinstance(values, list) else values
+
+    if "model" in train:
+        train = {**train, "model": resolved(train["model"], "train")}
+    if "model" in grid:
+        grid = {**grid, "model": each(grid["model"], "grid")}
+    if "model" in random:
+        random = {**random, "model": each(random["model"], "random")}
+    if search is not None and "model" in search.space:
+        space = {**search.space, "model": each(search.space["model"], "search.space")}
+        search = replace(search, space=space)
+        if search.method == "grid":
+            grid = {**grid, "model": space["model"]}
+        elif search.method == "random":
+            random = {**random, "model": space["model"]}
+    return train, grid, random, search
 
 
 def _top_k(table: dict[str, Any], min_members: int, search: Search | None, train: dict[str, Any],
@@ -284,7 +316,7 @@ def _data(table: dict[str, Any], where: _Where) -> dict[str, str]:
         if key not in table:
             raise spec_error(
                 where.path, "data", key,
-                "required: the training zip and the test images (a path or an osdf:/// URL)",
+                "required: the training data and the test images (a path or an osdf:/// URL)",
             )  # fmt: skip
     return {key: where.input("data", key, value) for key, value in table.items()}
 

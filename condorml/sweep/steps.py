@@ -39,7 +39,7 @@ from condorml.sweep.rundir import (
     member_folder,
     read_metrics,
 )
-from condorml.sweep.search import Decision, Search, decide
+from condorml.sweep.search import METRICS, Decision, Search, decide
 from condorml.sweep.spec import SweepSpec, load_spec
 from condorml.sweep.trials import Trial, read_trial, read_trials, write_trial
 
@@ -228,7 +228,7 @@ def _rung_result(run: SearchRun, member: str, rung: int) -> dict[str, float]:
     if rows.empty:
         return {}
     last = rows.iloc[-1]
-    return {"epoch": epoch, **{k: float(last[k]) for k in ("val_loss", "val_acc") if k in last}}
+    return {"epoch": epoch, **{k: float(last[k]) for k in METRICS if k in last}}
 
 
 def _record(run: SearchRun, trial: Trial) -> None:
