@@ -10,7 +10,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import pytest
 from typer.testing import CliRunner
@@ -18,9 +19,9 @@ from typer.testing import CliRunner
 from condorml.cli import app
 from condorml.htcondor.events import Event
 from condorml.monitor.accounting import job_time, read_job_times
-from condorml.monitor.gather import calibration_table, ensemble_curve
 from condorml.monitor.plots import PLOTS
 from condorml.monitor.report import ReportResult, make_report
+from condorml.monitor.scoring import calibration_table, confidence_table, ensemble_curve
 from tests.helpers import condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
@@ -140,6 +141,11 @@ def test_ensemble_size_curve_adds_members_best_first_and_calibration_bins() -> N
     table = calibration_table([0.05, 0.07, 0.95, 1.0], [0, 1, 1, 1])
     assert table[["images", "fraction_dogs"]].values.tolist() == [[2, 0.5], [2, 1.0]]
     assert table["mean_prob"].tolist() == pytest.approx([0.06, 0.975])
+    # N classes: the probability of the predicted class against the fraction predicted right
+    probs = [[0.5, 0.3, 0.2], [0.1, 0.55, 0.35], [0.05, 0.05, 0.9], [0.2, 0.2, 0.6]]
+    table = confidence_table(probs, [0, 2, 2, 1])
+    assert table[["images", "fraction_correct"]].values.tolist() == [[2, 0.5], [1, 0.0], [1, 1.0]]
+    assert table["mean_confidence"].tolist() == pytest.approx([0.525, 0.6, 0.9])
 
 
 def test_a_folder_that_is_not_a_run_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -177,8 +183,8 @@ def test_a_finished_run_gets_every_plot_and_table(run_dir: Path, report: ReportR
 
     out = run_dir / "report"
     assert report.html == out / "report.html"
-    assert report.plots == list(PLOTS)  # every plot, in page order
-    for name in PLOTS:
+    assert report.plots == _expected_plots(out)  # every plot, in page order
+    for name in report.plots:
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # nothing is missing but what the report says (the run has its labels and images)
     assert report.missing == []
@@ -199,6 +205,12 @@ def test_a_finished_run_gets_every_plot_and_table(run_dir: Path, report: ReportR
     assert curve["log_loss"].iloc[-1] == pytest.approx(collected["log_loss"])
     first = leaderboard.sort_values(["val_acc", "val_loss"], ascending=[False, True]).iloc[0]
     assert curve["added"].iloc[0] == first["member"]  # best validation accuracy first
+    # cat/dog gets the per-class tables too: the collect step's confusion matrix, 2 x 2
+    confusion = pd.read_csv(out / "confusion.csv", index_col="true")
+    assert confusion.index.tolist() == confusion.columns.tolist() == ["cat", "dog"]
+    assert confusion.values.tolist() == collected["confusion"]
+    per_class = pd.read_csv(out / "per_class.csv", dtype={"member": str})
+    assert set(per_class["member"]) == {*MEMBERS, "ensemble"}
 
     condor = pd.read_csv(out / "htcondor.csv", dtype={"member": str})
     assert condor["member"].tolist() == MEMBERS
@@ -213,10 +225,12 @@ def test_a_finished_run_gets_every_plot_and_table(run_dir: Path, report: ReportR
 
 
 @pytest.mark.slow
-def test_the_command_writes_where_asked_and_says_so(run_dir: Path, tmp_path: Path) -> None:
+def test_the_command_writes_where_asked_and_says_so(
+    run_dir: Path, report: ReportResult, tmp_path: Path
+) -> None:
     result = CliRunner().invoke(app, ["report", str(run_dir), "--output", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
-    assert f"wrote {tmp_path / 'r' / 'report.html'} (7 plot(s))" in result.output
+    assert f"wrote {tmp_path / 'r' / 'report.html'} ({len(report.plots)} plot(s))" in result.output
     assert (tmp_path / "r" / "report.html").exists()
     assert not list((tmp_path / "r").glob(".tmp-*"))  # atomic writes left nothing behind
     missing = CliRunner().invoke(app, ["report", str(run_dir), "--labels", str(tmp_path / "no.csv")])  # fmt: skip
@@ -260,6 +274,266 @@ def test_a_partial_run_shows_what_exists_and_says_what_is_missing(
     page = report.html.read_text()
     assert "m003: no predictions (inference finished but wrote no predictions)" in page
     assert 'id="plot-learning_curves"' in page and 'id="plot-ensemble_size"' in page
+
+
+def _expected_plots(out: Path) -> list[str]:
+    """Every plot, in page order; the misclassified images only when the ensemble made a mistake
+    (a tiny run may make none)."""
+    import pandas as pd
+
+    wrong = len(pd.read_csv(out / "misclassified.csv"))
+    return [name for name in PLOTS if name != "misclassified" or wrong]
+
+
+# --- N classes ----------------------------------------------------------------------------------
+
+SHAPES_SPEC = """\
+[data]
+train = "data/train.zip"
+test = "data/test.zip"
+
+[train]
+model = "cnn"
+image_size = 40
+epochs = 1
+batch_size = 16
+
+[grid]
+lr = [0.001, 0.003]
+
+[ensemble]
+members = 1
+
+[resources]
+cpus = 1
+memory = "1GB"
+disk = "1GB"
+"""
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-member sweep of 3 shape classes in class folders, run on the local backend;
+    its test set is in class folders too, so it carries its labels (no labels file)."""
+    from condorml.backends import choose_backend
+    from condorml.job.synth import make_synthetic_dataset
+    from condorml.sweep.plan import plan_sweep, write_sweep
+
+    out = tmp_path_factory.mktemp("shapes")
+    make_synthetic_dataset(out / "data", n_train=48, n_test=12, size=(40, 40), classes=3,
+                           layout="folders", test_layout="folders", make_zips=True)  # fmt: skip
+    (out / "spec.toml").write_text(SHAPES_SPEC)
+    plan = plan_sweep(out / "spec.toml", out / "run")
+    write_sweep(plan)
+    handle = choose_backend("local").submit_dag(plan.dag_file)
+    handle.wait()
+    assert handle.result.exit_code == 0
+    return out / "run"
+
+
+def _folder_truth(test_zip: Path) -> dict[str, str]:
+    """The true class of each test image: its folder (``test/<class>/<id>.jpg``)."""
+    with zipfile.ZipFile(test_zip) as archive:
+        names = [PurePosixPath(n) for n in archive.namelist() if n.endswith(".jpg")]
+    return {name.stem: name.parent.name for name in names}
+
+
+def _predicted(csv: Path) -> tuple[list[str], dict[str, str]]:
+    """A probs.csv's classes and each image's most probable class, from the file itself."""
+    import pandas as pd
+
+    frame = pd.read_csv(csv, dtype={"fileid": str}).set_index("fileid")
+    classes = list(frame.columns[1:])  # fileid, predicted, then a column per class
+    return classes, frame[classes].idxmax(axis=1).to_dict()
+
+
+@pytest.mark.slow
+def test_a_three_class_run_shows_its_confusion_matrix_recall_per_class_and_mistakes(
+    shapes_run: Path,
+) -> None:
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, recall_score
+
+    from condorml.monitor.class_plots import plot_confusion
+    from condorml.monitor.gather import gather
+    from condorml.monitor.image_plots import plot_misclassified
+    from condorml.monitor.testimages import images_by_id
+
+    report = make_report(shapes_run)
+    out = shapes_run / "report"
+    # the test set's own labels score it, as in the collect step: nothing is missing
+    assert report.missing == []
+    assert report.plots == _expected_plots(out)
+    assert {"confusion_matrix", "per_class_recall", "calibration"} <= set(report.plots)
+
+    truth = _folder_truth(shapes_run.parent / "data" / "test.zip")
+    classes, ensemble = _predicted(shapes_run / "probs.csv")
+    ids = sorted(truth, key=int)
+    y_true, y_pred = [truth[i] for i in ids], [ensemble[i] for i in ids]
+    expected = confusion_matrix(y_true, y_pred, labels=classes)
+    confusion = pd.read_csv(out / "confusion.csv", index_col="true")
+    assert confusion.index.tolist() == confusion.columns.tolist() == classes
+    assert confusion.values.tolist() == expected.tolist()
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = gather(shapes_run)
+    picture = plot_confusion(data.confusion)  # the numbers in its cells, row by row
+    cells = [
+        [int(t.get_text()) for t in picture.axes[0].texts][i * 3 : i * 3 + 3] for i in range(3)
+    ]
+    assert cells == expected.tolist()
+
+    per_class = pd.read_csv(out / "per_class.csv", dtype={"member": str})
+    recall = per_class.pivot(index="class", columns="member", values="recall").loc[classes]
+    assert recall["ensemble"].tolist() == pytest.approx(
+        recall_score(y_true, y_pred, labels=classes, average=None, zero_division=0).tolist()
+    )
+    for member in ("m000", "m001"):
+        _, own = _predicted(shapes_run / "members" / member / "out" / "probs.csv")
+        assert recall[member].tolist() == pytest.approx(recall_score(
+            y_true, [own[i] for i in ids], labels=classes, average=None, zero_division=0
+        ).tolist())  # fmt: skip
+
+    scores = pd.read_csv(out / "scores.csv", dtype={"member": str}).set_index("member")
+    assert list(scores.columns) == ["accuracy", "log_loss", "macro_f1", "images"]  # no AUC, top-5
+    collected = json.loads((shapes_run / "metrics.json").read_text())
+    assert scores.at["ensemble", "accuracy"] == pytest.approx(collected["accuracy"])
+    assert scores.at["ensemble", "macro_f1"] == pytest.approx(collected["macro_f1"])
+
+    wrong = pd.read_csv(out / "misclassified.csv", dtype={"fileid": str})
+    assert sorted(wrong["fileid"], key=int) == [i for i in ids if truth[i] != ensemble[i]]
+    assert all(wrong["true"] == wrong["fileid"].map(truth))
+    assert all(wrong["predicted"] == wrong["fileid"].map(ensemble))
+    if len(wrong):  # titled with the true and the predicted class names
+        samples, notes = images_by_id(data.images, list(wrong["fileid"]))
+        assert notes == [] and [i for i, _ in samples] == list(wrong["fileid"])
+        titles = [a.title.get_text() for a in plot_misclassified(samples, wrong).axes if a.images]
+        for title, row in zip(titles, wrong.itertuples(), strict=True):
+            assert title.startswith(f"{row.fileid}\ntrue: {row.true}\npredicted: {row.predicted} ")
+
+    page = report.html.read_text()
+    assert f"<li>3 classes: {', '.join(classes)}.</li>" in page
+    assert 'id="per-class-table"' in page and 'id="plot-confusion_matrix"' in page
+
+
+@pytest.mark.slow
+def test_the_report_of_a_partial_three_class_run(shapes_run: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    partial = tmp_path / "run"
+    shutil.copytree(shapes_run, partial, ignore=shutil.ignore_patterns(".condorml-local", "report"))
+    shutil.copytree(shapes_run.parent / "data", tmp_path / "data")  # where the run's files point
+    (partial / "members" / "m001" / "out" / "probs.csv").unlink()  # lost after the job
+    for name in ("leaderboard.csv", "probs.csv", "probs.csv.json", "metrics.json"):
+        (partial / name).unlink()  # the collect step has not run
+
+    report = make_report(partial)
+    assert "m001: no predictions (inference finished but wrote no predictions)" in report.missing
+    out = partial / "report"
+    scores = pd.read_csv(out / "scores.csv", dtype={"member": str})
+    assert scores["member"].tolist() == ["m000", "ensemble"]  # the member with predictions
+    per_class = pd.read_csv(out / "per_class.csv", dtype={"member": str})
+    assert sorted(set(per_class["member"])) == ["ensemble", "m000"]
+    assert {"confusion_matrix", "per_class_recall", "sample_images"} <= set(report.plots)
+
+
+def _labelled_run(root: Path, classes: list[str]) -> tuple[Path, dict[str, int]]:
+    """A run folder as two members' inference left it (no training files, no collect step): a
+    test set in class folders whose file names repeat (ids ``<class>/<n>``), each class's
+    images of their own grey; every member right on ``<class>/1`` and wrong on ``<class>/2``
+    (taken for the next class)."""
+    from PIL import Image
+
+    from condorml.results.predictions import prediction_writer, write_sidecar
+    from condorml.sweep.rundir import DataPath, RunInfo, write_run_info
+
+    greys = {}
+    for c, name in enumerate(classes):
+        (root / "test" / name).mkdir(parents=True)
+        greys[name] = 20 + 40 * c
+        for n in (1, 2):
+            Image.new("RGB", (24, 24), (greys[name],) * 3).save(root / "test" / name / f"{n}.png")
+    run = root / "run"
+    members = ("m000", "m001")
+    for k, member in enumerate(members):
+        out = run / "members" / member / "out"
+        out.mkdir(parents=True)
+        with prediction_writer(out / "probs.csv", False, classes) as write:
+            for c, name in enumerate(classes):
+                for n, guess in ((1, c), (2, (c + 1) % len(classes))):
+                    sure = 0.6 + 0.1 * k
+                    probs = [0.0] * len(classes)
+                    probs[guess] = sure
+                    if guess != c:  # the true class a close second: in the top 5
+                        probs[c] = (1 - sure) / 2
+                    others = [i for i in range(len(classes)) if i not in (c, guess)]
+                    share = (1 - sum(probs)) / len(others)
+                    for i in others:
+                        probs[i] = share
+                    write(f"{name}/{n}", probs)
+        write_sidecar(out / "probs.csv", {"classes": classes,
+                                          "images": {"layout": "folders", "labelled": True}})  # fmt: skip
+    (run / "members.csv").write_text("member,seed\n" + "".join(f"{m},{i}\n" for i, m in enumerate(members)))  # fmt: skip
+    test = DataPath("../../../test", str(root / "test"))
+    write_run_info(run, RunInfo("0" * 64, members, 1, {"test": test}))
+    return run, greys
+
+
+def test_a_labelled_test_set_whose_names_repeat_is_scored_and_its_mistakes_shown(
+    tmp_path: Path,
+) -> None:
+    """Six classes named as torchvision names MNIST's; ids are paths below the test set's root
+    (``0 - zero/2``): the misclassified images are those files, not any ``2.png``."""
+    import numpy as np
+    import pandas as pd
+
+    from condorml.monitor.gather import gather
+    from condorml.monitor.image_plots import plot_misclassified
+    from condorml.monitor.testimages import images_by_id
+
+    classes = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five"]
+    run, greys = _labelled_run(tmp_path, classes)
+    data = gather(run)
+    assert data.classes == tuple(classes)
+    assert data.scores is not None and data.mistakes is not None  # labels: the test set's own
+    scores = data.scores.set_index("member")
+    assert "top5_accuracy" in scores and "roc_auc" not in scores  # 6 classes
+    assert scores.at["ensemble", "accuracy"] == 0.5
+    assert scores.at["ensemble", "top5_accuracy"] == 1.0  # each second guess is in the top 5
+    recall = data.per_class.set_index(["member", "class"])["recall"]
+    assert recall.loc["ensemble"].tolist() == [0.5] * 6
+    assert data.confusion.values.tolist() == (np.eye(6, dtype=int) + np.roll(np.eye(6, dtype=int), 1, axis=1)).tolist()  # fmt: skip
+    pairs = data.confused_pairs
+    assert pairs[["true", "predicted", "images"]].values.tolist()[0] == ["0 - zero", "1 - one", 1]
+
+    assert set(data.mistakes["fileid"]) == {f"{name}/2" for name in classes}
+    samples, notes = images_by_id(data.images, list(data.mistakes["fileid"]))
+    assert notes == [] and len(samples) == 6
+    for fileid, image in samples:  # each one the file of its class folder
+        assert image.getpixel((5, 5)) == (greys[fileid.split("/")[0]],) * 3
+    titles = [
+        a.title.get_text() for a in plot_misclassified(samples, data.mistakes).axes if a.images
+    ]
+    assert "0 - zero/2\ntrue: 0 - zero\npredicted: 1 - one 0.650" in titles  # mean of 0.6, 0.7
+
+    report = make_report(run)
+    assert {"confusion_matrix", "per_class_recall", "misclassified", "sample_images"} <= set(report.plots)  # fmt: skip
+    out = run / "report"
+    assert pd.read_csv(out / "confusion.csv", index_col="true").values.trace() == 6
+    assert len(pd.read_csv(out / "misclassified.csv")) == 6
+    assert pd.read_csv(out / "confused_pairs.csv")["fraction_of_true"].tolist()[0] == 0.5
+
+
+def test_the_images_of_a_torchvision_test_set_are_found_by_their_index(tmp_path: Path) -> None:
+    """MNIST's files hold pixels, not image files: an image's id is its index in the split."""
+    from condorml.monitor.testimages import images_by_id, sample_images
+    from tests.torchvision_files import write_root
+
+    write_root(tmp_path / "mnist", "mnist", n_train=20, n_test=12)
+    samples, notes = sample_images(tmp_path / "mnist", limit=3)
+    assert notes == [] and [i for i, _ in samples] == ["0", "1", "2"]  # id order, numerically
+    assert all(image.mode == "RGB" and image.size == (28, 28) for _, image in samples)
+    found, _ = images_by_id(tmp_path / "mnist", ["11", "3", "no such id"])
+    assert [i for i, _ in found] == ["11", "3"]
 
 
 # --- the page in a real browser -----------------------------------------------------------------
@@ -365,7 +639,7 @@ def test_the_page_opens_in_a_browser_without_errors_showing_the_leaderboard_and_
     facts = inspect_page(report.html)
     assert facts["errors"] == []
     assert sorted(facts["leaderboard"]) == MEMBERS
-    assert [image["alt"] for image in facts["images"]] == list(PLOTS.values())
+    assert [image["alt"] for image in facts["images"]] == [PLOTS[name] for name in report.plots]
     assert all(image["loaded"] for image in facts["images"]), facts["images"]
 
 

@@ -9,9 +9,51 @@ from typing import Any
 
 import pytest
 
-from condorml.monitor import gather, plots
+from condorml.monitor import class_plots, gather, image_plots, plots
 
 pytest.importorskip("matplotlib")
+
+
+# Class names as torchvision's datasets have them: long, with spaces and slashes
+FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+           "Bag", "Ankle boot")  # fmt: skip
+MNIST = ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
+         "7 - seven", "8 - eight", "9 - nine")  # fmt: skip
+
+
+def _classes(n: int) -> list[str]:
+    """``n`` class names, the long ones first (FashionMNIST's, MNIST's, then made up)."""
+    names = [*FASHION, *MNIST]
+    return (names + [f"a rather long class name {i}" for i in range(len(names), n)])[:n]
+
+
+def _class_frames(rng: Any, members: list[str], classes: list[str]) -> dict[str, Any]:
+    """The per-class frames: a confusion matrix, per-class scores of the members and the
+    ensemble, a confidence table and the ensemble's mistakes."""
+    import numpy as np
+
+    from condorml.monitor.scoring import (
+        confidence_table,
+        confusion_frame,
+        member_scores,
+        mistakes,
+        per_class_table,
+    )
+
+    c, n = len(classes), 40 * len(classes)
+    y = np.arange(n) % c
+    probs = {}
+    for member in members:
+        logits = rng.normal(0, 1, (n, c))
+        logits[np.arange(n), y] += 2.0  # mostly right
+        p = np.exp(logits)
+        probs[member] = p / p.sum(axis=1, keepdims=True)
+    scores = member_scores(probs, y, classes)
+    ensemble = np.mean(list(probs.values()), axis=0)
+    ids = [f"{i}" for i in range(n)]
+    return {"confusion": confusion_frame(scores["ensemble"]), "per_class": per_class_table(scores),
+            "confidence": confidence_table(ensemble, y),
+            "mistakes": mistakes(ids, y, ensemble, classes)}  # fmt: skip
 
 
 def _frames(n: int, long_ids: bool) -> dict[str, Any]:
@@ -43,21 +85,36 @@ def _frames(n: int, long_ids: bool) -> dict[str, Any]:
     condor["lost_seconds"] = sum(condor[lost_column(c)] for c in LOST_CAUSES)
     image = np.full((30, 40, 3), 128, dtype=np.uint8)
     samples = [(f"{'a_long_test_image_id_' if long_ids else ''}{i}", image) for i in range(8)]
+    # 4 members: FashionMNIST's 10 classes, numbered; 40: 25 classes, normalised, unnumbered
+    classes = _classes(10 if n <= 10 else 25)
     return {"members": members, "epochs": epochs, "scores": scores, "curve": curve,
-            "calibration": calibration, "condor": condor, "ids": ids, "samples": samples}  # fmt: skip
+            "calibration": calibration, "condor": condor, "ids": ids, "samples": samples,
+            "classes": classes, **_class_frames(rng, ids, classes)}  # fmt: skip
 
 
 def _figures(n: int, long_ids: bool) -> dict[str, Any]:
-    """Every plot of the report, drawn from :func:`_frames`."""
+    """Every plot of the report, drawn from :func:`_frames` (and their N-class variants)."""
     f = _frames(n, long_ids)
     probs = {fileid: 0.7 for fileid, _ in f["samples"]}
+    classes = f["classes"]
+    # every class equally likely but the last: "predicted: Ankle boot" (or the 25th class)
+    per_class = {fileid: [0.5 / len(classes)] * (len(classes) - 1) + [0.5] for fileid in probs}
+    labels = {fileid: i % len(classes) for i, fileid in enumerate(probs)}
+    mistakes = f["mistakes"].head(len(f["samples"])).assign(fileid=[i for i, _ in f["samples"]])
     return {
+        "confusion_matrix": class_plots.plot_confusion(f["confusion"]),
+        "per_class_recall": class_plots.plot_per_class_recall(f["per_class"]),
+        "misclassified": image_plots.plot_misclassified(f["samples"], mistakes),
+        "calibration (confidence)": plots.plot_calibration(f["confidence"], None),
+        "sample_images (classes)": image_plots.plot_sample_images(
+            f["samples"], per_class, labels, classes
+        ),
         "learning_curves": plots.plot_learning_curves(f["epochs"]),
         "hyperparameters": plots.plot_hyperparameters(f["members"], ["lr", "optimizer"]),
         "ensemble_vs_members": plots.plot_ensemble_vs_members(f["scores"], f["ids"]),
         "ensemble_size": plots.plot_ensemble_size(f["curve"]),
         "calibration": plots.plot_calibration(f["calibration"]),
-        "sample_images": plots.plot_sample_images(f["samples"], probs, dict.fromkeys(probs, 1)),
+        "sample_images": image_plots.plot_sample_images(f["samples"], probs, dict.fromkeys(probs, 1)),
         "goodput": plots.plot_goodput(f["condor"]),
     }
 
@@ -89,7 +146,7 @@ def _overlap(a: Any, b: Any) -> bool:
 )
 def test_nothing_is_clipped_or_overlaps_and_bars_fit_their_axes(n: int, long_ids: bool) -> None:
     figures = _figures(n, long_ids)
-    assert set(figures) == set(plots.PLOTS)  # every plot is checked
+    assert {name.split(" ")[0] for name in figures} == set(plots.PLOTS)  # every plot is checked
     for name, fig in figures.items():
         _assert_laid_out(name, fig)
     # the ensemble's bar keeps its label however many members are thinned out
@@ -117,6 +174,8 @@ def _assert_laid_out(name: str, fig: Any) -> None:
                 assert not _overlap(a, b), (name, ticks[i].get_text(), ticks[j].get_text())
             for box in boxes:
                 assert _inside(box, page), name
+        for text in axis.texts:  # the counts in a confusion matrix's cells
+            assert _inside(text.get_window_extent(renderer), axis.get_window_extent(renderer)), name
         (x0, x1), (y0, y1) = sorted(axis.get_xlim()), sorted(axis.get_ylim())
         for bar in axis.patches:  # the bars of bar and barh, in data coordinates
             left, bottom = bar.get_x(), bar.get_y()

@@ -21,19 +21,19 @@ def report_command(
     labels: Path | None = typer.Option(
         None,
         "--labels",
-        help="fileid,is_dog CSV to score the members and the ensemble [default: the labels the "
-        "run's collect step uses, when the spec has data.labels].",
+        help="fileid,label (or fileid,is_dog) CSV, or a labelled test set, to score the members and "
+        "the ensemble [default: the run's data.labels, else its test set when laid out with labels].",
     ),
     images: Path | None = typer.Option(
         None,
         "--images",
-        help="Test images (zip or folder) for the sample grid [default: the run's data.test, "
-        "when it is a local path].",
+        help="Test images (zip or folder) for the sample and misclassified grids [default: the "
+        "run's data.test, when it is a local path].",
     ),
 ) -> None:
     """Report on a sweep: leaderboard, learning curves, accuracy against each swept hyperparameter,
-    the ensemble against its members and its size, calibration, sample test images, and the
-    HTCondor view (runs, checkpoints, evictions, committed and lost time) in RUN_DIR/report/report.html,
+    the ensemble against its members and its size, calibration, the confusion matrix, per-class
+    recall, the most confused classes, misclassified and sample test images, and the HTCondor view (runs, checkpoints, evictions, committed and lost time) in RUN_DIR/report/report.html,
     one file that opens offline. An adaptive search adds its history, the metric per epoch with the
     rungs, and the hyperparameters' importance. A partly finished run gets a partial report saying
     what is missing."""

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from condorml.errors import CondormlError
 from condorml.monitor.accounting import LOST_CAUSES, lost_column
-from condorml.monitor.gather import CALIBRATION_BINS, ReportData, sample_images
-from condorml.results.evaluate import THRESHOLD
+from condorml.monitor.gather import ReportData
+from condorml.monitor.scoring import CALIBRATION_BINS
 from condorml.sweep.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -30,7 +30,10 @@ PLOTS = {
     "ensemble_vs_members": "Ensemble against its members (test set)",
     "ensemble_size": "Ensemble size: members added best first",
     "calibration": "Calibration of the ensemble probabilities",
+    "confusion_matrix": "Confusion matrix of the ensemble (test set)",
+    "per_class_recall": "Recall per class: the ensemble and its members (test set)",
     "sample_images": "Sample test images with the ensemble's probability of dog",
+    "misclassified": "Misclassified test images: the ensemble's most confident mistakes",
     "goodput": "HTCondor: committed and lost execution time of the training jobs",
 }
 
@@ -57,6 +60,7 @@ def _colors(n: int) -> list[Any]:
 _LOG_BY_NATURE = frozenset({"lr", "weight_decay"})
 _MIN_FONT_SIZE = 7.0  # a title shrinks to this size to fit its axes, not further
 _LABEL_GAP = 2.0  # pixels between two tick labels
+_NAME_CHARS = 24  # class names longer than this are shortened in plots (the tables keep them)
 
 
 def log_distributed(spec_file: Path) -> set[str]:
@@ -251,49 +255,49 @@ def plot_ensemble_size(curve: pd.DataFrame) -> Figure:
     return _finish(fig)
 
 
-def plot_calibration(calibration: pd.DataFrame) -> Figure:
-    """Reliability diagram: fraction of dogs against the mean predicted probability per bin."""
+def plot_calibration(calibration: pd.DataFrame, positive: str | None = "dog") -> Figure:
+    """Reliability diagram of the ensemble, and its images per bin.
+
+    Two classes (``positive``: the second class): the fraction of images of that class against
+    the mean predicted probability of it per bin. Any number (``positive`` None, a
+    :func:`~condorml.monitor.scoring.confidence_table`): the fraction predicted correctly against
+    the mean confidence (the probability of the predicted class) per bin.
+    """
     fig = _figure(9, 3.8)
     curve, counts = fig.subplots(1, 2)
+    fraction = next(c for c in calibration.columns if c.startswith("fraction_"))
+    if positive is None:
+        mean, title = "mean_confidence", "calibration of the confidence"
+        x_label, y_label = (
+            "mean confidence (probability of the predicted class)",
+            "fraction correct",
+        )
+        binned = "confidence (probability of the predicted class)"
+    else:
+        shown = _short(positive)
+        mean, title = "mean_prob", "calibration"
+        x_label = f"mean predicted probability of {shown}"
+        y_label = "fraction of dogs" if positive == "dog" else f"fraction of {shown}"
+        binned = f"predicted probability of {shown}"
     curve.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
-    curve.plot(calibration["mean_prob"], calibration["fraction_dogs"], "-o", label="ensemble")
-    curve.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability of dog",
-              ylabel="fraction of dogs", title="calibration")  # fmt: skip
+    curve.plot(calibration[mean], calibration[fraction], "-o", label="ensemble")
+    curve.set(xlim=(0, 1), ylim=(0, 1), xlabel=x_label, ylabel=y_label, title=title)
     curve.grid(alpha=0.3)
     curve.legend(fontsize="small")
     width = calibration["bin_high"] - calibration["bin_low"]
     counts.bar(calibration["bin_low"], calibration["images"], width=width, align="edge",
                edgecolor="white")  # fmt: skip
     counts.set(xlim=(0, 1), ylim=(0, max(float(calibration["images"].max()) * 1.05, 1)),
-               xlabel="predicted probability of dog", ylabel="images",
-               title="images per probability bin")  # fmt: skip
+               xlabel=binned, ylabel="images", title="images per probability bin")  # fmt: skip
     return _finish(fig)
 
 
-def plot_sample_images(
-    samples: list[tuple[str, Any]], probs: dict[str, float], labels: dict[str, int] | None = None
-) -> Figure:
-    """A grid of test images titled with the probability of dog, green/red when right/wrong."""
-    columns = min(4, len(samples))
-    rows = math.ceil(len(samples) / columns)
-    fig = _figure(2.4 * columns, 2.7 * rows)
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for axis in axes:
-        axis.set_axis_off()
-    for axis, (fileid, image) in zip(axes, samples, strict=False):
-        axis.imshow(image)
-        prob = probs.get(fileid)
-        lines, color = [fileid, "" if prob is None else f"p(dog) {prob:.3f}"], "black"
-        truth = None if labels is None else labels.get(fileid)
-        if truth is not None:
-            lines[1] += f"{', ' if prob is not None else ''}truth: {'dog' if truth else 'cat'}"
-            if prob is not None:
-                color = "tab:green" if int(prob > THRESHOLD) == truth else "tab:red"
-        axis.set_title("\n".join(line for line in lines if line), color=color, fontsize=11)
-    return _finish(fig)
+def _short(name: str, chars: int = _NAME_CHARS) -> str:
+    """A class name cut to ``chars`` characters (an ellipsis marks the cut)."""
+    name = str(name)
+    return name if len(name) <= chars else name[: chars - 1] + "\u2026"
 
 
-# The lost time's colours in the goodput plot, by cause (in LOST_CAUSES order)
 _LOST_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:brown")
 
 
@@ -362,13 +366,18 @@ class Plot:
 
 def make_plots(data: ReportData) -> tuple[list[Plot], list[str]]:
     """Every plot the data allows, in page order (with ``[search]``, the search's after the
-    learning curves: :mod:`condorml.monitor.search_plots`), and notes on the ones it does not."""
-    from condorml.monitor.search_plots import draw_search  # it draws with this module's helpers
+    learning curves: :mod:`condorml.monitor.search_plots`; the confusion matrix and the recall per
+    class: :mod:`condorml.monitor.class_plots`; the grids of test images:
+    :mod:`condorml.monitor.image_plots`), and notes on the ones it does not."""
+    # they draw with this module's helpers
+    from condorml.monitor.class_plots import draw_per_class
+    from condorml.monitor.image_plots import draw_misclassified, draw_samples
+    from condorml.monitor.search_plots import draw_search
 
     plots: list[Plot] = []
     notes: list[str] = []
-    drawers = (_learning_curves, draw_search, _hyperparameters, _ensemble, _calibration, _samples,
-               _goodput)  # fmt: skip
+    drawers = (_learning_curves, draw_search, _hyperparameters, _ensemble, _calibration,
+               draw_per_class, draw_samples, draw_misclassified, _goodput)  # fmt: skip
     for draw in drawers:
         more, why = draw(data)
         plots += more
@@ -379,8 +388,10 @@ def make_plots(data: ReportData) -> tuple[list[Plot], list[str]]:
 _Drawn = tuple[list[Plot], list[str]]  # the plots one drawer made, notes on those it skipped
 
 
-def _plot(name: str, fig: Figure, caption: str = "", dpi: int = 100) -> Plot:
-    return Plot(name, PLOTS[name], png(fig, dpi), caption)
+def _plot(
+    name: str, fig: Figure, caption: str = "", dpi: int = 100, title: str | None = None
+) -> Plot:
+    return Plot(name, title or PLOTS[name], png(fig, dpi), caption)
 
 
 def _learning_curves(data: ReportData) -> _Drawn:
@@ -413,31 +424,20 @@ def _ensemble(data: ReportData) -> _Drawn:
 
 
 def _calibration(data: ReportData) -> _Drawn:
-    if data.calibration is None or data.calibration.empty:
+    if data.calibration is None or data.calibration.empty or data.classes is None:
         return [], []
-    caption = (f"The ensemble's probabilities in {CALIBRATION_BINS} equal bins: points on the "
-               "diagonal mean that a probability of 0.8 is right 80% of the time.")  # fmt: skip
-    return [_plot("calibration", plot_calibration(data.calibration), caption)], []
-
-
-def _samples(data: ReportData) -> _Drawn:
-    if data.images is None:
-        return [], []
-    ensemble = data.ensemble
-    try:
-        samples, unreadable = sample_images(
-            data.images, None if ensemble is None else set(ensemble.index)
-        )
-    except CondormlError as err:
-        return [], [f"sample grid skipped: {err}"]
-    if not samples:
-        missing = f"no test image with a prediction in {data.images}: sample grid skipped"
-        return [], unreadable or [missing]
-    probs = {} if ensemble is None else ensemble.to_dict()
-    labels = None if data.labels is None else data.labels.to_dict()
-    caption = f"The first {len(samples)} test images by id, from {data.images}."
-    fig = plot_sample_images(samples, probs, labels)
-    return [_plot("sample_images", fig, caption, dpi=72)], unreadable
+    if len(data.classes) == 2:
+        positive = data.classes[1]
+        caption = (f"The ensemble's probability of {positive} in {CALIBRATION_BINS} equal bins: "
+                   "points on the diagonal mean that a probability of 0.8 is right 80% of the "
+                   "time.")  # fmt: skip
+    else:
+        positive = None
+        caption = (f"A reliability diagram of the ensemble's confidence (its probability of the "
+                   f"class it predicts) in {CALIBRATION_BINS} equal bins, against the fraction "
+                   "of those images it predicted correctly: points on the diagonal mean that a "
+                   "confidence of 0.8 is right 80% of the time.")  # fmt: skip
+    return [_plot("calibration", plot_calibration(data.calibration, positive), caption)], []
 
 
 def _goodput(data: ReportData) -> _Drawn:

@@ -58,8 +58,12 @@ def write_report(data: ReportData, output: Path) -> ReportResult:
     """Write the tables (CSV), the plots (PNG) and ``report.html`` into ``output``, atomically.
 
     ``leaderboard.csv`` (the table the page shows), ``members.csv`` (every member's
-    hyperparameters and per-epoch metrics, one row per epoch), ``htcondor.csv``, ``scores.csv``,
-    ``ensemble_size.csv`` and ``calibration.csv`` when they exist, one PNG per plot.
+    hyperparameters and per-epoch metrics, one row per epoch), and when they exist
+    ``htcondor.csv``, ``scores.csv``, ``ensemble_size.csv``, ``calibration.csv``,
+    ``per_class.csv`` (precision, recall, F1 and support of every class, per member and for the
+    ensemble), ``confusion.csv`` (the ensemble's: a row per true class, a column per predicted
+    class), ``confused_pairs.csv`` (the most frequent mistakes) and ``misclassified.csv`` (every
+    image the ensemble got wrong); one PNG per plot.
 
     Raises
     ------
@@ -78,11 +82,16 @@ def write_report(data: ReportData, output: Path) -> ReportResult:
             "scores.csv": data.scores,
             "ensemble_size.csv": data.ensemble_curve,
             "calibration.csv": data.calibration,
+            "per_class.csv": data.per_class,
+            "confusion.csv": data.confusion,
+            "confused_pairs.csv": data.confused_pairs,
+            "misclassified.csv": data.mistakes,
         }
         for name, frame in tables.items():
             if frame is not None:
                 with atomic_write(output / name, "w") as handle:
-                    frame.to_csv(handle, index=False)
+                    # the confusion matrix's index is the true class
+                    frame.to_csv(handle, index=frame is data.confusion)
                 files.append(output / name)
         for plot in plots:
             with atomic_write(output / f"{plot.name}.png", "wb") as handle:
@@ -123,7 +132,7 @@ def _table_html(frame: pd.DataFrame, table_id: str) -> str:
 # Leaderboard columns the page shows (after member, status, seed and the swept hyperparameters);
 # leaderboard.csv beside it keeps every column.
 _SHOWN = ("search_state", "rungs_done", "epochs_trained", "epochs_done", "val_acc", "val_loss",
-          "test_accuracy", "test_log_loss", "test_roc_auc", "runs", "checkpoints",
+          "test_accuracy", "test_log_loss", "test_macro_f1", "test_roc_auc", "runs", "checkpoints",
           "wall_seconds")  # fmt: skip
 _CONDOR_SHOWN = ("evictions", "lost_seconds", "goodput")
 
@@ -146,8 +155,11 @@ def _leaderboard_view(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 def _summary(data: ReportData) -> list[str]:
     members = data.members
-    predicted = 0 if data.probs is None else data.probs.shape[1]
+    predicted = 0 if data.probs is None else len(data.probs)
     lines = [f"{len(members)} member(s); {predicted} with predictions."]
+    if data.classes is not None:
+        shown = ", ".join(data.classes[:10]) + (", ..." if len(data.classes) > 10 else "")
+        lines.append(f"{len(data.classes)} classes: {shown}.")
     if "val_acc" in members and members["val_acc"].notna().any():
         best = members.loc[members["val_acc"].astype(float).idxmax()]
         accuracy = float(best["val_acc"])
@@ -156,6 +168,8 @@ def _summary(data: ReportData) -> list[str]:
         lines.append(_search_summary(data.search))
     if data.scores is not None:
         lines.append(_ensemble_summary(data.scores))
+    if data.mistakes is not None:
+        lines.append(_mistakes_summary(data))
     if data.condor is not None:
         lines.append(_condor_summary(data.condor))
     return lines
@@ -186,12 +200,32 @@ def _ensemble_summary(scores: pd.DataFrame) -> str:
         verdict = "as good as"
     else:
         verdict = "better than" if ensemble["accuracy"] > top["accuracy"] else "worse than"
+    more = "".join(
+        f", {label} {ensemble[column]:.4f}"
+        for column, label in (("macro_f1", "macro-F1"), ("top5_accuracy", "top-5 accuracy"))
+        if column in table and "roc_auc" not in table  # more than two classes
+    )
     return (
         f"Ensemble of {len(single)}: test accuracy {ensemble['accuracy']:.4f}, log loss "
-        f"{ensemble['log_loss']:.4f}; by accuracy {verdict} its best member {best} "
+        f"{ensemble['log_loss']:.4f}{more}; by accuracy {verdict} its best member {best} "
         f"(accuracy {top['accuracy']:.4f}, log loss {top['log_loss']:.4f}) "
         f"on {int(ensemble['images'])} labelled test images."
     )
+
+
+def _mistakes_summary(data: ReportData) -> str:
+    """How many images the ensemble got wrong, and its most frequent mistake."""
+    assert data.mistakes is not None
+    wrong, scored = len(data.mistakes), len(data.scored or ())
+    if not wrong:
+        return f"The ensemble predicted all {scored} scored test images right."
+    line = f"The ensemble got {wrong} of {scored} scored test images wrong"
+    pairs = data.confused_pairs
+    if pairs is not None and not pairs.empty:
+        first = pairs.iloc[0]
+        line += (f"; most often {first['true']} taken for {first['predicted']} "
+                 f"({int(first['images'])} image(s))")  # fmt: skip
+    return line + "."
 
 
 def _condor_summary(c: pd.DataFrame) -> str:
@@ -223,6 +257,7 @@ def render_html(data: ReportData, plots: list[Plot], missing: list[str], files: 
         "</section>",
         *_condor_section(data),
         *_scores_section(data),
+        *_per_class_section(data),
         '<section id="files"><h2>Files</h2><p>Beside this page: ',
         esc(", ".join(files)),
         "</p></section></body></html>",
@@ -309,3 +344,56 @@ def _scores_section(data: ReportData) -> list[str]:
     if data.ensemble_curve is not None:
         parts.append(_table_html(data.ensemble_curve, "ensemble-size-table"))
     return [*parts, "</section>"]
+
+
+# The per-class table shows at most this many classes (the lowest ensemble recall first when
+# there are more); per_class.csv beside the page has them all.
+_CLASSES_SHOWN = 50
+
+
+def _per_class_section(data: ReportData) -> list[str]:
+    """The recall of every class by the ensemble and each member (with the ensemble's precision,
+    F1 and support), and the most confused pairs."""
+    if data.per_class is None or data.per_class.empty:
+        return []
+    view = _per_class_view(data)
+    shown = len(view)
+    total = data.per_class["class"].nunique()
+    cut = f" The {shown} classes of the lowest ensemble recall of {total}." if shown < total else ""
+    parts = [
+        '<section id="per-class"><h2>Per class</h2>',
+        "<p>Recall is the fraction of a class's test images predicted as that class; precision "
+        "the fraction of the images predicted as it that are of it. The ensemble's precision, "
+        f"recall and F1, then each member's recall.{html.escape(cut)}</p>",
+        _table_html(view, "per-class-table"),
+    ]
+    pairs = data.confused_pairs
+    if pairs is not None and not pairs.empty:
+        parts += [
+            "<h3>Most confused classes</h3><p>The ensemble's most frequent mistakes: images of "
+            "the true class predicted as another, and their fraction of the true class.</p>",
+            _table_html(pairs, "confused-pairs-table"),
+        ]
+    return [*parts, "</section>"]
+
+
+def _per_class_view(data: ReportData) -> pd.DataFrame:
+    """Per class: images, the ensemble's precision, recall and F1, each member's recall (best
+    validation accuracy first)."""
+    assert data.per_class is not None
+    table = data.per_class
+    ensemble = table[table["member"] == "ensemble"].set_index("class")
+    view = ensemble[["support", "precision", "recall", "f1"]].rename(
+        columns={
+            "support": "images",
+            **{c: f"{c} (ensemble)" for c in ("precision", "recall", "f1")},
+        }
+    )
+    members = table[table["member"] != "ensemble"]
+    if not members.empty:
+        recall = members.pivot(index="class", columns="member", values="recall")
+        order = [m for m in data.ranked() if m in recall.columns]
+        view = view.join(recall[order].rename(columns=lambda m: f"recall {m}"))
+    if len(view) > _CLASSES_SHOWN:
+        view = view.sort_values("recall (ensemble)", kind="stable").head(_CLASSES_SHOWN)
+    return view.reset_index()

@@ -376,7 +376,7 @@ class MemberDir:
         merged_name = (
             parts[0].name.split(".part")[0] + parts[0].suffix
         )  # probs.part0.csv -> probs.csv
-        target = merge_to.with_name(merged_name) if merge_to is not None else self.out / merged_name
+        target = merge_to if merge_to is not None else self.out / merged_name
         try:
             merge_predictions(target, parts)
         except CondormlError as err:
