@@ -4,6 +4,7 @@ trained with exit-85 checkpoints and exact resume, predicting one probability pe
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,3 +231,53 @@ def test_the_cli_names_the_closest_models(tmp_path: Path, shapes: Path) -> None:
     assert line.startswith(
         "condorml: error: --model mobilenet_v3_smal: unknown model; closest: mobilenet_v3_small"
     )
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("one class", r"only one class \(a\)"),
+        ("empty class folder", r"train/b: a class folder with no images"),
+        ("other classes", "trained on other classes"),
+        ("unknown test classes", "classes the models were not trained on"),
+        ("model file without the class", r"no class Nope in net\.py"),
+    ],
+)
+def test_bad_n_class_input_is_one_line_and_exit_2(
+    shapes: Path, tmp_path: Path, net_file: Path, case: str, message: str
+) -> None:
+    """Exit 2: a permanent error, which DAGMan's RETRY ... UNLESS-EXIT 2 does not retry."""
+    from PIL import Image
+
+    data, ckpt = tmp_path / "data", tmp_path / "ckpt"
+    for name in ("a", *(["b"] if case != "one class" else [])):
+        (data / "train" / name).mkdir(parents=True)
+        if case != "empty class folder" or name == "a":
+            for k in range(3):
+                Image.new("RGB", (8, 8), (40 * k, 0, 0)).save(data / "train" / name / f"{k}.png")
+    if case == "empty class folder":
+        (data / "train" / "a" / "x").mkdir()  # (a nested folder is no class; 'b' has nothing)
+    train_args = ["train", "-d", str(data), "-c", str(ckpt), "--image-size", "40", "--epochs", "1"]
+    if case == "other classes":
+        assert condorml_cli(*train_args[:2], str(shapes / "train"), *train_args[3:]).returncode == 0
+    if case == "model file without the class":
+        train_args += ["--model", f"{net_file}:Nope"]
+    proc = condorml_cli(*train_args)
+    if case == "unknown test classes":  # a test set of a class it knows (a) and one it does not
+        assert proc.returncode == 0, proc.stderr
+        test = tmp_path / "test"
+        for name in ("a", "zebra"):
+            (test / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(test / name / "1.png")
+        proc = condorml_cli("infer", "-m", str(ckpt / "model.pth"), "-i", str(test),
+                            "-o", str(tmp_path / "p.csv"))  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert re.search(message, line) and "Traceback" not in proc.stderr
+
+
+def test_a_search_hands_a_model_file_to_the_job_by_its_sandbox_name(tmp_path: Path) -> None:
+    from condorml.hyperparameters import read_hyperparameters, write_hyperparameters
+
+    write_hyperparameters(tmp_path / "params.json", {"model": "dags/models/net.py:Net", "lr": 0.1})
+    assert read_hyperparameters(tmp_path / "params.json") == {"model": "net.py:Net", "lr": 0.1}
