@@ -14,7 +14,10 @@ from condorml.cli._options import training_options, with_options
 @with_options(training_options)
 def train_command(
     data_dir: Path = typer.Option(
-        ..., "--data-dir", "-d", help="Folder or .zip with train/cat.N.jpg and train/dog.N.jpg."
+        ...,
+        "--data-dir",
+        "-d",
+        help="Folder or .zip of training images: class folders (train/CLASS/IMAGE), a labels.csv, Kaggle cat/dog names, or torchvision's dataset files (data/README.md).",
     ),
     checkpoint_dir: Path = typer.Option(
         ...,
@@ -45,7 +48,7 @@ def train_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     **options: Any,
 ) -> None:
-    """Train a cat/dog classifier, checkpointing the HTCondor way.
+    """Train an image classifier of the data's classes, checkpointing the HTCondor way.
 
     Every --checkpoint-every epochs it writes CHECKPOINT_DIR/model.pth and exits with code 85
     (HTCondor's checkpoint_exit_code); the next start resumes exactly where it stopped. Exit
