@@ -115,6 +115,8 @@ def model_problem(value: object) -> str | None:
         if any(c in value for c in "\n\r\"'$"):
             return "a model file path may not hold quotes, '$' or line breaks"
         return None
+    if value.endswith(FILE_SUFFIX):
+        return f"a model file needs its class: {value}:CLASS"
     names = torchvision_models()
     if value in names:
         return None
@@ -139,12 +141,6 @@ def job_value(value: str) -> str:
     return (
         ModelRef("file", value, *value.rsplit(":", 1)).job_name if is_model_file(value) else value
     )
-
-
-def model_files(values: list[object]) -> list[str]:
-    """The distinct model file paths among ``values`` (``--model`` values), in order."""
-    found = [str(v).rpartition(":")[0] for v in values if isinstance(v, str) and is_model_file(v)]
-    return list(dict.fromkeys(found))
 
 
 def min_image_size(value: str) -> int | None:

@@ -281,3 +281,32 @@ def test_a_search_hands_a_model_file_to_the_job_by_its_sandbox_name(tmp_path: Pa
 
     write_hyperparameters(tmp_path / "params.json", {"model": "dags/models/net.py:Net", "lr": 0.1})
     assert read_hyperparameters(tmp_path / "params.json") == {"model": "net.py:Net", "lr": 0.1}
+
+
+def test_a_sweep_hands_its_jobs_the_labels_csv_and_the_model_files(tmp_path: Path) -> None:
+    """[data] train_labels and every model file of the spec are inputs of the training jobs;
+    the inference jobs get the model files too, and name their CSV by the classes."""
+    from condorml.sweep.plan import plan_sweep
+
+    for name in ("images.zip", "train.csv", "test.zip"):
+        (tmp_path / name).touch()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "net.py").write_text(SMALL_NET)
+    (tmp_path / "spec.toml").write_text(
+        '[data]\ntrain = "images.zip"\ntrain_labels = "train.csv"\ntest = "test.zip"\n'
+        '[train]\nimage_size = 40\n[grid]\nmodel = ["cnn", "models/net.py:Net"]\n'
+    )
+    plan = plan_sweep(tmp_path / "spec.toml", tmp_path / "run")
+    train, infer_job = plan.workflow.jobs["train"].submit, plan.workflow.jobs["infer"].submit
+    assert train["transfer_input_files"] == (  # type: ignore[index]
+        "../../../images.zip, ../../../train.csv, ../../../models/net.py, ckpt"
+    )
+    assert "--labels-csv train.csv" in train["arguments"]  # type: ignore[index]
+    assert "--model $(model)" in train["arguments"]  # type: ignore[index]
+    assert "../../../models/net.py" in infer_job["transfer_input_files"]  # type: ignore[index]
+    assert "--model-file net.py" in infer_job["arguments"]  # type: ignore[index]
+    assert "--output out/" in infer_job["arguments"]  # type: ignore[index]
+    vars_ = [line for line in plan.workflow.dag_lines if line.startswith("VARS train_")]
+    assert 'model="cnn"' in vars_[0] and 'model="net.py:Net"' in vars_[1]
+    rows = plan.member_rows()
+    assert [row["model"] for row in rows] == ["cnn", "models/net.py:Net"]

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from condorml.architectures import model_files
+from condorml.architectures import is_model_file
 from condorml.config import InferConfig, TrainConfig
 from condorml.errors import CondormlError, ExitCode, ScriptExit
 from condorml.htcondor.inputs import local_path
@@ -155,6 +155,10 @@ def _train_job(spec: SweepSpec, member: Member, first: Path) -> tuple[JobDescrip
     if search is not None and search.halving is not None:  # each rung's VARS: where it stops
         swept += ("stop_after_epoch",)
         options["stop_after_epoch"] = search.rungs(spec.epochs)[0]
+    model = options.get("model")
+    if isinstance(model, str) and is_model_file(model):  # the file as resolved: a job input
+        file, _, class_name = model.rpartition(":")
+        options["model"] = f"{spec.model_paths[file]}:{class_name}"
     labels = spec.data.get("train_labels")
     config = TrainConfig(
         data_dir=Path(spec.data["train"]), checkpoint_dir=Path(CHECKPOINT_FOLDER),
@@ -194,13 +198,7 @@ def _infer_job(spec: SweepSpec, first: Path) -> tuple[JobDescription, bool]:
 def spec_model_files(spec: SweepSpec) -> list[str]:
     """The model files (``FILE.py`` of ``model = "FILE.py:CLASS"``) any member of the sweep may
     train: every training and inference job receives them all (a few kilobytes each)."""
-    values: list[object] = [spec.train.get("model"), *spec.grid.get("model", [])]
-    choices = spec.random.get("model")
-    if isinstance(choices, list):
-        values += choices
-    if spec.search is not None and isinstance(spec.search.space.get("model"), list):
-        values += spec.search.space["model"]
-    return model_files(values)
+    return list(spec.model_paths.values())
 
 
 def _collect_job(spec: SweepSpec, run_dir: Path, with_stats: bool) -> JobDescription:

@@ -105,7 +105,8 @@ class ImageSet:
         classes = self.classes or ()
         digest.update(f"{self.layout}\n{json.dumps(list(classes))}\n".encode())
         labels = self.labels or [-1] * len(self.files)
-        for name, f, label in sorted(zip(self.names, self.files, labels, strict=True)):
+        entries = zip(self.names, self.files, labels, strict=True)
+        for name, f, label in sorted(entries, key=lambda entry: entry[0]):
             shown = classes[label] if 0 <= label < len(classes) else str(label)
             digest.update(f"{name}\0{f.size}\0{f.digest}\0{shown}\n".encode())
         return digest.hexdigest()[:16]

@@ -17,7 +17,7 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,8 @@ class SweepSpec:
     submit: dict[str, str] = field(default_factory=dict)  # extra commands of every job
     search: Search | None = None  # [search]; its grid or random space is also in grid / random
     top_k: int | None = None  # [ensemble] top_k: the ensemble of the best members by the metric
+    # model files (FILE.py of model = "FILE.py:CLASS"), as written -> resolved: the jobs' inputs
+    model_paths: dict[str, str] = field(default_factory=dict)
 
     @property
     def swept(self) -> tuple[str, ...]:
@@ -222,39 +224,32 @@ def load_spec(path: Path, check_paths: bool = True) -> SweepSpec:
             _table(inference, "submit", path), f"{path}: [inference.submit]"
         )
     throttle = _throttle(_table(doc, "throttle", path), path)
-    train, grid, random, search = _model_files(train, grid, random, search, where)
+    model_paths = _model_files(train, grid, random, search, where)
     return SweepSpec(path, text, data, train, grid, random, samples, random_seed, seeds,
-                     min_members, resources, inference, throttle, submit, search, top_k)  # fmt: skip
+                     min_members, resources, inference, throttle, submit, search, top_k,
+                     model_paths)  # fmt: skip
 
 
 def _model_files(train: dict[str, Any], grid: dict[str, list[Any]], random: dict[str, Any],
-                 search: Search | None, where: _Where) -> tuple[dict, dict, dict, Search | None]:  # fmt: skip
-    """Every ``model = "FILE.py:CLASS"`` with its file resolved like the spec's other paths (and,
-    with ``check_paths``, checked to exist), wherever the spec names models."""
+                 search: Search | None, where: _Where) -> dict[str, str]:  # fmt: skip
+    """Every model file the spec names (``model = "FILE.py:CLASS"`` wherever models are given),
+    as written -> resolved like the spec's other paths (and, with ``check_paths``, checked to
+    exist). The values stay as written, so that members.csv and a search's choices read the same
+    from any folder; the jobs receive the resolved files and name them by their file names."""
+    found: dict[str, str] = {}
 
-    def resolved(value: Any, table: str) -> Any:
-        if isinstance(value, str) and is_model_file(value):
-            file, _, class_name = value.rpartition(":")
-            return f"{where.input(table, 'model', file)}:{class_name}"
-        return value
+    def note(values: Any, table: str) -> None:
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and is_model_file(value):
+                file = value.rpartition(":")[0]
+                found.setdefault(file, where.input(table, "model", file))
 
-    def each(values: Any, table: str) -> Any:
-        return [resolved(v, table) for v in values] if isinstance(values, list) else values
-
-    if "model" in train:
-        train = {**train, "model": resolved(train["model"], "train")}
-    if "model" in grid:
-        grid = {**grid, "model": each(grid["model"], "grid")}
-    if "model" in random:
-        random = {**random, "model": each(random["model"], "random")}
-    if search is not None and "model" in search.space:
-        space = {**search.space, "model": each(search.space["model"], "search.space")}
-        search = replace(search, space=space)
-        if search.method == "grid":
-            grid = {**grid, "model": space["model"]}
-        elif search.method == "random":
-            random = {**random, "model": space["model"]}
-    return train, grid, random, search
+    note(train.get("model"), "train")
+    note(grid.get("model"), "grid")
+    note(random.get("model"), "random")
+    if search is not None:
+        note(search.space.get("model"), "search.space")
+    return found
 
 
 def _top_k(table: dict[str, Any], min_members: int, search: Search | None, train: dict[str, Any],
