@@ -71,7 +71,9 @@ def _tiny_set(root: Path, synth: Path, extra: dict[str, bytes]) -> Path:
 
 def test_unlabelled_file_is_an_error_naming_it(tmp_path: Path, synth: Path) -> None:
     root = _tiny_set(tmp_path, synth, {"kitten.jpg": b"x"})
-    with pytest.raises(DataError, match=r"train/kitten\.jpg: cannot tell its class .*class folders"):
+    with pytest.raises(
+        DataError, match=r"train/kitten\.jpg: cannot tell its class .*class folders"
+    ):
         training_images(ImageSource(root))
 
 

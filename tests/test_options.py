@@ -143,5 +143,3 @@ def test_inference_has_one_options_type() -> None:
     assert option_default(InferConfig, "batch_size") == INFER_BATCH_SIZE
     assert _params("infer")["batch_size"].default == INFER_BATCH_SIZE
     assert "shards" in _params("submit", "infer") and "shards" not in _params("infer")
-
-

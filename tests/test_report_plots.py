@@ -114,7 +114,9 @@ def _figures(n: int, long_ids: bool) -> dict[str, Any]:
         "ensemble_vs_members": plots.plot_ensemble_vs_members(f["scores"], f["ids"]),
         "ensemble_size": plots.plot_ensemble_size(f["curve"]),
         "calibration": plots.plot_calibration(f["calibration"]),
-        "sample_images": image_plots.plot_sample_images(f["samples"], probs, dict.fromkeys(probs, 1)),
+        "sample_images": image_plots.plot_sample_images(
+            f["samples"], probs, dict.fromkeys(probs, 1)
+        ),
         "goodput": plots.plot_goodput(f["condor"]),
     }
 

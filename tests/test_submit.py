@@ -22,12 +22,11 @@ from typer.testing import CliRunner
 
 from condorml.backends import condor as schedd_module
 from condorml.cli import app
-from condorml.config import TrainConfig
+from condorml.config import InferConfig, TrainConfig
 from condorml.errors import CondormlError
 from condorml.htcondor.passthrough import extra_commands
 from condorml.htcondor.quoting import condor_arguments, split_condor_arguments
 from condorml.htcondor.resources import Container, Profile, Resources, chtc_job_length
-from condorml.config import InferConfig
 from condorml.htcondor.submit import infer_description, train_description, write_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,8 +103,9 @@ def test_training_arguments_are_a_valid_condorml_command_line(tmp_path: Path) ->
 
 def test_infer_arguments_are_a_valid_condorml_command_line(tmp_path: Path) -> None:
     job = infer_description(
-        InferConfig(("a/m0.pth", "b/m1.pth"), "osdf:///chtc/staging/u/test.zip", shards=4,
-                    with_stats=True),  # fmt: skip
+        InferConfig(
+            ("a/m0.pth", "b/m1.pth"), "osdf:///chtc/staging/u/test.zip", shards=4, with_stats=True
+        ),
         Resources(cpus=4),
         IMAGE,
         Profile(),
