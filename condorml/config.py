@@ -336,9 +336,9 @@ class TrainConfig:
         0.0, "Weight decay.", rule=OptionRule(float, low=0), spec=SWEPT, job=ALWAYS,
         identity=True,
     )  # fmt: skip
-    momentum: float = option(  # passed to a job only with sgd, which uses it
+    momentum: float = option(  # always passed: one train.sub serves members of every optimizer
         0.9, "Momentum (sgd only).", rule=OptionRule(float, low=0, below=1), spec=SWEPT,
-        job=IF_SET, identity=True,
+        job=ALWAYS, identity=True,
     )  # fmt: skip
     scheduler: str = option(
         "constant", "Learning-rate schedule, stepped once per epoch.",

@@ -305,9 +305,13 @@ def job_arguments(
 def _training_arguments(
     config: TrainConfig, swept: tuple[str, ...] = (), omit: tuple[str, ...] = ()
 ) -> list[Token]:
-    """The training options as tokens (``momentum`` only where the optimizer uses it)."""
-    if config.optimizer != "sgd" and "momentum" not in swept:
-        config = replace(config, momentum=None)  # type: ignore[arg-type]
+    """The training options as tokens.
+
+    Every member runs the same ``train.sub``, written from one member's values: an option left
+    out because of that member's value (``momentum`` with adam) would be left out for every
+    member, and another member would silently train with the default. So every option a job
+    depends on is written, used or not; a member's checkpoint records what members.csv says.
+    """
     swept = tuple(name for name in swept if name not in omit)
     return job_arguments(config, ALWAYS, swept, omit) + job_arguments(config, IF_SET, swept, omit)
 
