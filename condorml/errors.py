@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     DONE = 0
     BUG = 1  # an unexpected exception: a traceback on stderr
     PERMANENT = 2  # a usage, spec, data or checkpoint mistake: never retried
+    TOO_FEW_MEMBERS = 3  # the collect step (FINAL node): fewer members than min_members joined
     TRANSIENT = 75  # sysexits.h EX_TEMPFAIL: the machine or the transfer failed; retried
     CHECKPOINTED = 85  # HTCondor's checkpoint_exit_code: "checkpointed, run me again"
     SIGINT = 130  # 128 + 2: stopped by Ctrl-C after saving
@@ -31,8 +32,9 @@ class ExitCode(enum.IntEnum):
 
 EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.DONE: "done",
-    ExitCode.BUG: "unexpected failure (a bug: traceback on stderr); retried. From the collect "
-    "step (the FINAL node): too few members produced predictions",
+    ExitCode.BUG: "unexpected failure (a bug: traceback on stderr); retried",
+    ExitCode.TOO_FEW_MEMBERS: "the collect step (the FINAL node): fewer members than "
+    "min_members produced predictions",
     ExitCode.PERMANENT: "bad options, spec, data or checkpoint; never retried",
     ExitCode.TRANSIENT: "the machine or the transfer failed (disk, I/O, damaged input, memory); retried",
     ExitCode.CHECKPOINTED: "checkpointed: HTCondor transfers the checkpoint and runs the job again",

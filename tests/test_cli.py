@@ -207,3 +207,16 @@ def test_submit_prints_a_command_that_works_in_a_folder_with_a_space(
     command = shlex.split(line.removeprefix("submit it with: "))
     assert command == ["cd", "my runs", "&&", "condor_submit", "train.sub"]
     assert (tmp_path / command[1] / command[4]).is_file()
+
+
+def test_printed_follow_up_commands_work_in_a_fresh_shell(monkeypatch) -> None:
+    """After the Quickstart the virtualenv is not activated: a bare `condorml` is not found."""
+    import sys
+    from pathlib import Path
+
+    from condorml.cli._common import condorml_command
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert condorml_command() == [str(Path(sys.executable).parent / "condorml")]
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:/usr/bin:/bin")
+    assert condorml_command() == ["condorml"]

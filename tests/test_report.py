@@ -203,8 +203,8 @@ def test_a_finished_run_gets_every_plot_and_table(run_dir: Path, report: ReportR
     curve = pd.read_csv(out / "ensemble_size.csv", dtype={"added": str})
     assert curve["k"].tolist() == [1, 2, 3, 4]
     assert curve["log_loss"].iloc[-1] == pytest.approx(collected["log_loss"])
-    first = leaderboard.sort_values(["val_acc", "val_loss"], ascending=[False, True]).iloc[0]
-    assert curve["added"].iloc[0] == first["member"]  # best validation accuracy first
+    first = leaderboard.sort_values(["val_loss", "member"]).iloc[0]
+    assert curve["added"].iloc[0] == first["member"]  # best first by the run's metric
     # cat/dog gets the per-class tables too: the collect step's confusion matrix, 2 x 2
     confusion = pd.read_csv(out / "confusion.csv", index_col="true")
     assert confusion.index.tolist() == confusion.columns.tolist() == ["cat", "dog"]

@@ -436,7 +436,8 @@ def test_collect_cli_fails_below_min_members(tmp_path: Path) -> None:
     write_sweep(plan_sweep(_spec(tmp_path, "[ensemble]\nmembers = 2\n"), run))
     _fake_member(run, "m000", [0.5], val_loss=0.5)
     result = CliRunner().invoke(app, ["collect", str(run), "--min-members", "2"])
-    assert result.exit_code == 1 and "only 1 member(s) produced predictions" in result.output
+    # not 1, the code of a bug: a result of the run, the collect rule's own code
+    assert result.exit_code == 3 and "only 1 member(s) produced predictions" in result.output
     assert CliRunner().invoke(app, ["collect", str(run)]).exit_code == 0
 
 
@@ -673,3 +674,34 @@ def test_a_run_folder_with_a_space_in_its_path(
     )
     args = split_condor_arguments(plan.workflow.jobs["train"].submit["arguments"])
     assert args[args.index("--data-dir") + 1] == "train.zip"
+
+
+def test_a_collect_step_that_joins_no_member_leaves_no_earlier_result(tmp_path: Path) -> None:
+    """An earlier collect step's ensemble and metrics.json must not pass for this run's."""
+    run = tmp_path / "run"
+    write_sweep(plan_sweep(_spec(tmp_path, "[ensemble]\nmembers = 2\n"), run))
+    _fake_member(run, "m000", [0.2, 0.9], val_loss=0.5)
+    (tmp_path / "labels.csv").write_text("fileid,is_dog\n1,0\n2,1\n")
+    collect(run, labels=tmp_path / "labels.csv")
+    assert (run / "dog_probs.csv").exists() and (run / "metrics.json").exists()
+    (run / "members" / "m000" / "out" / "dog_probs.csv").unlink()  # run again: nothing came back
+    result = collect(run, labels=tmp_path / "labels.csv")
+    assert result.ensemble is None and result.joined == []
+    assert not (run / "dog_probs.csv").exists() and not (run / "dog_probs.csv.json").exists()
+    assert not (run / "metrics.json").exists()
+    # without labels this time: the ensemble is written again, the old scores are not kept
+    _fake_member(run, "m000", [0.2, 0.9], val_loss=0.5)
+    collect(run, labels=tmp_path / "labels.csv")
+    collect(run)
+    assert (run / "dog_probs.csv").exists() and not (run / "metrics.json").exists()
+
+
+def test_merge_without_sidecars_keeps_no_earlier_provenance(tmp_path: Path) -> None:
+    from condorml.results.merge import merge_predictions
+
+    (tmp_path / "a.csv").write_text("fileid,prob\n1,0.5\n")
+    (tmp_path / "b.csv").write_text("fileid,prob\n2,0.25\n")
+    (tmp_path / "out.csv.json").write_text('{"models": ["an earlier merge"]}')
+    result = merge_predictions(tmp_path / "out.csv", [tmp_path / "a.csv", tmp_path / "b.csv"])
+    assert not result.verified and not (tmp_path / "out.csv.json").exists()
+    assert (tmp_path / "out.csv").read_text() == "fileid,prob\n1,0.5\n2,0.25\n"

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -53,6 +54,21 @@ def _describe_machine_failure(err: BaseException) -> str:
         return "out of memory: request more (request_memory, --memory) or lower --batch-size"
     first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
     return f"out of GPU memory ({first}); lower --batch-size or ask for a larger GPU"
+
+
+def condorml_command() -> list[str]:
+    """How to run this condorml from a fresh shell: ``condorml`` where that name on PATH is this
+    installation, else its entry point's full path (``.venv/bin/condorml``: a shell that has not
+    activated the virtualenv does not find the bare name), else ``python -m condorml``."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "condorml"
+    found = shutil.which("condorml")
+    if found is not None and (not beside.exists() or Path(found).resolve() == beside.resolve()):
+        return ["condorml"]
+    if beside.exists():
+        return [str(beside)]
+    return [sys.executable, "-m", "condorml"]
 
 
 def print_command(label: str, *commands: Sequence[str | os.PathLike[str]]) -> None:

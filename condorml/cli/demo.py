@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from condorml.cli._common import call, print_command, setup_logging
+from condorml.cli._common import call, condorml_command, print_command, setup_logging
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,7 +44,7 @@ def demo_command(
     console = Console()
     run_dir = out / RUN_NAME
     show = SummaryLines(lambda: Watch([run_dir]))  # one line per change of the DAG's state
-    print_command(f"demo in {out}: follow it from another terminal with", ["condorml", "watch", run_dir])  # fmt: skip
+    print_command(f"demo in {out}: follow it from another terminal with", [*condorml_command(), "watch", run_dir])  # fmt: skip
     started = time.monotonic()
     result = call(run_demo, out, epochs=epochs, evictions=inject_evictions, on_change=show.update)
     console.print(
@@ -102,4 +102,4 @@ def _print_outputs(result: DemoResult, run_dir: Path) -> None:
         f"logs:        {run_dir / 'sweep.dag.nodes.log'} (DAGMan's), {run_dir / 'members'}/<id>/train.log "
         f"(each job's own, with its checkpoints), {run_dir / 'sweep.dag.dagman.out'}"
     )
-    print_command("look again: ", ["condorml", "watch", "--once", run_dir])
+    print_command("look again: ", [*condorml_command(), "watch", "--once", run_dir])

@@ -9,7 +9,7 @@ import typer
 
 from condorml.cli._common import call, print_command, setup_logging
 from condorml.cli.run import INJECT_EVICTIONS_OPTION, MAX_JOBS_OPTION, local_options, run_here
-from condorml.errors import CondormlError
+from condorml.errors import CondormlError, ExitCode
 
 if TYPE_CHECKING:
     from condorml.backends.base import Backend
@@ -185,4 +185,4 @@ def collect_command(
             f"condorml: error: only {len(result.joined)} member(s) produced predictions; --min-members is {min_members}",
             err=True,
         )
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.TOO_FEW_MEMBERS)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condorml.errors import CondormlError
-from condorml.job.files import METRICS_FILE, PREDICTIONS_FILE
+from condorml.job.files import METRICS_FILE, PREDICTIONS_FILE, STATE_FILE
 from condorml.monitor.accounting import (
     LEADERBOARD_COLUMNS,
     leaderboard_counts,
@@ -38,19 +38,23 @@ from condorml.monitor.scoring import (
     confused_pairs,
     confusion_frame,
     ensemble_curve,
-    mean_probs,
-    member_scores,
     mistakes,
     per_class_table,
     score_table,
+    scores_on_own_images,
 )
 from condorml.monitor.searchview import SearchData, current_search_columns, gather_search
+from condorml.results import ensemble
+from condorml.results.ensemble import choose_members
 from condorml.results.evaluate import Scores, read_labels
 from condorml.results.predictions import CAT_DOG
 from condorml.sweep.rundir import CHECKPOINT_FOLDER, MemberDir, RunDir
+from condorml.sweep.search import METRICS
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from condorml.sweep.spec import SweepSpec
 
 
 MISCLASSIFIED_IMAGES = 16
@@ -64,9 +68,13 @@ class ReportData:
     image id that any member predicted (sorted as :func:`~condorml.results.predictions.sort_ids`
     sorts them; the same index in every member's frame, all NaN where that member has no
     prediction) and one column per class of ``classes``; for cat/dog the columns ``cat`` and
-    ``dog``. The ensemble (:attr:`ensemble`) is the per-class mean over the members that
-    predicted an image, as the collect step writes it; its predicted class is the one of the
-    highest probability (:attr:`predicted`). ``labels`` are indices into ``classes``.
+    ``dog``. The ensemble is the collect step's, computed as it computes it
+    (:mod:`condorml.results.ensemble`): the members it chooses (all with predictions, or the
+    ``top_k`` best by the run's ``metric``), the per-class mean over those that predicted an
+    image (:attr:`ensemble`); its predicted class is the one of the highest probability
+    (:attr:`predicted`). Every member and the ensemble are scored over their own labelled
+    images, as ``condorml evaluate`` scores their CSVs: the ensemble's row is ``metrics.json``'s.
+    ``labels`` are indices into ``classes``.
     """
 
     run_dir: Path
@@ -77,7 +85,10 @@ class ReportData:
     classes: tuple[str, ...] | None = None  # the members' class list (None: no predictions)
     probs: dict[str, pd.DataFrame] | None = None  # member -> images x classes (see above)
     labels: pd.Series | None = None  # the true class per image id, an index into ``classes``
-    scored: list[str] | None = None  # the ids scored: labelled, predicted by every member
+    scored: list[str] | None = None  # the ensemble's ids scored: labelled, predicted
+    metric: str = "val_loss"  # what ranks the members (the search's metric, or val_loss)
+    ensemble_members: list[str] = field(default_factory=list)  # who joins, best first
+    ensemble_table: pd.DataFrame | None = None  # results.ensemble.average of those members
     # per member and "ensemble": accuracy, log_loss, macro_f1, top5_accuracy (more than 5
     # classes), roc_auc (2 classes), images
     scores: pd.DataFrame | None = None
@@ -97,15 +108,12 @@ class ReportData:
 
     @property
     def ensemble(self) -> pd.DataFrame | None:
-        """The ensemble's probability per image (rows) and class (columns): the mean over the
-        members that predicted the image."""
-        import pandas as pd
-
-        if self.probs is None:
+        """The ensemble's probability per image (rows: every id any member predicted, NaN where
+        none of its members did) and class (columns)."""
+        if self.probs is None or self.ensemble_table is None or self.classes is None:
             return None
         first = next(iter(self.probs.values()))
-        mean = mean_probs([frame.to_numpy() for frame in self.probs.values()], self.classes)
-        return pd.DataFrame(mean, index=first.index, columns=first.columns)
+        return ensemble.probabilities(self.ensemble_table, self.classes).reindex(first.index)
 
     @property
     def predicted(self) -> pd.Series | None:
@@ -120,19 +128,17 @@ class ReportData:
         return (self.classes or CAT_DOG)[int(index)]
 
     def ranked(self) -> list[str]:
-        """Members with predictions, best final validation accuracy first (then lowest loss)."""
+        """Members with predictions, best first by the run's metric (ties by id, a member
+        without it last), as the collect step ranks them."""
         if self.probs is None:
             return []
         table = self.members.set_index("member")
-        key = {
-            m: (
-                -_number(table.at[m, "val_acc"]) if "val_acc" in table else math.inf,
-                _number(table.at[m, "val_loss"]) if "val_loss" in table else math.inf,
-                m,
-            )
+        values = {
+            m: _number(table.at[m, self.metric]) if self.metric in table else None
             for m in self.probs
         }
-        return sorted(self.probs, key=lambda m: key[m])
+        return choose_members({m: None if v == math.inf else v for m, v in values.items()},
+                              None, self.metric)  # fmt: skip
 
 
 def _number(value: Any) -> float:
@@ -221,12 +227,15 @@ def gather(
     condor, condor_notes = member_accounting(run_dir, members, now)
     counts, why_none = leaderboard_counts(condor), no_predictions_reasons(condor)
 
-    epochs, leaderboard_rows, predictions = [], [], {}
+    spec = _spec(run)
+    metric = spec.search.metric if spec is not None and spec.search is not None else "val_loss"
+    epochs, leaderboard_rows, predictions, frames = [], [], {}, {}
     classes: tuple[str, ...] | None = None
     labelled = False
+    spooled = run.spooled_checkpoints()
     for record in table.to_dict("records"):
         member = record["member"]
-        found = _member(run.member(member), why_none, missing)
+        found = _member(run.member(member), why_none, missing, spooled.get(member, []))
         status, probs = found.status, found.probs
         if probs is not None and classes is not None and tuple(probs.columns) != classes:
             reason = (f"predicts the classes {_listed(probs.columns)}, not those of the other "
@@ -239,6 +248,7 @@ def gather(
             epochs.append(found.metrics)
         if probs is not None:
             predictions[member] = probs
+            frames[member] = found.frame
             classes = tuple(probs.columns)
             labelled = labelled or found.labelled
 
@@ -251,21 +261,31 @@ def gather(
                 labels_what = "the run's test set"
         images = images if images is not None else default_images
         missing[:0] = notes  # about the whole run: before the members' notes
-    leaderboard, source = _leaderboard(run, leaderboard_rows)
+    leaderboard, source = _leaderboard(run, leaderboard_rows, metric)
     _current_counts(leaderboard, counts)
     search = gather_search(run, members)
     if search is not None:
         current_search_columns(leaderboard, search)
         missing += search.notes
-    data = ReportData(run_dir, leaderboard, _epoch_table(table, epochs), _swept(run, table),
-                      leaderboard_source=source, missing=missing, search=search)  # fmt: skip
+    data = ReportData(run_dir, leaderboard, _epoch_table(table, epochs), _swept(spec, table),
+                      leaderboard_source=source, missing=missing, search=search,
+                      metric=metric)  # fmt: skip
     if not data.swept:
         missing.append("no swept hyperparameter (the members differ by seed only)")
     data.condor = condor
     missing += condor_notes
     if predictions:
+        assert classes is not None
         data.classes = classes
         data.probs = _aligned(predictions)
+        # the collect step's ensemble: its members, its computation
+        data.ensemble_members = choose_members(
+            {m: _metric_of(leaderboard, m, metric) for m in predictions},
+            spec.top_k if spec is not None else None, metric,
+        )  # fmt: skip
+        data.ensemble_table = ensemble.average(
+            {m: frames[m] for m in data.ensemble_members}, classes
+        )
     else:
         missing.append("no member has predictions: ensemble, calibration and scores skipped")
     _labels_and_scores(data, labels, explicit_labels, labels_what)
@@ -292,36 +312,42 @@ class _Member:
     metrics: pd.DataFrame | None = None  # per epoch
     probs: pd.DataFrame | None = None  # images x classes
     labelled: bool = False  # its predictions' test set carries labels
+    frame: pd.DataFrame | None = None  # its predictions, as read_predictions reads them
 
 
-def _member(files: MemberDir, why_none: dict[str, str], missing: list[str]) -> _Member:
+def _member(files: MemberDir, why_none: dict[str, str], missing: list[str],
+            spooled: list[Path]) -> _Member:  # fmt: skip
     """A member's status, training progress, per-epoch metrics and predictions; what is
-    missing is added to ``missing``."""
+    missing is added to ``missing``. Training is read from its newest checkpoint, a running
+    job's spooled one included (``spooled``), as ``watch`` reads it."""
     member = files.member
-    if not files.path.is_dir():  # one note says it all
+    if not files.path.is_dir() and not spooled:  # one note says it all
         reason = "no member folder (nothing came back yet)"
         missing.append(f"{member}: {reason}")
         return _Member(f"missing: {reason}")
-    state, note = _state(files)
-    metrics, metrics_note = _metrics(files)
-    probs, labelled, reason = _member_probs(files, why_none.get(member, ""))
+    ckpt = files.newest_checkpoint(spooled)
+    state, note = _state(files, ckpt)
+    metrics, metrics_note = _metrics(ckpt)
+    probs, labelled, reason, frame = _member_probs(files, why_none.get(member, ""))
     missing += [f"{member}: {n}" for n in (note, metrics_note, reason) if n]
     status = "ok" if probs is not None else f"missing: {reason}"
     metrics = None if metrics is None else metrics.assign(member=member)
-    return _Member(status, state, metrics, probs, labelled)
+    return _Member(status, state, metrics, probs, labelled, frame)
 
 
-def _state(files: MemberDir) -> tuple[dict[str, Any], str]:
+def _state(files: MemberDir, ckpt: Path) -> tuple[dict[str, Any], str]:
     """The member's training counters and final metrics (as the collect step reads them)."""
     try:
-        return files.training_row(), ""
+        return files.training_row(ckpt), ""
     except CondormlError as err:
         return {}, str(err)
 
 
-def _metrics(files: MemberDir) -> tuple[pd.DataFrame | None, str]:
+def _metrics(ckpt: Path) -> tuple[pd.DataFrame | None, str]:
+    from condorml.sweep.rundir import read_metrics
+
     try:
-        frame = files.metrics()
+        frame = read_metrics(ckpt)
     except CondormlError as err:
         return None, str(err)
     if frame is None:
@@ -329,9 +355,12 @@ def _metrics(files: MemberDir) -> tuple[pd.DataFrame | None, str]:
     return frame, ""
 
 
-def _member_probs(files: MemberDir, why_none: str = "") -> tuple[pd.DataFrame | None, bool, str]:
+def _member_probs(
+    files: MemberDir, why_none: str = ""
+) -> tuple[pd.DataFrame | None, bool, str, pd.DataFrame | None]:
     """The member's probability of each class per image id (rows; columns: its classes),
-    merging shard parts in memory, and whether its test set carries labels (its sidecar).
+    merging shard parts in memory, whether its test set carries labels (its sidecar), why it
+    has none, and its predictions as read.
 
     ``why_none``: why the member has no predictions, from its jobs' logs (default: a guess).
     """
@@ -348,22 +377,23 @@ def _member_probs(files: MemberDir, why_none: str = "") -> tuple[pd.DataFrame | 
     with tempfile.TemporaryDirectory() as tmp:
         predictions = files.predictions(why_none, merge_to=Path(tmp) / PREDICTIONS_FILE)
         if predictions.csv is None:
-            return None, False, predictions.reason
+            return None, False, predictions.reason, None
         try:
             frame = read_predictions(predictions.csv)
             sidecar = read_sidecar(predictions.csv) or {}
         except CondormlError as err:
-            return None, False, f"unusable predictions ({err})"
+            return None, False, f"unusable predictions ({err})", None
     repeated = frame["fileid"][frame["fileid"].duplicated()]
     if len(repeated):
-        return None, False, f"unusable predictions (fileid {repeated.iloc[0]} more than once)"
+        reason = f"unusable predictions (fileid {repeated.iloc[0]} more than once)"
+        return None, False, reason, None
     probs = pd.DataFrame(
         probability_matrix(frame),
         index=pd.Index(frame["fileid"], name="fileid"),
         columns=list(prediction_classes(frame)),
     )
     images = sidecar.get("images") if isinstance(sidecar, dict) else None
-    return probs, bool(isinstance(images, dict) and images.get("labelled")), ""
+    return probs, bool(isinstance(images, dict) and images.get("labelled")), "", frame
 
 
 def _aligned(predictions: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -396,24 +426,48 @@ def _epoch_table(members: pd.DataFrame, frames: list[pd.DataFrame]) -> pd.DataFr
     return table.sort_values(["member", "epoch"], kind="stable", ignore_index=True)
 
 
-def _swept(run: RunDir, members: pd.DataFrame) -> list[str]:
-    """The spec's swept hyperparameters; without a readable spec, the columns that vary."""
+def _spec(run: RunDir) -> SweepSpec | None:
+    """The run's spec (its copy in the run folder), or None where it cannot be read."""
     from condorml.sweep.spec import load_spec
 
     try:
-        swept = list(load_spec(run.spec_copy, check_paths=False).swept)
+        return load_spec(run.spec_copy, check_paths=False)
     except CondormlError:
+        return None
+
+
+def _swept(spec: SweepSpec | None, members: pd.DataFrame) -> list[str]:
+    """The spec's swept hyperparameters; without a readable spec, the columns that vary."""
+    if spec is not None:
+        swept = list(spec.swept)
+    else:
         fixed = {"member", "seed"}
         swept = [c for c in members.columns if c not in fixed and members[c].nunique() > 1]
     return [name for name in swept if name in members.columns]
 
 
-def _leaderboard(run: RunDir, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, str]:
-    """The collect step's leaderboard when it wrote one, else the same table from the files."""
+def _metric_of(leaderboard: pd.DataFrame, member: str, metric: str) -> float | None:
+    """A member's ``metric`` in the leaderboard (its last epoch's), None where it has none."""
+    if metric not in leaderboard:
+        return None
+    value = _number(leaderboard.loc[leaderboard["member"] == member, metric].iloc[0])
+    return None if value == math.inf else value
+
+
+def _leaderboard(
+    run: RunDir, rows: list[dict[str, Any]], metric: str = "val_loss"
+) -> tuple[pd.DataFrame, str]:
+    """The collect step's leaderboard when it is current, else the same table from the files.
+
+    It is current when nothing it summarises changed after it was written: a member's
+    checkpoint, metrics or predictions newer than it (a run going on, or run again) make it an
+    earlier step's, and the table is built from the files, ordered as the collect step orders
+    it (the members with predictions by ``metric``, best first).
+    """
     import pandas as pd
 
     path = run.leaderboard
-    if path.exists():
+    if path.exists() and not _newer_than(run, path.stat().st_mtime):
         try:
             frame = pd.read_csv(path, dtype={"member": str})
             if {"member", "status"} <= set(frame.columns):
@@ -424,10 +478,28 @@ def _leaderboard(run: RunDir, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame,
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             pass
     frame = pd.DataFrame(rows)
-    if "val_loss" in frame:  # as the collect step orders it: finished members by loss first
+    if metric in frame:
         ok = frame["status"] == "ok"
-        frame = pd.concat([frame[ok].sort_values("val_loss", kind="stable"), frame[~ok]])
-    return frame.reset_index(drop=True), "the members' files (the collect step has not run)"
+        ascending = METRICS[metric] == "minimize"
+        ranked = frame[ok].sort_values(metric, ascending=ascending, kind="stable")
+        frame = pd.concat([ranked, frame[~ok]])
+    source = "the members' files (the collect step has not run)"
+    if path.exists():
+        source = f"the members' files ({path} is older than them: an earlier collect step's)"
+    return frame.reset_index(drop=True), source
+
+
+def _newer_than(run: RunDir, written: float) -> bool:
+    """Whether a member's training or predictions changed after ``written`` (a timestamp)."""
+    for member in run.member_ids():
+        files = run.member(member)
+        for path in (files.ckpt / STATE_FILE, files.ckpt / METRICS_FILE, files.predictions_csv):
+            try:
+                if path.stat().st_mtime > written:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def _current_counts(leaderboard: pd.DataFrame, counts: dict[str, dict[str, int]]) -> None:
@@ -448,7 +520,6 @@ def _current_counts(leaderboard: pd.DataFrame, counts: dict[str, dict[str, int]]
 def _labels_and_scores(data: ReportData, labels: Path | None, explicit: bool, what: str) -> None:
     """The labels; the scores of the members and the ensemble, per class too, the ensemble's
     confusion matrix and mistakes, the ensemble-size curve and the calibration."""
-    import numpy as np
 
     if labels is None:
         data.missing.append(
@@ -465,36 +536,38 @@ def _labels_and_scores(data: ReportData, labels: Path | None, explicit: bool, wh
         skipped = "scores skipped (give --labels)" if data.classes else "not read"
         data.missing.append(f"{err}: {skipped}")
         return
-    if data.probs is None or data.classes is None:
+    ensemble_probs = data.ensemble
+    if data.probs is None or data.classes is None or ensemble_probs is None:
         return
-    frames = list(data.probs.values())
-    predicted = frames[0].index
-    everyone = ~np.any([frame.isna().any(axis=1).to_numpy() for frame in frames], axis=0)
-    common = predicted[everyone].intersection(data.labels.index, sort=False)
+    classes = data.classes
+    predicted = ensemble_probs.dropna().index
     unlabelled = len(predicted.difference(data.labels.index))
     if unlabelled:
         data.missing.append(f"{unlabelled} predicted image(s) have no label: scored without them")
-    if len(common) == 0:
-        data.missing.append("no image has a label and every member's prediction: scores skipped")
+    scored = predicted.intersection(data.labels.index, sort=False)
+    if len(scored) == 0:
+        data.missing.append("no predicted image has a label: scores skipped")
         return
-    y = data.labels.loc[common].to_numpy(dtype=int)
-    probs = {member: frame.loc[common].to_numpy() for member, frame in data.probs.items()}
-    classes = data.classes
-    try:
-        every = member_scores(probs, y, classes)
+    try:  # each over its own labelled images, as condorml evaluate scores its CSV
+        every = scores_on_own_images({**data.probs, "ensemble": ensemble_probs}, data.labels,
+                                     classes)  # fmt: skip
     except CondormlError as err:  # a probability that is none (a damaged file)
         data.missing.append(f"{err}: scores skipped")
         return
-    ensemble = mean_probs(list(probs.values()), classes)
-    data.scored = list(common)
+    y = data.labels.loc[scored].to_numpy(dtype=int)
+    chosen = ensemble_probs.loc[scored].to_numpy()
+    data.scored = list(scored)
     data.scores = score_table(every)
     data.ensemble_scores = every["ensemble"]
     data.per_class = per_class_table(every)
     data.confusion = confusion_frame(every["ensemble"])
     data.confused_pairs = confused_pairs(every["ensemble"])
-    data.mistakes = mistakes(list(common), y, ensemble, classes)
-    data.ensemble_curve = ensemble_curve(probs, y, data.ranked(), classes)
+    data.mistakes = mistakes(list(scored), y, chosen, classes)
+    # members added best first, over the ensemble's images: its last point is the ensemble
+    members = {m: data.probs[m].loc[scored].to_numpy() for m in data.ensemble_members}
+    order = [m for m in data.ranked() if m in members]
+    data.ensemble_curve = ensemble_curve(members, y, order, classes)
     if len(classes) == 2:
-        data.calibration = calibration_table(ensemble[:, 1], y, positive=classes[1])
+        data.calibration = calibration_table(chosen[:, 1], y, positive=classes[1])
     else:
-        data.calibration = confidence_table(ensemble, y)
+        data.calibration = confidence_table(chosen, y)

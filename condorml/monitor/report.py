@@ -25,6 +25,7 @@ from condorml.monitor.plots import PLOTS, Plot, make_plots
 from condorml.monitor.search_plots import SEARCH_PLOTS
 from condorml.monitor.searchview import SEARCH_COLUMNS, SearchData
 from condorml.sweep.rundir import REPORT_FOLDER
+from condorml.sweep.search import METRICS
 from condorml.sweep.trials import STATES as SEARCH_STATES
 
 if TYPE_CHECKING:
@@ -156,14 +157,18 @@ def _leaderboard_view(data: ReportData) -> tuple[pd.DataFrame, dict[str, Any]]:
 def _summary(data: ReportData) -> list[str]:
     members = data.members
     predicted = 0 if data.probs is None else len(data.probs)
-    lines = [f"{len(members)} member(s); {predicted} with predictions."]
+    lines = [_partial_summary(data)] if _unfinished(data) else []
+    lines.append(f"{len(members)} member(s); {predicted} with predictions.")
     if data.classes is not None:
         shown = ", ".join(data.classes[:10]) + (", ..." if len(data.classes) > 10 else "")
         lines.append(f"{len(data.classes)} classes: {shown}.")
-    if "val_acc" in members and members["val_acc"].notna().any():
-        best = members.loc[members["val_acc"].astype(float).idxmax()]
-        accuracy = float(best["val_acc"])
-        lines.append(f"Best final validation accuracy: {best['member']} ({accuracy:.4f}).")
+    metric = data.metric
+    if metric in members and members[metric].notna().any():
+        values = members[metric].astype(float)
+        best = members.loc[values.idxmin() if METRICS[metric] == "minimize" else values.idxmax()]
+        lines.append(
+            f"Best by {metric} (the last epoch's): {best['member']} ({float(best[metric]):.4f})."
+        )
     if data.search is not None:
         lines.append(_search_summary(data.search))
     if data.scores is not None:
@@ -173,6 +178,26 @@ def _summary(data: ReportData) -> list[str]:
     if data.condor is not None:
         lines.append(_condor_summary(data.condor))
     return lines
+
+
+def _unfinished(data: ReportData) -> list[str]:
+    """The members without predictions whose status is no end (not failed, not stopped)."""
+    status = data.members.get("status")
+    if status is None:
+        return []
+    open_ = status.astype(str).str.startswith("missing")
+    return list(data.members.loc[open_, "member"].astype(str))
+
+
+def _partial_summary(data: ReportData) -> str:
+    """The first line of a report of a run that has not ended: what it shows is so far."""
+    waiting = _unfinished(data)
+    shown = ", ".join(waiting[:5]) + (", ..." if len(waiting) > 5 else "")
+    return (
+        f"A partial report: {len(waiting)} of {len(data.members)} member(s) have no predictions "
+        f"yet ({shown}); training figures are their newest checkpoints', the ensemble and its "
+        "scores those of the members with predictions."
+    )
 
 
 def _search_summary(search: SearchData) -> str:

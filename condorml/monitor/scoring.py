@@ -60,6 +60,23 @@ def member_scores(
     return every
 
 
+def scores_on_own_images(
+    probs: Mapping[str, pd.DataFrame], labels: pd.Series, classes: Sequence[str]
+) -> dict[str, Scores]:
+    """Each frame's scores (images by classes, NaN rows where there is no prediction) over its
+    own images that have a label: a member's over what it predicted, the ensemble's over what
+    any of its members predicted, as ``condorml evaluate`` scores a predictions CSV."""
+    scored = {}
+    for name, frame in probs.items():
+        rows = frame.dropna()
+        ids = rows.index.intersection(labels.index, sort=False)
+        if len(ids):
+            scored[name] = score(
+                labels.loc[ids].astype(int).tolist(), rows.loc[ids].to_numpy(), classes
+            )
+    return scored
+
+
 def score_table(scores: Mapping[str, Scores]) -> pd.DataFrame:
     """One row per member (and the ensemble): accuracy, log loss, macro-F1, top-5 accuracy (more
     than 5 classes), ROC AUC (two classes) and the number of images scored."""
@@ -135,19 +152,24 @@ def mistakes(ids: Sequence[str], y: Any, probs: Any, classes: Sequence[str]) -> 
 def ensemble_curve(
     probs: Mapping[str, Any], y: Any, order: list[str], classes: Sequence[str] = CAT_DOG
 ) -> pd.DataFrame:
-    """Scores of the mean of the first k members of ``order`` (best first), for k = 1..n.
+    """Scores of the mean of the first k members of ``order`` (best first), for k = 1..n, each
+    over the images of ``y`` those k members predicted (an image none of them predicted, all
+    NaN, is left out of that k's scores).
 
     ``probs[member]``: an (images, classes) array, or the probability of the second of two
-    classes.
+    classes; NaN where the member has no prediction.
     """
+    import numpy as np
     import pandas as pd
 
-    labels = [int(v) for v in y]
+    labels = np.asarray([int(v) for v in y])
     rows = []
     for k in range(1, len(order) + 1):
-        scores = score(labels, mean_probs([probs[m] for m in order[:k]], classes), classes)
+        mean = mean_probs([probs[m] for m in order[:k]], classes)
+        known = ~np.isnan(mean.reshape(len(mean), -1)).any(axis=1)
+        scores = score(labels[known].tolist(), mean[known], classes)
         rows.append({"k": k, "added": order[k - 1], "accuracy": scores.accuracy,
-                     "log_loss": scores.log_loss})  # fmt: skip
+                     "log_loss": scores.log_loss, "images": scores.n})  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -101,6 +101,8 @@ def merge_predictions(output: Path, parts: list[Path]) -> MergeResult:
                 write(fileid, values)
     if verified:
         write_sidecar(output, _merged_sidecar(parts, sidecars))  # type: ignore[arg-type]
+    else:  # an earlier merge's sidecar would present its provenance as this CSV's
+        sidecar_path(output).unlink(missing_ok=True)
     return MergeResult(output, len(merged), len(parts), verified)
 
 

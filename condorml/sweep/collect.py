@@ -12,7 +12,6 @@ or from the test set itself when it is laid out with its labels.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,28 +19,30 @@ from typing import Any
 from condorml import __version__
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write
+from condorml.job.files import PREDICTION_FILES
 from condorml.monitor.accounting import (
     LEADERBOARD_COLUMNS,
     leaderboard_counts,
     member_accounting,
     no_predictions_reasons,
 )
+from condorml.results import ensemble
+from condorml.results.ensemble import choose_members
 from condorml.results.evaluate import evaluate_file
 from condorml.results.predictions import (
     is_cat_dog,
     prediction_classes,
-    prediction_writer,
     predictions_name,
     read_predictions,
     read_sidecar,
-    sort_ids,
+    sidecar_path,
     write_sidecar,
 )
 from condorml.sweep.rundir import (
     MemberDir,
     RunDir,
 )
-from condorml.sweep.search import METRICS, rank_key
+from condorml.sweep.search import METRICS
 from condorml.sweep.trials import Trial, read_trials
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def collect(
     accounting = member_accounting(run_dir, ids)[0]
     counts, why_none = leaderboard_counts(accounting), no_predictions_reasons(accounting)
     trials = read_trials(run_dir, ids)
-    rows, frames, result = [], [], CollectResult(None, run.leaderboard)
+    rows, result = [], CollectResult(None, run.leaderboard)
     candidates: dict[str, tuple[dict[str, Any], Path]] = {}
     for record in members.to_dict("records"):
         member = record["member"]
@@ -128,9 +129,11 @@ def collect(
             result.failed[member] = predictions.reason
             row["status"] = f"failed: {predictions.reason}"
         rows.append(row)
-    chosen = _best(candidates, top_k, metric)
+    chosen = set(choose_members({m: row.get(metric) for m, (row, _) in candidates.items()},
+                                top_k, metric))  # fmt: skip
     labels = labels or _labelled_test_set(test_images, [csv for _, csv in candidates.values()])
     classes: tuple[str, ...] | None = None
+    frames: dict[str, Any] = {}
     for member, (row, csv) in candidates.items():
         if member not in chosen:
             result.left_out.append(member)
@@ -138,7 +141,7 @@ def collect(
         else:
             frame = read_predictions(csv)
             classes = _same_classes(classes, prediction_classes(frame), member, result.joined)
-            frames.append(frame[["fileid", *_value_columns(classes)]].assign(member=member))
+            frames[member] = frame
             result.joined.append(member)
             row["status"] = "ok"
         if labels is not None:
@@ -149,11 +152,15 @@ def collect(
                 test_macro_f1=scores.macro_f1,
                 test_roc_auc=scores.roc_auc,
             )
+    written: list[Path] = []
     if frames:
         assert classes is not None
         result.ensemble = _write_ensemble(run, frames, result, with_stats, classes)
+        written.append(result.ensemble)
         if labels is not None:
             result.scores = evaluate_file(result.ensemble, labels, run.metrics_json).to_dict()
+            written.append(run.metrics_json)
+    _remove_stale_results(run, written)
     _write_leaderboard(result.leaderboard, rows, metric)
     for member, reason in result.failed.items():
         log.warning("member %s failed: %s", member, reason)
@@ -168,21 +175,6 @@ def _search_columns(trial: Trial | None) -> dict[str, Any]:
             "epochs_trained": trial.epochs_done}  # fmt: skip
 
 
-def _best(
-    candidates: dict[str, tuple[dict[str, Any], Path]], top_k: int | None, metric: str
-) -> set[str]:
-    """The members that join the ensemble: all, or the ``top_k`` best by ``metric`` (ties by id;
-    a member without the metric ranks last)."""
-    if top_k is None:
-        return set(candidates)
-
-    def key(member: str) -> tuple[float, str]:
-        value = candidates[member][0].get(metric)
-        return rank_key(member, value if isinstance(value, int | float) else None, METRICS[metric])
-
-    return set(sorted(candidates, key=key)[:top_k])
-
-
 def _training_row(files: MemberDir) -> dict[str, Any]:
     """The member's training progress; a damaged file is a warning, not the step's failure."""
     try:
@@ -190,11 +182,6 @@ def _training_row(files: MemberDir) -> dict[str, Any]:
     except CondormlError as err:
         log.warning("member %s: %s", files.member, err)
         return {}
-
-
-def _value_columns(classes: tuple[str, ...]) -> list[str]:
-    """The probability columns of a predictions frame: ``prob`` (cat/dog) or one per class."""
-    return ["prob"] if is_cat_dog(classes) else list(classes)
 
 
 def _same_classes(known: tuple[str, ...] | None, classes: tuple[str, ...], member: str,
@@ -215,34 +202,12 @@ def _labelled_test_set(test_images: Path | None, csvs: list[Path]) -> Path | Non
     return Path(test_images) if sidecar.get("images", {}).get("labelled") else None
 
 
-def _write_ensemble(run: RunDir, frames: list, result: CollectResult, with_stats: bool,
+def _write_ensemble(run: RunDir, frames: dict[str, Any], result: CollectResult, with_stats: bool,
                     classes: tuple[str, ...]) -> Path:  # fmt: skip
-    """The mean over the members of each class's probability per image (the population
-    standard deviation of the probability of dog, or of the predicted class, with the stats)."""
-    import numpy as np
-    import pandas as pd
-
-    columns = _value_columns(classes)
-    table = pd.concat(frames)
-    grouped = table.groupby("fileid")
-    means = grouped[columns].mean()
-    counts = grouped.size()
-    if is_cat_dog(classes):
-        spread = grouped["prob"].std()
-    else:  # the spread of the ensemble's predicted class, image by image
-        predicted = dict(zip(means.index, means.to_numpy().argmax(axis=1), strict=True))
-        column = table["fileid"].map(predicted).to_numpy()
-        picked = table[columns].to_numpy()[np.arange(len(table)), column]
-        spread = pd.Series(picked, index=table["fileid"].to_numpy()).groupby(level=0).std()
+    """The ensemble's CSV (:func:`condorml.results.ensemble.average` of the members that joined)
+    and its sidecar."""
     output = run.path / predictions_name(classes)
-    with prediction_writer(output, with_stats, classes) as write:
-        for fileid in sort_ids(means.index):
-            count = int(counts.at[fileid])
-            values = means.loc[fileid].to_numpy(dtype=float).tolist()
-            probs = [1.0 - values[0], values[0]] if is_cat_dog(classes) else values
-            # population standard deviation, like condorml infer's ensembles
-            std = spread.at[fileid] * math.sqrt((count - 1) / count) if count > 1 else 0.0
-            write(fileid, probs, std, count)
+    ensemble.write(ensemble.average(frames, classes), output, classes, with_stats)
     sidecars = [read_sidecar(run.member(m).predictions_csv) or {} for m in result.joined]
     meaning = "probability of dog" if is_cat_dog(classes) else "probability of each class"
     write_sidecar(output, {
@@ -255,6 +220,18 @@ def _write_ensemble(run: RunDir, frames: list, result: CollectResult, with_stats
         "models": [m for sidecar in sidecars for m in sidecar.get("models", [])],
     })  # fmt: skip
     return output
+
+
+def _remove_stale_results(run: RunDir, written: list[Path]) -> None:
+    """Remove an earlier collect step's ensemble and scores that this one did not write again
+    (no member joined, no labels, other classes): nothing may present them as this run's."""
+    for path in [run.path / name for name in PREDICTION_FILES] + [run.metrics_json]:
+        if path in written:
+            continue
+        for stale in (path, sidecar_path(path)):
+            if stale.exists():
+                stale.unlink()
+                log.warning("removed %s: an earlier collect step's, not this run's", stale)
 
 
 def _write_leaderboard(path: Path, rows: list[dict[str, Any]], metric: str = "val_loss") -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -330,7 +331,21 @@ class MemberDir:
         """See :func:`read_metrics`."""
         return read_metrics(self.ckpt)
 
-    def training_row(self) -> dict[str, Any]:
+    def newest_checkpoint(self, spooled: Sequence[Path] = ()) -> Path:
+        """The newest of the member's checkpoint folders: ``ckpt/`` as it came back, or a
+        spooled one (``spooled``: the local backend keeps a running job's checkpoints in its
+        spool until the job ends, as HTCondor does), by their ``state.json``'s time."""
+        folders = [self.ckpt, *spooled]
+
+        def written(folder: Path) -> float:
+            try:
+                return (folder / STATE_FILE).stat().st_mtime
+            except OSError:
+                return -1.0
+
+        return max(folders, key=written)
+
+    def training_row(self, ckpt: Path | None = None) -> dict[str, Any]:
         """Progress and final metrics for a leaderboard row: ``epochs_done``, ``finished``,
         ``wall_seconds`` (state.json) and the last epoch's validation metrics
         (:data:`~condorml.sweep.search.METRICS`) and ``train_loss`` (metrics.csv); empty for what
@@ -339,17 +354,20 @@ class MemberDir:
         Runs and checkpoints are not taken from the trainer's own counters (which count process
         starts and saves) but from HTCondor's event logs (:mod:`condorml.monitor.accounting`).
 
+        ``ckpt``: another folder of the member's checkpoint (a spooled one: :meth:`newest_checkpoint`).
+
         Raises
         ------
         CondormlError
             If a file is there but unreadable.
         """
         row: dict[str, Any] = {}
-        state = self.state()
+        ckpt = self.ckpt if ckpt is None else ckpt
+        state = read_state(ckpt)
         if state is not None:
             wall = None if state.wall_seconds is None else round(state.wall_seconds, 1)
             row.update(epochs_done=state.epoch, finished=state.finished, wall_seconds=wall)
-        metrics = self.metrics()
+        metrics = read_metrics(ckpt)
         if metrics is not None:
             last = metrics.iloc[-1]
             row.update({k: last[k] for k in (*METRICS, "train_loss") if k in last})
@@ -442,6 +460,19 @@ class RunDir:
     def local_spool(self, job: str) -> Path:
         """Where the local backend keeps job ``CLUSTER.PROC``'s checkpoint while it runs."""
         return local_spool(self.path, job)
+
+    def spooled_checkpoints(self) -> dict[str, list[Path]]:
+        """The local backend's spooled checkpoint folders, by the member their ``state.json``
+        names (a running job's latest checkpoint is there before it comes back)."""
+        found: dict[str, list[Path]] = {}
+        for state in sorted((self.local_folder / "spool").glob(f"*/**/{STATE_FILE}")):
+            try:
+                member = json.loads(state.read_text()).get("member")
+            except (OSError, ValueError, AttributeError):
+                continue  # being replaced right now
+            if isinstance(member, str):
+                found.setdefault(member, []).append(state.parent)
+        return found
 
     def submit_file(self, kind: str) -> Path:
         return self.path / submit_file_name(kind)
