@@ -435,6 +435,7 @@ def test_urls_are_not_checked_and_existing_inputs_pass(
         (["--model", "net.txt:Net"], "a model file reference is FILE.py:CLASS"),
         (["--model", "resnet18", "--freeze-backbone"], "--freeze-backbone: needs pretrained weights"),
         (["--momentum", "1.5", "--optimizer", "sgd"], "--momentum 1.5: must be at least 0 and below 1"),
+        (["--memory", "2"], "--memory '2': 2 without a unit is 2 MiB, too little for a job"),
         (["--seed", "-1"], "--seed -1: must be at least 0"),
     ],
 )  # fmt: skip

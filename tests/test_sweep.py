@@ -511,6 +511,8 @@ requirements = '(OpSys == "LINUX")'
         ('[inference]\nprecision = "fp16"\n', "[inference] precision: got \"fp16\"; choose one of auto, fp32, bf16"),
         ("[throttle]\nretries = -1\n", "[throttle] retries: got -1; must be 0 or more"),
         ('[resources]\ncpus = "4"\n', '[resources] cpus: got "4"; must be a whole number, 1 or more'),
+        ("[resources]\nmemory = 2\n", "[resources] memory: got \"2\"; 2 without a unit is 2 MiB, too little for a job: write the unit, e.g. '2GB'"),
+        ("[inference.resources]\ndisk = \"100\"\n", "[inference.resources] disk: got \"100\"; 100 without a unit is 100 KiB"),
         ("[random]\nsamples = true\nlr = [0.1]\n", "[random] samples: got true; must be a whole number"),
         ("epochs = 3\n", 'epochs = 3: a key outside any table; put it under its table'),
         ("[data.x]\n", "[data] x: unknown key"),

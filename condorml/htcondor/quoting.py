@@ -111,13 +111,48 @@ def plain_name(value: str, what: str) -> str:
     return value
 
 
-def size_value(value: str, what: str) -> str:
-    """A memory or disk size: a number with an optional K/M/G/T unit (``6GB``, ``4096``)."""
-    safe_value(value, what)
-    if not _SIZE.match(value):
-        raise CondormlError(
-            f"{what} {value!r}: expected a number with an optional unit, e.g. 4096 (MiB) or 8GB"
+# HTCondor's size units are powers of 1024 (K, M, G, T, with or without "i" and "B")
+_UNIT_MIB = {"K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2}
+_UNIT_NAMES = {"K": "KiB", "M": "MiB"}
+
+
+def size_problem(value: object, unit: str = "M", least_mib: float = 32.0) -> str | None:
+    """What is wrong with a memory or disk size, or None.
+
+    ``value`` is a number with an optional K/M/G/T unit; without one it is in ``unit``
+    (HTCondor's: MiB for memory, KiB for disk). Less than ``least_mib`` MiB is no job's size
+    but a forgotten unit (``memory = 2`` asks for 2 MiB), refused with the unit to add.
+
+    Example
+    -------
+    >>> size_problem("2")
+    "2 without a unit is 2 MiB, too little for a job: write the unit, e.g. '2GB'"
+    >>> size_problem("8GB") is None
+    True
+    """
+    if not isinstance(value, str) or not _SIZE.match(value.strip()):
+        return "expected a number with an optional unit, e.g. 4096 (MiB) or 8GB"
+    text = value.strip()
+    number = float(re.match(r"[\d.]+", text).group())  # type: ignore[union-attr]
+    letter = text[len(re.match(r"[\d.]+\s*", text).group()) :][:1].upper() or unit  # type: ignore[union-attr]
+    if number * _UNIT_MIB[letter] >= least_mib:
+        return None
+    if text[-1].isdigit():
+        number_text = text.rstrip("0").rstrip(".") if "." in text else text
+        return (
+            f"{text} without a unit is {text} {_UNIT_NAMES[unit]}, too little for a job: write "
+            f"the unit, e.g. '{number_text}GB'"
         )
+    return f"{text} is less than {least_mib:g} MiB, too little for a job"
+
+
+def size_value(value: str, what: str, unit: str = "M", least_mib: float = 32.0) -> str:
+    """A memory or disk size, checked (:func:`size_problem`): a number with an optional K/M/G/T
+    unit (``6GB``, ``4096``)."""
+    safe_value(value, what)
+    problem = size_problem(value, unit, least_mib)
+    if problem is not None:
+        raise CondormlError(f"{what} {value!r}: {problem}")
     return value
 
 

@@ -8,6 +8,7 @@ them into submit commands; :data:`RESOURCE_COMMANDS` maps condorml's names to HT
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from condorml.htcondor.quoting import (
     Token,
     list_item,
     safe_value,
+    size_problem,
     size_value,
 )
 from condorml.htcondor.wrappers import PYTHON_OPTION
@@ -64,7 +66,12 @@ _DOCKER_REF = re.compile(
 
 # The rules a sweep specification checks [resources] values against (the classes check more).
 _TEXT = OptionRule(str)
-_SIZE = OptionRule(str)  # a spec may also give a number: [resources] memory = 8192 (MiB)
+# Sizes: a number with an optional unit; a spec may also give a number ([resources] memory =
+# 8192, in MiB). Without a unit HTCondor reads MiB for memory and KiB for disk.
+_MEMORY = OptionRule(str, check=functools.partial(size_problem, unit="M"),
+                     means="a size such as 8GB or 8192 (MiB)")  # fmt: skip
+_DISK = OptionRule(str, check=functools.partial(size_problem, unit="K", least_mib=1.0),
+                   means="a size such as 10GB or 10485760 (KiB)")  # fmt: skip
 _CAPABILITY = OptionRule(float, low=1, below=100)
 
 
@@ -79,15 +86,15 @@ class Resources:
     """
 
     cpus: int = option(1, "request_cpus.", rule=OptionRule(int, low=1))
-    memory: str = option("8GB", "request_memory: MiB, or with a unit (8GB).", rule=_SIZE)
-    disk: str = option("10GB", "request_disk: KiB, or with a unit (10GB).", rule=_SIZE)
+    memory: str = option("8GB", "request_memory: MiB, or with a unit (8GB).", rule=_MEMORY)
+    disk: str = option("10GB", "request_disk: KiB, or with a unit (10GB).", rule=_DISK)
     gpus: int = option(0, "request_gpus.", rule=OptionRule(int, low=0))
     gpu_capability_min: float | None = option(
         None, "gpus_minimum_capability (e.g. 7.5).", rule=_CAPABILITY
     )
     gpu_capability_max: float | None = option(None, "gpus_maximum_capability.", rule=_CAPABILITY)
     gpu_memory_min: str | None = option(
-        None, "gpus_minimum_memory: MiB, or with a unit (16GB).", rule=_SIZE
+        None, "gpus_minimum_memory: MiB, or with a unit (16GB).", rule=_MEMORY
     )
     gpu_runtime_min: str | None = option(
         None,
@@ -117,7 +124,7 @@ class Resources:
         values = {
             "cpus": str(self.cpus),
             "memory": size_value(self.memory, "--memory"),
-            "disk": size_value(self.disk, "--disk"),
+            "disk": size_value(self.disk, "--disk", unit="K", least_mib=1.0),
         }
         if self.gpus:
             values["gpus"] = str(self.gpus)
