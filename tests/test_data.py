@@ -164,3 +164,61 @@ def test_zip_without_train_folder_uses_every_file(tmp_path: Path, synth: Path) -
         for name in ("cat.0.jpg", "dog.0.jpg"):
             z.write(synth / "train" / name, name)
     assert [i.label for i in training_images(ImageSource(archive))] == [0, 1]
+
+
+def test_a_same_size_replacement_is_decoded_again_not_taken_from_the_cache(
+    tmp_path: Path, synth: Path
+) -> None:
+    """The cache keys on a file's content version (mtime; a zip entry's CRC), not only on its
+    name and size: replacing an image by another of the same size must not train on the old
+    pixels."""
+    import os
+
+    from PIL import Image
+
+    root = tmp_path / "d"
+    for name in ("cat.0.png", "dog.0.png"):
+        (root / "train").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), (10, 10, 10)).save(root / "train" / name)
+    first = load_decoded(
+        ImageSource(root), training_images(ImageSource(root)), 16, tmp_path / "c", 1
+    )
+    size = (root / "train" / "cat.0.png").stat().st_size
+    Image.new("RGB", (16, 16), (250, 250, 250)).save(root / "train" / "cat.0.png")
+    assert (root / "train" / "cat.0.png").stat().st_size == size  # same name, same size
+    os.utime(root / "train" / "cat.0.png", ns=(1, 10**18))
+    again = load_decoded(
+        ImageSource(root), training_images(ImageSource(root)), 16, tmp_path / "c", 1
+    )
+    assert first.pixels[first.rows[0]].max() == 10 and again.pixels[again.rows[0]].min() == 250
+    zipped = tmp_path / "d.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.write(root / "train" / "cat.0.png", "train/cat.0.png")
+        z.write(root / "train" / "dog.0.png", "train/dog.0.png")
+    from condorml.job.imagecache import cache_key
+
+    listed = training_images(ImageSource(zipped))
+    assert listed[0].file.version == zipfile.ZipFile(zipped).getinfo("train/cat.0.png").CRC
+    assert cache_key(listed, 16) != cache_key(
+        [type(i)(type(i.file)(i.file.name, i.file.size), i.label) for i in listed], 16
+    )
+
+
+def test_the_cache_outside_a_job_is_bounded(tmp_path: Path) -> None:
+    """Least recently used entries go first, over the size limit or after 30 days unused;
+    what was used in the last hour (maybe open elsewhere) stays."""
+    import os
+    import time
+
+    from condorml.job.imagecache import prune_cache
+
+    now = time.time()
+    for key, age_days, size in (("old", 40, 10), ("lru", 5, 600), ("recent", 2, 600),
+                                ("busy", 0.01, 600)):  # fmt: skip
+        (tmp_path / f"{key}.npy").write_bytes(b"x" * size)
+        (tmp_path / f"{key}.json").write_text("{}")
+        for path in (tmp_path / f"{key}.npy", tmp_path / f"{key}.json"):
+            os.utime(path, (now - age_days * 86400, now - age_days * 86400))
+    removed = prune_cache(tmp_path, limit=1300, now=now)
+    assert removed == ["old", "lru"]
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["busy", "recent"]

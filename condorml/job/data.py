@@ -29,12 +29,16 @@ class ImageFile:
     """One image of a source: its name inside the source and its size in bytes.
 
     ``digest`` is a checksum of the pixels where the image is no file of its own (an image of
-    a torchvision dataset file), 0 otherwise: with the name and size it keys the image cache.
+    a torchvision dataset file), 0 otherwise: with the name and size it identifies the image.
+    ``version`` changes when the file's content does (a zip entry's CRC-32, a file's
+    modification time in nanoseconds): the decoded-image cache keys on it too, so that a file
+    replaced by another of the same name and size is decoded again.
     """
 
     name: str
     size: int
     digest: int = 0
+    version: int = 0
 
     @property
     def is_image(self) -> bool:
@@ -96,7 +100,7 @@ class ImageSource:
         """Every regular file, sorted by name, skipping hidden files and macOS metadata."""
         if self.is_zip:
             found = [
-                ImageFile(info.filename, info.file_size)
+                ImageFile(info.filename, info.file_size, version=info.CRC)
                 for info in self._archive().infolist()
                 if not info.is_dir()
             ]
@@ -108,7 +112,9 @@ class ImageSource:
                 for name in names:
                     full = Path(root) / name
                     if full.is_file():
-                        found.append(ImageFile((rel_root / name).as_posix(), full.stat().st_size))
+                        info = full.stat()
+                        found.append(ImageFile((rel_root / name).as_posix(), info.st_size,
+                                               version=info.st_mtime_ns))  # fmt: skip
         return sorted((f for f in found if not _ignored(f.name)), key=lambda f: f.name)
 
     def folders(self) -> set[str]:

@@ -7,8 +7,11 @@ memory when there is room, and the process's own memory stays small when there i
 
 The cache survives the trainer's exit-85 restarts, which HTCondor runs in the same sandbox, so a
 job that checkpoints every epoch decodes its data once, not once per epoch. The key covers the
-file names and sizes, the image size and the preprocessing version; a cache is published by
-renaming a finished file, so a killed build is never mistaken for a complete one.
+file names, sizes and contents' versions (a zip entry's CRC, a file's modification time), the
+image size and the preprocessing version; a cache is published by renaming a finished file, so
+a killed build is never mistaken for a complete one. Outside a job the cache folder is kept
+under 20 GiB (``CONDORML_CACHE_GB``), the least recently used entries removed first, and an
+entry unused for 30 days goes (:func:`prune_cache`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from condorml.errors import DataError, os_error
+from condorml.errors import DataError, in_job_sandbox, os_error
 from condorml.fileio import TMP_PREFIX, atomic_write_text
 from condorml.job.data import ImageSource, LabelledImage
 from condorml.job.images import (
@@ -101,11 +105,13 @@ class DecodedImages:
 
 
 def cache_key(images: list[LabelledImage], size: int) -> str:
-    """Hash of what the cached pixels depend on: names, sizes, edge length, preprocessing."""
+    """Hash of what the cached pixels depend on: names, sizes and contents' versions (a zip
+    entry's CRC, a file's modification time: a same-size replacement is new pixels), the pixels
+    of a dataset file's images, edge length, preprocessing."""
     digest = hashlib.sha256(f"v{PREPROCESS_VERSION}:{size}\n".encode())
     for image in images:
-        extra = f"\0{image.file.digest}" if image.file.digest else ""  # pixels of a dataset file
-        digest.update(f"{image.file.name}\0{image.file.size}{extra}\n".encode())
+        f = image.file
+        digest.update(f"{f.name}\0{f.size}\0{f.digest}\0{f.version}\n".encode())
     return digest.hexdigest()[:24]
 
 
@@ -171,6 +177,9 @@ def load_decoded(
                 raise os_error(message, err, cache_dir) from err
         else:
             log.info("using decoded images from %s", pixels_path)
+            _touch(index_path)  # its last use: the cache keeps what was used lately
+    if not in_job_sandbox(cache_dir):  # a job's scratch folder goes with the job
+        prune_cache(cache_dir, keep=key)
     pixels = np.load(pixels_path, mmap_mode="r")
     bad = {name for name, _ in skipped}
     for name, reason in skipped:
@@ -190,6 +199,59 @@ def load_decoded(
         names=[images[i].file.name for i in keep],
         skipped=skipped,
     )
+
+
+CACHE_LIMIT_BYTES = 20 * 1024**3  # the cache outside a job: at most this much, ...
+CACHE_MAX_AGE_S = 30 * 24 * 3600  # ... and nothing unused for longer than this
+_IN_USE_S = 3600  # an entry used this recently may be open in another process: kept
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def prune_cache(cache_dir: Path, keep: str | None = None, limit: int = CACHE_LIMIT_BYTES,
+                max_age: float = CACHE_MAX_AGE_S, now: float | None = None) -> list[str]:  # fmt: skip
+    """Remove decoded-image caches unused for ``max_age`` seconds, then the least recently
+    used ones until the folder holds at most ``limit`` bytes (``CONDORML_CACHE_GB`` overrides
+    it). Entries used within the last hour, and ``keep``, stay: another process may read them.
+
+    Returns
+    -------
+    list of str
+        The keys removed.
+    """
+    env = os.environ.get("CONDORML_CACHE_GB")
+    with contextlib.suppress(ValueError):
+        limit = int(float(env) * 1024**3) if env else limit
+    now = time.time() if now is None else now
+    entries = []
+    for index in Path(cache_dir).glob("*.json"):
+        key = index.stem
+        try:
+            used = index.stat().st_mtime
+            size = sum(p.stat().st_size for p in (index, index.with_suffix(".npy")) if p.exists())
+        except OSError:
+            continue
+        entries.append((used, key, size))
+    total = sum(size for _, _, size in entries)
+    removed = []
+    for used, key, size in sorted(entries):  # least recently used first
+        if key == keep or now - used < _IN_USE_S:
+            continue
+        if now - used < max_age and total <= limit:
+            break
+        for suffix in (".npy", ".json", ".lock"):
+            with contextlib.suppress(OSError):
+                (Path(cache_dir) / f"{key}{suffix}").unlink()
+        total -= size
+        removed.append(key)
+    if removed:
+        log.info(
+            "removed %d decoded-image cache(s) from %s (unused longest)", len(removed), cache_dir
+        )
+    return removed
 
 
 def _read_index(index_path: Path) -> list[tuple[str, str]] | None:
