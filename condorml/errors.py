@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import re
 from pathlib import Path
 
 
@@ -158,14 +159,21 @@ def os_error(
     return transient(message) if is_transient_os_error(err, path) else permanent(message)
 
 
+# What torch's allocators say, as a RuntimeError, when the host runs out of memory
+NO_MEMORY = re.compile(r"out of memory|can't allocate memory|not enough memory|Cannot allocate")
+
+
 def is_transient(err: BaseException) -> bool:
     """Whether a failure is worth another attempt: a :class:`TransientError`, no memory left (host
-    or GPU), or an ``OSError`` of the machine's resources (:data:`TRANSIENT_ERRNOS`)."""
+    or GPU: ``MemoryError``, torch's ``OutOfMemoryError``, its CPU allocator's RuntimeError), or
+    an ``OSError`` of the machine's resources (:data:`TRANSIENT_ERRNOS`)."""
     if isinstance(err, CondormlError):
         return err.transient
     if isinstance(err, MemoryError):
         return True
     # torch.cuda.OutOfMemoryError (a RuntimeError), named so that this module needs no torch
     if type(err).__name__ == "OutOfMemoryError" and type(err).__module__.startswith("torch"):
+        return True
+    if isinstance(err, RuntimeError) and NO_MEMORY.search(str(err)):
         return True
     return isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS

@@ -5,6 +5,10 @@ DAGMan, downstream programs) and can be interrupted by an eviction at any moment
 condorml publishes goes through :func:`atomic_write`. A command checks its output path with
 :func:`check_output_file` *before* its work (not after minutes of inference), and reads the CSVs
 a user names through :func:`read_csv`, which says what is wrong with the file in one line.
+
+A published file gets the permissions a plain ``open(path, "w")`` would give it, ``0666`` less
+the user's umask (:func:`current_umask`): under ``umask 077`` on a shared access point a
+checkpoint is the user's alone.
 """
 
 from __future__ import annotations
@@ -25,6 +29,46 @@ if TYPE_CHECKING:
 TMP_PREFIX = ".tmp-"
 
 
+def _umask_from_proc() -> int | None:
+    """The umask as Linux reports it (``Umask:`` in ``/proc/self/status``, since Linux 4.7), or
+    None where it does not: reading it there changes nothing, unlike :func:`os.umask`."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    """The umask when condorml was imported. Without ``/proc`` it can only be read by setting it
+    and back (:func:`os.umask`), which another thread could observe: done once, at import, before
+    condorml starts any thread."""
+    found = _umask_from_proc()
+    if found is not None:
+        return found
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+_IMPORT_UMASK = _umask_at_import()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc``); elsewhere the one at import.
+
+    Example
+    -------
+    >>> oct(current_umask())  # doctest: +SKIP
+    '0o22'
+    """
+    found = _umask_from_proc()
+    return _IMPORT_UMASK if found is None else found
+
+
 def fsync_dir(directory: Path) -> None:
     """Flush a directory entry (a rename) to disk; a no-op where directories cannot be opened."""
     try:
@@ -38,10 +82,15 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path | str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+def atomic_write(
+    path: Path | str, mode: str = "w", encoding: str | None = "utf-8", executable: bool = False
+) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
-    If the block raises, the temporary file is removed and ``path`` is untouched.
+    If the block raises, the temporary file is removed and ``path`` is untouched. The published
+    file's permissions are those of a new file made by ``open(path, "w")``: ``0666`` less the
+    umask (``0777`` less it when ``executable``), set before the rename, so that no reader ever
+    sees it otherwise (the temporary file is made ``0600`` by :func:`tempfile.mkstemp`).
 
     Parameters
     ----------
@@ -51,6 +100,8 @@ def atomic_write(path: Path | str, mode: str = "w", encoding: str | None = "utf-
         ``"w"`` for text or ``"wb"`` for bytes.
     encoding : str or None
         Text encoding; ignored in binary mode.
+    executable : bool
+        Publish a script that can be run (a job's wrapper).
 
     Example
     -------
@@ -66,8 +117,8 @@ def atomic_write(path: Path | str, mode: str = "w", encoding: str | None = "utf-
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), (0o777 if executable else 0o666) & ~current_umask())
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import resource
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import htcondor2
@@ -144,7 +145,7 @@ def test_a_full_disk_while_saving_is_transient_and_keeps_the_last_checkpoint(
     _failing_save(monkeypatch, code)
     with pytest.raises(CheckpointError) as err:
         save_checkpoint(_state(), tmp_path)
-    assert err.value.transient and _exit_code(_raise(err.value)) == ExitCode.TRANSIENT
+    assert _exit_code(_raise(err.value)) == ExitCode.TRANSIENT
     monkeypatch.undo()
     assert load_checkpoint(tmp_path)["epoch"] == 1
 
@@ -154,10 +155,13 @@ def test_a_file_size_limit_while_saving_is_transient(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))  # Python ignores SIGXFSZ
     try:
-        with pytest.raises(CheckpointError, match=r"cannot write the checkpoint \(File too large"):
+        with pytest.raises(
+            CheckpointError, match=r"cannot write the checkpoint \(File too large"
+        ) as err:
             save_checkpoint(_state(size=100_000), tmp_path)  # 400 kB of weights
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert _exit_code(_raise(err.value)) == ExitCode.TRANSIENT
     assert not list(tmp_path.iterdir())  # no temporary left behind
 
 
@@ -173,7 +177,8 @@ def test_permissions_are_the_users_mistake_except_in_a_jobs_own_folder(
         save_checkpoint(_state(), tmp_path / "mine")
     with pytest.raises(CheckpointError) as jobs:
         save_checkpoint(_state(), tmp_path / "sandbox" / "ckpt")
-    assert not mine.value.transient and jobs.value.transient
+    assert _exit_code(_raise(mine.value)) == ExitCode.PERMANENT
+    assert _exit_code(_raise(jobs.value)) == ExitCode.TRANSIENT
     assert "no permission" in str(mine.value) and "no permission" in str(jobs.value)
 
 
@@ -189,7 +194,7 @@ def test_an_io_error_reading_a_checkpoint_sets_nothing_aside(
     monkeypatch.setattr(torch, "load", failing_disk)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path)
-    assert err.value.transient
+    assert _exit_code(_raise(err.value)) == ExitCode.TRANSIENT
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.prev.pth", "model.pth"]
 
 
@@ -206,7 +211,8 @@ def test_a_truncated_zip_is_transient_and_a_file_that_is_no_zip_permanent(
     (tmp_path / "notes.zip").write_text("not a zip")
     with pytest.raises(DataError, match=r"not a directory or a \.zip") as wrong:
         ImageSource(tmp_path / "notes.zip")
-    assert cut.value.transient and not wrong.value.transient
+    assert _exit_code(_raise(cut.value)) == ExitCode.TRANSIENT
+    assert _exit_code(_raise(wrong.value)) == ExitCode.PERMANENT
 
 
 def test_a_damaged_member_fails_the_build_and_caches_nothing(tmp_path: Path, synth: Path) -> None:
@@ -228,7 +234,7 @@ def test_a_damaged_member_fails_the_build_and_caches_nothing(tmp_path: Path, syn
     listed = training_set(archive).labelled_images()
     with pytest.raises(DataError, match="damaged or was cut off in transfer") as err:
         load_decoded(source, listed, IMAGE_SIZE, tmp_path / "cache", 1)
-    assert err.value.transient
+    assert _exit_code(_raise(err.value)) == ExitCode.TRANSIENT
     assert not list((tmp_path / "cache").glob("*.npy"))
 
 
@@ -256,6 +262,83 @@ def test_train_exit_codes_through_the_cli(tmp_path: Path, synth: Path) -> None:
         assert result.exit_code == code, (argv, result.output)
         errors = [line for line in result.stderr.splitlines() if "condorml: error: " in line]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+
+
+def test_no_memory_loading_the_checkpoint_exits_75_moves_nothing_and_resumes_later(
+    train_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was exit 2 (every generation "corrupt"), which RETRY ... UNLESS-EXIT 2 never retries."""
+    from condorml.job.train import train
+
+    every_batch = replace(train_config, checkpoint_minutes=1e-9)  # a checkpoint per batch
+    for _ in range(2):  # model.pth (batch 2) and model.prev.pth (batch 1)
+        assert train(every_batch).exit_code == ExitCode.CHECKPOINTED
+    ckpt = train_config.checkpoint_dir
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    real = torch.load
+
+    def no_memory(path, *args, **kwargs):
+        if Path(path).name.startswith("model."):
+            raise MemoryError
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", no_memory)
+    argv = ["train", "-d", str(train_config.data_dir), "-c", str(ckpt), "--epochs", "2",
+            "--image-size", str(IMAGE_SIZE), "--batch-size", "16", "--precision", "fp32",
+            "--checkpoint-minutes", "1e-9", "--cache-dir", str(train_config.cache_dir)]  # fmt: skip
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == ExitCode.TRANSIENT, result.output
+    errors = [line for line in result.stderr.splitlines() if "condorml: error: " in line]
+    assert len(errors) == 1 and f"{ckpt / 'model.pth'}: not enough memory to load it" in errors[0]
+    assert "transient, exit 75" in errors[0] and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+    monkeypatch.undo()  # the retry, with memory, resumes from the newest checkpoint
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == ExitCode.CHECKPOINTED, result.output
+    assert "resuming from" in result.stderr and "0 of 2 epochs done, batch 2 of 6" in result.stderr
+    assert not list(ckpt.glob("*.corrupt*"))
+
+
+NO_MEMORY_NET = """\
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        raise {error}
+"""
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        ("MemoryError()", ExitCode.TRANSIENT, "not enough memory to construct the model"),
+        (
+            'RuntimeError("DefaultCPUAllocator: can\'t allocate memory: you tried to allocate 9 bytes")',
+            ExitCode.TRANSIENT,
+            "not enough memory to construct the model",
+        ),
+        ("OSError(5, 'Input/output error')", ExitCode.TRANSIENT, "cannot construct the model"),
+        ("ValueError('my bug')", ExitCode.PERMANENT, "failed (ValueError: my bug)"),
+    ],
+    ids=["MemoryError", "allocator", "EIO", "its own bug"],
+)
+def test_a_user_model_that_runs_out_of_memory_is_transient_its_own_bug_permanent(
+    tmp_path: Path, error: str, code: int, message: str
+) -> None:
+    from condorml.job.usermodel import load_model_class
+
+    path = tmp_path / "net.py"
+    path.write_text(NO_MEMORY_NET.format(error=error))
+    with pytest.raises(CondormlError) as err:
+        load_model_class(path, "Net").build(2)
+    assert str(err.value).startswith(f"--model {path}:Net: ") and message in str(err.value)
+    assert "\n" not in str(err.value) and _exit_code(_raise(err.value)) == code
+    (tmp_path / "top.py").write_text(f"raise {error}\n")  # when the file is imported
+    with pytest.raises(CondormlError) as err:
+        load_model_class(tmp_path / "top.py", "Net")
+    assert _exit_code(_raise(err.value)) == code
 
 
 @pytest.mark.slow
@@ -355,3 +438,23 @@ def test_a_transient_failure_is_retried_and_resumes_a_permanent_one_is_not(
     assert code == ExitCode.PERMANENT
     assert "no valid checkpoint" in (m001 / f"train.{only}.0.err").read_text()
     assert not (m001 / "out").exists()
+
+
+def test_the_cpu_allocator_running_out_of_memory_is_transient() -> None:
+    """torch's CPU allocator raises a RuntimeError, not a MemoryError: exit 75, not 1 (a bug)."""
+    from condorml.cli._common import call
+    from condorml.errors import is_transient
+
+    err = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 bytes."
+    )
+    assert is_transient(err)
+
+    def fails() -> None:
+        raise err
+
+    import typer
+
+    with pytest.raises(typer.Exit) as exited:
+        call(fails)
+    assert exited.value.exit_code == 75

@@ -184,3 +184,16 @@ def test_a_labels_csv_at_the_top_labels_each_split_with_its_own_rows(tmp_path: P
     test = prediction_set(tmp_path)
     assert [f.name for f in test.files] == ["test/0.png", "test/1.png"]
     assert [test.classes[y] for y in test.labels] == ["b", "a"]
+
+
+def test_an_image_replaced_by_another_of_the_same_size_is_other_data(tmp_path: Path) -> None:
+    """The fingerprint covers contents (a zip's CRCs, a folder's files read), not only names
+    and sizes; a folder and its zip still agree."""
+    _folders(tmp_path / "d" / "train", {"a": 2, "b": 2})
+    before = training_set(tmp_path / "d").fingerprint()
+    zipped = training_set(_zip(tmp_path / "d", tmp_path / "d.zip")).fingerprint()
+    path = tmp_path / "d" / "train" / "a" / "0.png"
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF  # other bytes, the same size
+    path.write_bytes(bytes(content))
+    assert before == zipped != training_set(tmp_path / "d").fingerprint()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,13 +16,31 @@ import pandas as pd
 import pytest
 import torch
 
-from condorml.errors import CondormlError, ConfigMismatchError
+from condorml.errors import CondormlError, ConfigMismatchError, ExitCode
 from condorml.job.checkpoint import read_checkpoint
 from condorml.job.devices import job_cpus
 from condorml.job.train import METRIC_COLUMNS, train
 from tests.helpers import IMAGE_SIZE, condorml_cli, run_until_finished
 
 SCORES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+
+
+def _exit_code(err: BaseException) -> int:
+    """The exit code the CLI gives ``err``: 2 permanent (never retried), 75 transient."""
+    import typer
+
+    from condorml.cli._common import call
+
+    def fail() -> None:
+        raise err
+
+    try:
+        call(fail)
+    except typer.Exit as done:
+        return done.exit_code
+    raise AssertionError("no exit")
+
+
 EVERY_BATCH = 1e-9  # --checkpoint-minutes so short that every batch boundary checkpoints
 
 
@@ -146,6 +165,7 @@ def test_a_checkpoint_of_another_configuration_is_refused_naming_the_fields(trai
         train(replace(train_config, lr=0.01, batch_size=8))
     assert "lr 0.001 -> 0.01" in str(err.value) and "batch_size 16 -> 8" in str(err.value)
     assert "--force-restart" in str(err.value)
+    assert _exit_code(err.value) == ExitCode.PERMANENT
 
 
 def test_other_data_is_refused(train_config, tmp_path: Path, synth: Path) -> None:
@@ -153,8 +173,9 @@ def test_other_data_is_refused(train_config, tmp_path: Path, synth: Path) -> Non
 
     train(train_config)
     other = make_synthetic_dataset(tmp_path / "other", n_train=20, n_test=0, seed=9, size=(56, 44))
-    with pytest.raises(ConfigMismatchError, match="data_fingerprint"):
+    with pytest.raises(ConfigMismatchError, match="data_fingerprint") as err:
         train(replace(train_config, data_dir=other.out))
+    assert _exit_code(err.value) == ExitCode.PERMANENT
 
 
 def test_force_restart_sets_aside_a_mismatched_checkpoint_but_resumes_a_matching_one(
@@ -178,8 +199,9 @@ def test_force_restart_sets_aside_a_mismatched_checkpoint_but_resumes_a_matching
 def test_force_restart_recovers_from_an_unreadable_checkpoint(train_config) -> None:
     train_config.checkpoint_dir.mkdir(parents=True)
     (train_config.checkpoint_dir / "model.pth").write_bytes(b"garbage")
-    with pytest.raises(CondormlError, match="no valid checkpoint"):
+    with pytest.raises(CondormlError, match="no valid checkpoint") as err:
         train(train_config)
+    assert _exit_code(err.value) == ExitCode.PERMANENT
     assert train(replace(train_config, force_restart=True)).epochs_done == 1
 
 
@@ -217,8 +239,64 @@ def test_threads_and_workers_follow_the_cpus_the_job_was_given(
 def test_bad_options_are_clear_errors(train_config, change: dict, message: str | None) -> None:
     if change == {"device": "cuda"} and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(CondormlError, match=message or "no CUDA device"):
+    with pytest.raises(CondormlError, match=message or "no CUDA device") as err:
         train(replace(train_config, **change))
+    assert _exit_code(err.value) == ExitCode.PERMANENT
+
+
+# --- what the trainer says when it exits with a checkpoint ----------------------------------------
+
+
+def _exit_lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("minutes", "saved"),
+    [
+        (None, "1 of 2 epochs done)"),
+        (EVERY_BATCH, "0 of 2 epochs done and 1 of 6 batches of epoch 1"),
+    ],
+)
+def test_an_exit_85_says_what_it_saved_and_to_run_the_command_again(
+    train_config, caplog: pytest.LogCaptureFixture, minutes: float | None, saved: str
+) -> None:
+    config = replace(train_config, checkpoint_minutes=minutes)
+    with caplog.at_level(logging.INFO, logger="condorml.job.train"):
+        assert train(config).exit_code == ExitCode.CHECKPOINTED
+    [line] = _exit_lines(caplog, "run the same command again")
+    assert line.startswith(f"checkpoint 1 saved ({'time' if minutes else 'interval'}) to ")
+    assert str(config.checkpoint_dir / "model.pth") in line and saved in line
+    assert "exit 85" in line and "\n" not in line
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stop_confirms_what_it_saved(
+    train_config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, signum: int
+) -> None:
+    """The signal arrives during the first batch; the run saves after it and says so."""
+    import condorml.job.train as trainer
+
+    real_step = trainer.train_step
+
+    def step_then_signal(*args, **kwargs):
+        signal.raise_signal(signum)  # the trainer's handler only sets a flag
+        monkeypatch.setattr(trainer, "train_step", real_step)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", step_then_signal)
+    with caplog.at_level(logging.INFO, logger="condorml.job.train"):
+        result = train(train_config)
+    assert (result.status, result.exit_code) == ("interrupted", 128 + signum)
+    state = _final(train_config)
+    assert (state["epoch"], state["batch"]) == (0, 1)
+    [line] = _exit_lines(caplog, "run the same command again")
+    name = signal.Signals(signum).name
+    assert line.startswith(f"stopped by {name}: checkpoint 1 saved to ")
+    assert str(train_config.checkpoint_dir / "model.pth") in line
+    assert "0 of 2 epochs done and 1 of 6 batches of epoch 1" in line
+    assert f"exit {128 + signum}" in line and "\n" not in line
+    assert train(train_config).exit_code == ExitCode.CHECKPOINTED  # it does continue from there
 
 
 # --- --stop-after-epoch: successive halving's rungs pause a member, they never change it ----------
@@ -272,8 +350,9 @@ def test_stop_after_epoch_already_reached_is_nothing_to_do(train_config) -> None
 def test_stop_after_epoch_outside_the_budget_is_refused(
     train_config, stop: int, message: str
 ) -> None:
-    with pytest.raises(CondormlError, match=message):
+    with pytest.raises(CondormlError, match=message) as err:
         train(replace(train_config, stop_after_epoch=stop))
+    assert _exit_code(err.value) == ExitCode.PERMANENT
     assert not train_config.checkpoint_dir.exists()
 
 
@@ -302,10 +381,13 @@ def test_a_hyperparameters_file_is_read_and_checked(tmp_path: Path) -> None:
         with pytest.raises(CondormlError) as err:
             read_hyperparameters(path)
         assert str(err.value).startswith(f"{path}: ") and message in str(err.value), text
-    with pytest.raises(CondormlError, match="no such hyperparameters file"):
+        assert _exit_code(err.value) == ExitCode.PERMANENT, text
+    with pytest.raises(CondormlError, match="no such hyperparameters file") as err:
         read_hyperparameters(tmp_path / "missing.json")
-    with pytest.raises(CondormlError, match="lr = 0"):
+    assert _exit_code(err.value) == ExitCode.PERMANENT
+    with pytest.raises(CondormlError, match="lr = 0") as err:
         write_hyperparameters(tmp_path / "never.json", {"lr": 0})
+    assert _exit_code(err.value) == ExitCode.PERMANENT
     assert not (tmp_path / "never.json").exists()
 
 
@@ -327,13 +409,15 @@ def test_cli_exits_85_until_done_and_matches_an_uninterrupted_run(
 ) -> None:
     straight = replace(train_config, checkpoint_dir=tmp_path / "straight", exit_on_checkpoint=False)
     train(straight)
-    codes = []
+    codes, first = [], None
     for _ in range(4):
         proc = condorml_cli(*_cli_args(replace(train_config, data_dir=synth / "train.zip")))
+        first = first or proc
         codes.append(proc.returncode)
         if proc.returncode != 85:
             break
     assert codes == [85, 0], proc.stderr
+    assert "exit 85: run the same command again to continue" in first.stderr
     _assert_same_training(_final(straight), _final(train_config))
 
 
@@ -411,7 +495,11 @@ def test_sigterm_stops_at_a_safe_point_with_a_loadable_checkpoint(train_config) 
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    rest = proc.stderr.read()
     state = _final(train_config)
     assert state["epoch"] >= 1
+    done = f"{state['epoch']} of 1000 epochs done"
+    assert f"stopped by SIGTERM: checkpoint {state['counters']['checkpoints']} saved to " in rest
+    assert done in rest and "exit 143: run the same command again" in rest
     resumed = train(replace(train_config, epochs=state["epoch"] + 1))
     assert resumed.status == "finished"

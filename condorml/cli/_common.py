@@ -53,7 +53,9 @@ def _describe_machine_failure(err: BaseException) -> str:
     if isinstance(err, MemoryError):
         return "out of memory: request more (request_memory, --memory) or lower --batch-size"
     first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    return f"out of GPU memory ({first}); lower --batch-size or ask for a larger GPU"
+    if type(err).__name__ == "OutOfMemoryError" or "CUDA" in first:
+        return f"out of GPU memory ({first}); lower --batch-size or ask for a larger GPU"
+    return f"out of memory ({first}); request more (request_memory, --memory) or lower --batch-size"
 
 
 def condorml_command() -> list[str]:

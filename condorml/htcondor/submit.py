@@ -532,9 +532,8 @@ def write_job(job: JobDescription, path: Path) -> WrittenJob:
     check_reads_back(text, job, path)
     wrapper = path.parent / job.wrapper_name
     try:
-        with atomic_write(wrapper, "w") as handle:
+        with atomic_write(wrapper, "w", executable=True) as handle:  # executable when it appears
             handle.write(job.wrapper_text)
-        wrapper.chmod(0o755)
         atomic_write_text(path, text)
     except OSError as err:
         raise CondormlError(f"{path}: cannot write ({err.strerror or err})") from err

@@ -7,10 +7,13 @@ writes a temporary file, fsyncs it, turns the current ``model.pth`` into the pre
 the new file over ``model.pth``. SIGKILL at any moment leaves at most a stray temporary file,
 removed on the next start.
 
-Nothing good is destroyed: a ``model.pth`` that cannot be loaded is set aside as
-``model.pth.corrupt`` when the previous generation is resumed (so that the next save does not turn
-the damaged file into the only backup), ``--force-restart`` sets files aside as
-``*.discarded``, and a name already taken gets a number (``model.pth.discarded.2``).
+Nothing good is destroyed: a ``model.pth`` that is damaged (unreadable *as a checkpoint*) is set
+aside as ``model.pth.corrupt`` when the previous generation is resumed (so that the next save does
+not turn the damaged file into the only backup), ``--force-restart`` sets files aside as
+``*.discarded``, and a name already taken gets a number (``model.pth.discarded.2``). A load that
+fails for the machine's reasons (no memory, an I/O error) says nothing about the file: it is a
+transient error and every file stays as it was. A missing ``model.pth`` beside a previous
+generation resumes from that generation, with a warning.
 
 A checkpoint is one dict of tensors and plain Python values, loaded with
 ``torch.load(..., weights_only=True)``: no object in it can run code when loaded. Why a file
@@ -36,9 +39,12 @@ import torch
 
 from condorml.errors import (
     CheckpointError,
+    CondormlError,
     ExitCode,
     TransientCheckpointError,
+    TransientError,
     in_job_sandbox,
+    is_transient,
     is_transient_os_error,
     os_error,
 )
@@ -69,6 +75,7 @@ _WRITE_HINTS = {
     errno.EEXIST: "a file of that name is in the way: use another --checkpoint-dir",
 }
 FORMAT = "condorml.job.checkpoint"
+LOADED_FROM = "_loaded_from"  # set by load_checkpoint: the file it read (never saved)
 FORMAT_VERSION = 1
 _REQUIRED = (
     "config",
@@ -83,6 +90,11 @@ _REQUIRED = (
     "scheduler",
     "rng",
 )
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A file that cannot be loaded as a checkpoint (text, empty, truncated, pickled objects, not
+    condorml's): the only failure that :func:`load_checkpoint` falls back from and sets aside."""
 
 
 def previous_path(directory: Path) -> Path:
@@ -243,9 +255,9 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     """Load the newest valid checkpoint of ``directory``, falling back to the previous one.
 
     Stale temporary files of a killed save are removed first. Tensors are loaded to the CPU.
-    When the previous generation is resumed, the damaged ``model.pth`` is set aside as
-    ``model.pth.corrupt``, so that the next save keeps the good previous generation as the backup
-    instead of the damaged file.
+    When the previous generation is resumed from a damaged ``model.pth``, that file is set aside
+    as ``model.pth.corrupt``, so that the next save keeps the good previous generation as the
+    backup instead of the damaged file; from a missing ``model.pth``, with a warning too.
 
     Returns
     -------
@@ -255,7 +267,11 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     Raises
     ------
     CheckpointError
-        If checkpoint files exist but none of them is valid (nothing is then moved).
+        If checkpoint files exist but none of them is valid (nothing is then moved), or one
+        cannot be read for a reason other than damage (permissions, a newer format: nothing is
+        moved either). Transient (:class:`~condorml.errors.TransientCheckpointError`) when the
+        machine is at fault (no memory, an I/O error): every file is left as it was, and another
+        attempt resumes from the same checkpoint.
     """
     remove_stale_temporaries(directory, CHECKPOINT_FILE)
     for previous in dict.fromkeys((previous_path(directory), directory / PREVIOUS_FILE)):
@@ -263,15 +279,17 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     files = checkpoint_files(directory)
     if not files:
         return None
+    current = directory / CHECKPOINT_FILE
     problems: list[tuple[Path, str]] = []
     for path in files:
         try:
             state = read_checkpoint(path)
-        except CheckpointError as err:
-            if err.transient:  # the disk failing, not the file: nothing is set aside
-                raise
+        except DamagedCheckpointError as err:  # anything else (memory, disk) propagates, no move
             problems.append((path, str(err)))
             continue
+        if files[0] != current:  # model.pth missing, the previous generation present
+            log.warning("%s: missing; resuming from the previous generation %s instead%s",
+                        current, path, _set_aside_note(current))  # fmt: skip
         for damaged, problem in problems:
             try:
                 kept = set_aside(damaged, CORRUPT_SUFFIX)
@@ -279,11 +297,19 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
                 raise _write_error(damaged, "set the damaged checkpoint aside", err) from None
             log.warning("%s; resuming from %s instead (the damaged file is kept as %s)",
                         problem, path, kept.name)  # fmt: skip
+        state[LOADED_FROM] = str(path)  # what the resume says it resumes from
         return state
+    missing = [f"{current}: missing"] if files[0] != current else []
     raise CheckpointError(
-        f"{'; '.join(problem for _, problem in problems)}; no valid checkpoint in {directory}: "
-        "delete these files or pass --force-restart to start over"
+        f"{'; '.join([*missing, *(problem for _, problem in problems)])}; no valid checkpoint in "
+        f"{directory}: delete these files or pass --force-restart to start over"
     )
+
+
+def _set_aside_note(current: Path) -> str:
+    """Where a missing ``model.pth`` may have gone: a damaged one set aside earlier."""
+    corrupt = current.with_name(current.name + CORRUPT_SUFFIX)
+    return f" (a damaged one set aside earlier is {corrupt.name})" if corrupt.exists() else ""
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -291,30 +317,138 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
     Raises
     ------
+    DamagedCheckpointError
+        If the file is truncated, corrupt, holds non-weights objects or is not a condorml
+        checkpoint: the cases :func:`load_checkpoint` falls back from.
     CheckpointError
-        If the file is truncated, corrupt, holds non-weights objects or is not a condorml checkpoint.
+        If it is missing, cannot be opened (permissions) or was written by a newer condorml.
         Transient (:class:`~condorml.errors.TransientCheckpointError`) if reading it fails
-        for the machine's reasons (an I/O error): :func:`load_checkpoint` then sets nothing aside.
+        for the machine's reasons (no memory, an I/O error): :func:`load_checkpoint` then sets
+        nothing aside.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as err:  # the disk failing is not a damaged file: nothing is set aside
-        message = f"{path}: cannot read it ({err.strerror or err})"
-        raise os_error(message, err, path, CheckpointError, TransientCheckpointError) from None
-    except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: {describe_load_error(path, err)}") from None
+    state = load_weights_only(path, str(path), damaged=DamagedCheckpointError,
+                              permanent=CheckpointError, transient=TransientCheckpointError)  # fmt: skip
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(
+        raise DamagedCheckpointError(
             f"{path}: not a condorml checkpoint (a bare state_dict or another program's file)"
         )
-    if state.get("version", 0) > FORMAT_VERSION:
+    if state.get("version", 0) > FORMAT_VERSION:  # a good file this version cannot read: kept
         raise CheckpointError(
             f"{path}: written by a newer condorml (format {state['version']}); upgrade condorml"
         )
     missing = [key for key in _REQUIRED if key not in state]
     if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
+        raise DamagedCheckpointError(
+            f"{path}: incomplete checkpoint (missing {', '.join(missing)})"
+        )
     return state
+
+
+# The CPU allocator's failure is a RuntimeError, which errors.is_transient does not recognise.
+_REQUESTED = re.compile(r"tried to allocate (\d+) bytes")
+
+
+def load_weights_only(
+    path: Path,
+    where: str,
+    damaged: type[CondormlError] = CondormlError,
+    permanent: type[CondormlError] = CondormlError,
+    transient: type[TransientError] = TransientError,
+) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, each failure as one line.
+
+    The one place condorml calls ``torch.load``: the checkpoint, ``--model`` and
+    ``--pretrained-weights`` all tell a damaged file from a machine that fails to load a good
+    one, since only the former may be set aside or refused for good.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    where : str
+        What the messages start with: the path, or the option and the path.
+    damaged, permanent, transient : type
+        The error for a file that is not a loadable checkpoint (see :func:`describe_load_error`),
+        for one that cannot be opened for the user's reasons (missing, permissions), and for a
+        failure of the machine (no memory, an I/O error, a full file table).
+
+    Raises
+    ------
+    CondormlError
+        One of the three, naming ``where`` and what to do.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise permanent(f"{where}: no such file") from None
+    except Exception as err:  # torch raises many types for a damaged file, MemoryError too
+        if _out_of_memory(path, err):
+            raise transient(
+                f"{where}: not enough memory to load it ({summary(err)}); the file is left as it was: "
+                "run again, with more memory (request_memory) if it recurs"
+            ) from None
+        # The disk's error, whatever torch wrapped it in; an OSError alone proves nothing (its
+        # reader raises EINVAL for a truncated file), so a file that reads through is damaged.
+        cause = _os_error_in(err)
+        if cause is None or not is_transient_os_error(cause, path):
+            cause = _read_failure(path)
+        if cause is not None:
+            raise os_error(f"{where}: cannot read it ({cause.strerror or cause})", cause, path,
+                           permanent, transient) from None  # fmt: skip
+        raise damaged(f"{where}: {describe_load_error(path, err)}") from None
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is the host or a GPU running out of memory: worth another attempt.
+
+    Example
+    -------
+    >>> out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
+    True
+    """
+    if isinstance(err, OSError):  # ENOMEM and the rest: errors.is_transient_os_error's to say
+        return False
+    return is_transient(err)  # MemoryError, torch's OutOfMemoryError and allocator errors
+
+
+def summary(err: BaseException, width: int = 120) -> str:
+    """``err``'s type and the start of its message's first line, for a one-line error.
+
+    Example
+    -------
+    >>> summary(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\\nmore"))
+    'RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB'
+    """
+    lines = str(err).strip().splitlines()
+    first = lines[0][:width].rstrip(" .") if lines else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _out_of_memory(path: Path, err: BaseException) -> bool:
+    """Whether loading ``path`` failed for want of memory, not because of the file.
+
+    The CPU allocator names the bytes it was asked for; more than the whole file is a damaged
+    size field (torch.save stores tensors uncompressed), which no amount of memory would load.
+    """
+    if not out_of_memory(err):
+        return False
+    requested = _REQUESTED.search(str(err))
+    try:
+        return requested is None or int(requested.group(1)) <= path.stat().st_size
+    except OSError:
+        return True
+
+
+def _read_failure(path: Path) -> OSError | None:
+    """The OSError reading ``path`` through gives, if any: an I/O error under torch's reader
+    surfaces as a RuntimeError ("file read failed") that looks like a damaged file."""
+    try:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    except OSError as err:
+        return err
+    return None
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
@@ -357,7 +491,7 @@ def describe_load_error(path: Path, err: BaseException) -> str:
         )
     if head.startswith(b"\x80") and not head.startswith(_LEGACY_MAGIC):
         return "a plain Python pickle, not a file written by torch.save; refusing to unpickle it"
-    if isinstance(err, EOFError) or "central directory" in text or "zip archive" in text:
+    if isinstance(err, (EOFError, OSError)) or "central directory" in text or "zip archive" in text:
         return "truncated or damaged (the file ends early): not a loadable checkpoint"
     first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
     if "weights_only" in first or "Weights only" in first:

@@ -132,6 +132,21 @@ class ImageSource:
                 found.update((rel_root / d).as_posix() for d in dirs)
         return {f for f in found if not _ignored(f)}
 
+    def content_crc(self, file: ImageFile) -> int:
+        """The CRC-32 of a file's bytes: a zip entry's own (free), a folder's file read.
+
+        Raises
+        ------
+        TransientDataError
+            If reading fails for the machine's reasons (see :meth:`read`).
+        """
+        if self.is_zip:
+            return file.version
+        try:
+            return zlib.crc32(self.read(file.name))
+        except OSError as err:  # unreadable for the user's reasons: decoding will say so
+            return -abs(err.errno or 1)
+
     def zip_entries(self) -> list[zipfile.ZipInfo]:
         """The archive's entries, with their sizes and CRCs (an empty list for a folder)."""
         return self._archive().infolist() if self.is_zip else []

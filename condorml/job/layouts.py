@@ -91,24 +91,37 @@ class ImageSet:
         return [LabelledImage(f, y) for f, y in zip(self.files, self.labels, strict=True)]
 
     def fingerprint(self) -> str:
-        """A short hash of the images and their classes: whether a checkpoint belongs to this data.
+        """A short hash of the images, their contents and their classes: whether a checkpoint
+        belongs to this data.
 
-        A folder and a zip of the same set agree, and so does the set moved to another folder.
-        Kaggle names carry their labels, and keep the hash condorml always gave them (file
-        names without folders, and sizes), so that their checkpoints still resume.
+        Each image counts by its name (below the root; a Kaggle image by its file name alone),
+        size, content (its CRC-32: a zip's own, computed for a folder's files; a dataset file's
+        pixels) and class, so a folder and a zip of the same set agree, the set moved to
+        another folder too, while an image replaced by another of the same size, or relabelled,
+        is other data.
         """
         digest = hashlib.sha256()
-        if self.layout == "kaggle":
-            for f in sorted(self.files, key=lambda f: PurePosixPath(f.name).name):
-                digest.update(f"{PurePosixPath(f.name).name}\0{f.size}\n".encode())
-            return digest.hexdigest()[:16]
         classes = self.classes or ()
         digest.update(f"{self.layout}\n{json.dumps(list(classes))}\n".encode())
         labels = self.labels or [-1] * len(self.files)
-        entries = zip(self.names, self.files, labels, strict=True)
+        entries = [
+            (PurePosixPath(name).name if self.layout == "kaggle" else name, f, label)
+            for name, f, label in zip(self.names, self.files, labels, strict=True)
+        ]
         for name, f, label in sorted(entries, key=lambda entry: entry[0]):
             shown = classes[label] if 0 <= label < len(classes) else str(label)
-            digest.update(f"{name}\0{f.size}\0{f.digest}\0{shown}\n".encode())
+            content = f.digest or self.source.content_crc(f)
+            digest.update(f"{name}\0{f.size}\0{content}\0{shown}\n".encode())
+        return digest.hexdigest()[:16]
+
+    def legacy_fingerprint(self) -> str | None:
+        """The hash condorml gave Kaggle cat/dog data before it covered contents (file names
+        and sizes): a checkpoint that recorded it still resumes; None for other layouts."""
+        if self.layout != "kaggle":
+            return None
+        digest = hashlib.sha256()
+        for f in sorted(self.files, key=lambda f: PurePosixPath(f.name).name):
+            digest.update(f"{PurePosixPath(f.name).name}\0{f.size}\n".encode())
         return digest.hexdigest()[:16]
 
     def counts(self) -> dict[str, int]:

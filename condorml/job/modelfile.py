@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from condorml.architectures import file_sha256, is_model_file
-from condorml.errors import CondormlError, os_error
-from condorml.job.checkpoint import FORMAT, describe_load_error
+from condorml.errors import CondormlError
+from condorml.job.checkpoint import FORMAT, load_weights_only
 from condorml.job.models import Architecture, build_model, cnn_feature_side
 from condorml.job.train_state import saved_classes
 from condorml.results.predictions import CAT_DOG
@@ -77,18 +77,11 @@ def load_member(
     Raises
     ------
     CondormlError
-        If the file is missing, unreadable, holds non-weights objects, or does not fit the model.
+        If the file is missing, unreadable, holds non-weights objects, or does not fit the model;
+        transient (:class:`~condorml.errors.TransientError`) when the machine fails to load it
+        (no memory, an I/O error).
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CondormlError(f"--model {path}: no such file") from None
-    except OSError as err:  # an I/O error may be the machine's: worth another attempt
-        raise os_error(
-            f"--model {path}: cannot read it ({err.strerror or err})", err, path
-        ) from None
-    except Exception as err:  # torch raises many types for a damaged or unsafe file
-        raise CondormlError(f"--model {path}: {describe_load_error(path, err)}") from None
+    state = load_weights_only(path, f"--model {path}")  # no memory, I/O errors: transient
     if not isinstance(state, dict):
         raise CondormlError(f"--model {path}: expected a condorml checkpoint or a state_dict")
     config = progress = None

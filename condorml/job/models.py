@@ -28,7 +28,7 @@ from torch import nn
 
 from condorml.architectures import CNN, CNN_MIN_IMAGE_SIZE, ModelRef, parse_model
 from condorml.errors import CondormlError
-from condorml.job.checkpoint import FORMAT, describe_load_error
+from condorml.job.checkpoint import FORMAT, load_weights_only
 from condorml.job.usermodel import ModelClass, load_model_class
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -283,14 +283,17 @@ def build_model(
 
 def load_pretrained(model: nn.Module, path: Path, head: set[str], arch: str) -> None:
     """Load weights into ``model``; where their classifier layer (``head``) has another shape,
-    it keeps its fresh initialisation."""
+    it keeps its fresh initialisation.
+
+    Raises
+    ------
+    CondormlError
+        For a missing or damaged file, or weights of another model; transient
+        (:class:`~condorml.errors.TransientError`) when the machine fails to load the file (no
+        memory, an I/O error).
+    """
     option = f"--pretrained-weights {path}"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise CondormlError(f"{option}: no such file") from err
-    except Exception as err:  # torch raises many types for a damaged or unsafe file
-        raise CondormlError(f"{option}: {describe_load_error(path, err)}") from None
+    state = load_weights_only(path, option)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         state = state.get("model")  # a condorml checkpoint: its model's weights
     for wrapper in ("state_dict", "model_state_dict", "model"):

@@ -116,6 +116,10 @@ class TorchvisionSource:
         """A name for messages: ``mnist.zip:MNIST test image 17``."""
         return f"{self.path}: {self.kind.folder} {self.split} image {name}"
 
+    def content_crc(self, file: ImageFile) -> int:
+        """The CRC-32 of an image's pixels (its ``digest``)."""
+        return file.digest
+
     def close(self) -> None:
         """Nothing to close: the arrays are in memory."""
 

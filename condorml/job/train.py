@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,9 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from condorml.config import TrainConfig
-from condorml.errors import ExitCode
+from condorml.errors import ExitCode, signal_exit_code
 from condorml.job.batches import Batches, batch_positions, epoch_order
-from condorml.job.checkpoint import CHECKPOINT_EXIT_CODE, CHECKPOINT_FILE, check_checkpoint_dir
+from condorml.job.checkpoint import (
+    CHECKPOINT_EXIT_CODE,
+    CHECKPOINT_FILE,
+    LOADED_FROM,
+    check_checkpoint_dir,
+)
 from condorml.job.chirp import LivePublisher
 from condorml.job.data import split_indices
 from condorml.job.devices import autocast, job_cpus, resolve_device, resolve_precision
@@ -287,7 +293,8 @@ def _prepare(
         arch.check_input(len(classes), config.image_size)
         data_fingerprint = listed.fingerprint()
         check_checkpoint_dir(config.checkpoint_dir)  # now, not after an interval of training
-        saved = resume_point(config, data_fingerprint, classes, arch.file_sha256)
+        saved = resume_point(config, data_fingerprint, classes, arch.file_sha256,
+                             listed.legacy_fingerprint())  # fmt: skip
         # An "auto" precision resumes with what the run started with, even on another machine.
         wanted = saved["config"]["precision"] if saved and config.precision == "auto" else None
         precision = resolve_precision(wanted or config.precision, device)
@@ -347,7 +354,7 @@ class _Trainer:
         self.state = TrainState.from_checkpoint(saved)
         log.info(
             "resuming from %s: %d of %d epochs done, batch %d of %d",
-            self.checkpoint_path,
+            saved.get(LOADED_FROM, self.checkpoint_path),
             self.state.epoch,
             self.config.epochs,
             self.state.batch,
@@ -398,13 +405,25 @@ class _Trainer:
                         continue
                 self._save()
                 if reason == "signal":
-                    return self._result("interrupted", stop["signal"])
+                    signum = stop["signal"]
+                    log.info(
+                        "stopped by %s: checkpoint %d saved to %s (%s); exit %d: run the same "
+                        "command again to continue from it", signal.Signals(signum).name,
+                        run.checkpoints, self.checkpoint_path, self._saved_at(),
+                        signal_exit_code(signum),
+                    )  # fmt: skip
+                    return self._result("interrupted", signum)
+                if config.exit_on_checkpoint:
+                    log.info(
+                        "checkpoint %d saved (%s) to %s (%s); exit %d: run the same command "
+                        "again to continue (in an HTCondor job, HTCondor does)", run.checkpoints,
+                        reason, self.checkpoint_path, self._saved_at(), CHECKPOINT_EXIT_CODE,
+                    )  # fmt: skip
+                    return self._result("checkpointed")
                 log.info(
                     "checkpoint %d saved (%s): epoch %d of %d, batch %d of %d", run.checkpoints,
                     reason, run.epoch, config.epochs, run.batch, self.n_batches,
                 )  # fmt: skip
-                if config.exit_on_checkpoint:
-                    return self._result("checkpointed")
                 if self.deadline is not None:
                     self.deadline = time.monotonic() + 60 * config.checkpoint_minutes
         self._save()
@@ -415,6 +434,14 @@ class _Trainer:
             log.info("training finished: %d epochs; final model in %s", run.epoch,
                      self.checkpoint_path)  # fmt: skip
         return self._result(self._end_status())
+
+    def _saved_at(self) -> str:
+        """Where the saved checkpoint resumes, for the messages at an exit: epochs and batches."""
+        run = self.state
+        done = f"{run.epoch} of {self.config.epochs} epochs done"
+        if not run.batch:
+            return done
+        return f"{done} and {run.batch} of {self.n_batches} batches of epoch {run.epoch + 1}"
 
     def _end_status(self) -> str:
         """At or past :attr:`last_epoch`: ``finished``, or ``stopped`` short of the budget."""

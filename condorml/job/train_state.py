@@ -202,8 +202,12 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) 
 
 
 def resume_point(config: TrainConfig, data_fingerprint: str, classes: tuple[str, ...] = LEGACY_CLASSES,
-                 model_sha256: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+                 model_sha256: str | None = None,
+                 legacy_fingerprint: str | None = None) -> dict[str, Any] | None:  # fmt: skip
     """The checkpoint to resume from, or None to start afresh.
+
+    ``legacy_fingerprint``: the data's fingerprint as an older condorml recorded it (file names
+    and sizes), which is accepted too.
 
     With ``force_restart``, a checkpoint that cannot be loaded or belongs to another
     configuration is renamed to ``*.discarded``; a matching one is still resumed, so the flag is
@@ -213,7 +217,14 @@ def resume_point(config: TrainConfig, data_fingerprint: str, classes: tuple[str,
     try:
         saved = load_checkpoint(config.checkpoint_dir)
         if saved is not None:
-            check_same_run(saved["config"], current, config.checkpoint_dir)
+            recorded = saved["config"]
+            if (
+                legacy_fingerprint is not None
+                and recorded.get("data_fingerprint") == legacy_fingerprint
+            ):
+                # written before fingerprints covered contents: the data's names and sizes match
+                recorded = {**recorded, "data_fingerprint": data_fingerprint}
+            check_same_run(recorded, current, config.checkpoint_dir)
         return saved
     except CondormlError as err:
         # a transient failure (an I/O error) says nothing about the files: never discard them

@@ -23,7 +23,8 @@ from pathlib import Path
 from torch import nn
 
 from condorml.architectures import file_sha256
-from condorml.errors import CondormlError, os_error
+from condorml.errors import CondormlError, TransientError, is_transient_os_error, os_error
+from condorml.job.checkpoint import out_of_memory, summary
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ModelClass:
         except CondormlError:
             raise
         except Exception as err:
+            _raise_if_machine_failure(where, "construct the model", err)
             raise CondormlError(
                 f"{where}: constructing it with num_classes={num_classes} failed ({type(err).__name__}: {err})"
             ) from None
@@ -113,7 +115,20 @@ def _import(path: Path, sha256: str, where: str) -> object:
         raise CondormlError(f"{where}: line {err.lineno}: {err.msg}") from None
     except Exception as err:
         del sys.modules[name]
+        _raise_if_machine_failure(where, "import it", err)
         raise CondormlError(
             f"{where}: importing it failed ({type(err).__name__}: {err}); a model file must be self-contained"
         ) from None
     return module
+
+
+def _raise_if_machine_failure(where: str, action: str, err: Exception) -> None:
+    """Raise a transient error when the machine, not the user's code, failed: no memory (a large
+    model on a small slot) or a disk error, which another attempt may not meet; else return."""
+    if out_of_memory(err):
+        raise TransientError(
+            f"{where}: not enough memory to {action} ({summary(err)}); run again, with more memory "
+            "(request_memory, or a larger GPU) if it recurs"
+        ) from None
+    if isinstance(err, OSError) and is_transient_os_error(err):
+        raise TransientError(f"{where}: cannot {action} ({err.strerror or err})") from None
