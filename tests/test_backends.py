@@ -458,15 +458,20 @@ def test_sigterm_while_waiting_on_the_local_backend_removes_the_job_as_condor_rm
 # --- choosing ------------------------------------------------------------------------------------
 
 
-def test_choose_backend_says_which_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_choose_backend_says_which_and_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import condorml.backends as backends
 
     monkeypatch.setattr(backends, "schedd_available", lambda: False)
     chosen = choose_backend(None)
     assert (chosen.name, chosen.why, chosen.detached) == ("local", "no schedd answers here", False)
     monkeypatch.setattr(backends, "schedd_available", lambda: True)
+    dagman = tmp_path / "condor_dagman"  # a DAG can be submitted (tests/test_run_lock.py: else)
+    dagman.write_text("#!/bin/sh\n")
+    dagman.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
     chosen = choose_backend(None)
-    assert (chosen.name, chosen.why, chosen.detached) == ("condor", "a schedd answers", True)
+    why = "a schedd answers and condor_dagman is on PATH"
+    assert (chosen.name, chosen.why, chosen.detached) == ("condor", why, True)
     assert choose_backend("local").why == ""
     with pytest.raises(CondormlError, match="--backend slurm: choose one of local, condor"):
         choose_backend("slurm")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -299,10 +300,17 @@ def test_members_csv_lists_every_member(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def bindings_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No condor_submit(_dag) on PATH, and DAGMan's /tmp rule lifted for pytest's tmp_path."""
+def bindings_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No condor_submit(_dag) on PATH, a condor_dagman there (the bindings need one to submit a
+    DAG), and DAGMan's /tmp rule lifted for pytest's tmp_path."""
     monkeypatch.setattr(schedd_module, "pool_tool", lambda _name: None)
     monkeypatch.setattr(schedd_module, "DAGMAN_REFUSED_PREFIX", "/no-such-folder")
+    bin_dir = tmp_path_factory.mktemp("bin")
+    (bin_dir / "condor_dagman").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "condor_dagman").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '')}")
 
 
 def test_submitting_to_condor_uses_from_dag_and_a_schedd(

@@ -19,7 +19,8 @@ __all__ = ["BACKENDS", "Backend", "Handle", "Status", "choose_backend", "schedd_
 
 
 def schedd_available() -> bool:
-    """Whether a schedd answers here (the default backend is then ``condor``)."""
+    """Whether a schedd answers here (the default backend is then ``condor``, if
+    ``condor_dagman`` is on PATH too)."""
     import htcondor2
 
     try:
@@ -34,8 +35,9 @@ def choose_backend(
     options: RunOptions | None = None,
     on_change: Callable[[Any], None] | None = None,
 ) -> Backend:
-    """The backend named (``local``, ``condor``), or with None the pool when a schedd answers,
-    else this machine; the backend's ``why`` then says which and why.
+    """The backend named (``local``, ``condor``), or with None the pool where a DAG can be
+    submitted to it (a schedd answers and ``condor_dagman`` is on PATH), else this machine; the
+    backend's ``why`` then says which and why.
 
     Parameters
     ----------
@@ -51,8 +53,7 @@ def choose_backend(
     """
     why = ""
     if name is None:
-        found = schedd_available()
-        name, why = ("condor", "a schedd answers") if found else ("local", "no schedd answers here")
+        name, why = _default_backend()
     if name == "condor":
         from condorml.backends.condor import CondorBackend
 
@@ -64,3 +65,15 @@ def choose_backend(
         backend.why = why
         return backend
     raise CondormlError(f"--backend {name}: choose one of {', '.join(BACKENDS)}")
+
+
+def _default_backend() -> tuple[str, str]:
+    """``condor`` only where a DAG can really be submitted, else ``local``; and why."""
+    if not schedd_available():
+        return "local", "no schedd answers here"
+    from condorml.backends.condor import dag_submit_problem
+
+    problem = dag_submit_problem()
+    if problem is not None:  # a schedd alone is not enough: condor_submit_dag would fail
+        return "local", f"a schedd answers, but {problem}"
+    return "condor", "a schedd answers and condor_dagman is on PATH"

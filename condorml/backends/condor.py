@@ -12,6 +12,7 @@ install.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -27,20 +28,50 @@ from condorml.backends.base import (
     jobs_status,
     node_counts,
 )
+from condorml.backends.daglock import clear_left_by_local, refuse_if_running
 from condorml.errors import CondormlError
 from condorml.htcondor.events import DAGMAN_LOG_SUFFIX, NODES_LOG_SUFFIX, EventFollower
 from condorml.htcondor.quoting import shell_line
+
+log = logging.getLogger(__name__)
 
 _SUBMITTED = re.compile(r"submitted to cluster (\d+)")
 _VERSION = re.compile(r"\$CondorVersion:\s*(\d+)\.(\d+)\.(\d+)")
 # DAGMan refuses a node log whose path starts with this (a string prefix: /tmpx too), fatally
 # under its default DAGMAN_USE_STRICT = 1 (checked on HTCondor 25.0.13)
 DAGMAN_REFUSED_PREFIX = "/tmp"
+# condor_submit_dag and htcondor2.Submit.from_dag both look for condor_dagman on PATH, and fail
+# with this (HTCondor 25.0 and the 25.x bindings) when it is not there
+DAGMAN = "condor_dagman"
+_DAGMAN_MISSING = f"Failed to locate {DAGMAN} executable in PATH"
 
 
 def pool_tool(name: str) -> str | None:
     """The pool's own command (``condor_submit``...) when it is on PATH."""
     return shutil.which(name)
+
+
+def dag_submit_problem() -> str | None:
+    """Why a DAG cannot be submitted from here, or None.
+
+    A schedd that answers is not enough: ``condor_submit_dag`` and the bindings'
+    ``Submit.from_dag`` both need ``condor_dagman`` on PATH (the bindings that pip installs come
+    without it). The schedd itself is not asked here (see
+    :func:`condorml.backends.schedd_available`).
+    """
+    if pool_tool(DAGMAN) is None:
+        return f"{DAGMAN} is not on PATH (condor_submit_dag and the Python bindings need it)"
+    return None
+
+
+def dagman_missing_error(dag_file: Path) -> CondormlError:
+    """The one-line refusal of a DAG that cannot be submitted without ``condor_dagman``."""
+    by_hand = shell_line(["cd", dag_file.resolve().parent], ["condor_submit_dag", dag_file.name])
+    return CondormlError(
+        f"cannot submit a DAG to HTCondor from here: {DAGMAN} is not on PATH (condor_submit_dag "
+        "and the Python bindings need it: put the pool's bin folder on PATH); on an access "
+        f"point: {by_hand}; without a pool, run it here: --backend local"
+    )
 
 
 def check_dag_folder(dag_file: Path) -> None:
@@ -109,7 +140,10 @@ def _submit_dag(dag_file: Path, schedd: Any = None) -> int:
     by_hand = shell_line(["cd", folder], ["condor_submit_dag", dag_file.name])
     tool = pool_tool("condor_submit_dag") if schedd is None else None
     if tool is not None:
-        return _cluster(_run([tool, dag_file.name], folder), "condor_submit_dag", by_hand)
+        proc = _run([tool, dag_file.name], folder)
+        if proc.returncode != 0 and _DAGMAN_MISSING in proc.stdout + proc.stderr:
+            raise dagman_missing_error(dag_file)
+        return _cluster(proc, "condor_submit_dag", by_hand)
     import htcondor2
 
     condor_sub = folder / f"{dag_file.name}.condor.sub"
@@ -123,6 +157,8 @@ def _submit_dag(dag_file: Path, schedd: Any = None) -> int:
     except htcondor2.HTCondorException as err:
         if not existed:  # else condor_submit_dag by hand would refuse to overwrite it
             condor_sub.unlink(missing_ok=True)
+        if _DAGMAN_MISSING in str(err):
+            raise dagman_missing_error(dag_file) from None
         raise bindings_error(err, by_hand) from None
     finally:
         os.chdir(cwd)
@@ -262,16 +298,39 @@ class CondorBackend(Backend):
         self.schedd, self.why = schedd, why
 
     def check_dag(self, dag_file: Path) -> None:
-        check_dag_folder(dag_file)
-
-    def submit_dag(self, dag_file: Path) -> CondorHandle:
-        """Submit a DAG from its folder (as ``condor_submit_dag sweep.dag`` there).
+        """Refuse a DAG in a folder DAGMan refuses (/tmp), or where no DAG can be submitted
+        (no ``condor_dagman`` on PATH), naming ``--backend local``.
 
         Raises
         ------
         CondormlError
-            If the folder is one DAGMan refuses (/tmp), or the DAG cannot be submitted.
+            Saying why and what to do instead.
         """
+        check_dag_folder(dag_file)
+        if dag_submit_problem() is not None:
+            raise dagman_missing_error(dag_file)
+
+    def submit_dag(self, dag_file: Path) -> CondorHandle:
+        """Submit a DAG from its folder (as ``condor_submit_dag sweep.dag`` there).
+
+        A DAG that runs already (its ``<dag>.lock`` held, by DAGMan or the local backend) is
+        refused: ``condor_submit_dag`` would start a second DAGMan that exits at once (and says
+        so only in ``dagman.out``). A lock that a killed local run left is removed first, or
+        DAGMan would take it for its own crash and abort in recovery mode.
+
+        Raises
+        ------
+        CondormlError
+            If the folder is one DAGMan refuses (/tmp), the DAG runs already, or it cannot be
+            submitted.
+        """
+        check_dag_folder(dag_file)
+        refuse_if_running(
+            dag_file, "condor_submit_dag would start a second DAGMan, which exits at once"
+        )
+        removed = clear_left_by_local(dag_file)
+        if removed:
+            log.warning("%s", removed)
         cluster = _submit_dag(dag_file, self.schedd)
         folder, name = dag_file.resolve().parent, dag_file.name
         logs = [folder / f"{name}{DAGMAN_LOG_SUFFIX}", folder / f"{name}{NODES_LOG_SUFFIX}"]

@@ -47,7 +47,9 @@ def run_command(
 ) -> None:
     """Run a DAG here with DAGMan's semantics: submit files read by HTCondor's parser, sandboxes,
     file transfer, exit-85 restarts, RETRY, PRE/POST scripts, throttles, HTCondor event logs, and a
-    rescue DAG on failure or Ctrl-C (running again continues from it)."""
+    rescue DAG on failure or Ctrl-C (running again continues from it). As DAGMan, it holds the
+    DAG's lock (DAG.lock) while it runs: a DAG that runs already, here or under DAGMan, is
+    refused."""
     from condorml.backends import choose_backend
     from condorml.backends.local.dagfile import find_dag
 

@@ -31,7 +31,7 @@ def sweep_command(
     backend: BackendName | None = typer.Option(
         None,
         "--backend",
-        help="Where --submit runs it [default: condor when a schedd answers, else local].",
+        help="Where --submit runs it [default: condor when a schedd answers and condor_dagman is on PATH, else local].",
     ),
     force: bool = typer.Option(
         False,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from condorml.backends.daglock import holder
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
@@ -183,12 +184,24 @@ def write_sweep(plan: SweepPlan, force: bool = False) -> list[Path]:
     Raises
     ------
     CondormlError
-        If the run folder holds another spec's run and ``force`` is not set, or a file cannot
-        be written.
+        If the run folder runs now (DAGMan or the local backend holds its DAG's lock: its files
+        are not rewritten under it, nor moved with ``force``), if it holds another spec's run
+        and ``force`` is not set, or if a file cannot be written.
     """
     run_dir = plan.run_dir
     copy = run_dir / SPEC_COPY
-    if copy.exists() and not _same_spec(copy, plan.spec):
+    differs = copy.exists() and not _same_spec(copy, plan.spec)
+    running = holder(plan.dag_file)
+    if running is not None:
+        doing = (
+            "--force would move it into a previous-N folder while it runs"
+            if differs and force
+            else "condorml sweep would rewrite its files under it"
+        )
+        raise CondormlError(
+            f"{run_dir} is a live run ({running.what}): {doing}; stop it first: {running.stop}"
+        )
+    if differs:
         if not force:
             raise CondormlError(
                 f"{run_dir} holds a run of another spec ({copy} differs from {plan.spec.path}); "

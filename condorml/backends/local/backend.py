@@ -9,6 +9,9 @@ a second interrupt skips the FINAL node), as ``condorml run`` has always done.
 
 A job (a submit file) runs as a one-node DAG written beside it (``<submit file>.dag``), so it
 gets the same sandboxes, transfers, checkpoint restarts, event logs and removal semantics.
+
+As DAGMan, a run holds the DAG's lock (``<dag>.lock``) while it runs, and a DAG that runs
+already, on this machine or by DAGMan, is refused (:mod:`condorml.backends.daglock`).
 """
 
 from __future__ import annotations
@@ -145,9 +148,11 @@ class LocalBackend(Backend):
         Raises
         ------
         CondormlError
-            If the DAG file cannot be read or uses what the local backend does not support.
+            If the DAG file cannot be read or uses what the local backend does not support, or
+            if the DAG runs already, here or by DAGMan (its ``<dag>.lock`` is held), naming
+            the process and how to stop it.
         """
-        return LocalHandle(DagRunner(dag_file, self.options, on_change=self.on_change))
+        return _start(DagRunner(dag_file, self.options, on_change=self.on_change), "dag")
 
     def submit_job(self, submit_file: Path) -> LocalHandle:
         """Run the submit file's jobs as a one-node DAG ``<submit file>.dag`` beside it.
@@ -173,5 +178,13 @@ class LocalBackend(Backend):
             raise CondormlError(f"{dag_file}: cannot write ({err.strerror or err})") from err
         # restart: a job submitted again runs again (a rescue file would mark it done)
         options = replace(self.options, restart=True)
-        runner = DagRunner(dag_file, options, on_change=self.on_change)
-        return LocalHandle(runner, kind="job")
+        return _start(DagRunner(dag_file, options, on_change=self.on_change), "job")
+
+
+def _start(runner: DagRunner, kind: str) -> LocalHandle:
+    """The runner's handle, its thread started; the DAG's lock let go if that fails."""
+    try:
+        return LocalHandle(runner, kind)
+    except BaseException:
+        runner.lock.release()
+        raise

@@ -19,6 +19,10 @@ If the DAG fails or is interrupted (Ctrl-C, SIGTERM), a rescue DAG is written in
 format; running the DAG again applies the newest rescue file, so no node that succeeded runs
 again. Events go to each job's ``log`` and to ``<dag>.nodes.log``; progress to
 ``<dag>.dagman.out``.
+
+As DAGMan, a runner holds the DAG's lock (``<dag>.lock``, :mod:`condorml.backends.daglock`)
+from its creation to the end of :meth:`DagRunner.run`: a second run of the DAG, here or by
+DAGMan, is refused while it runs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import queue
 import signal
 import threading
@@ -34,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from condorml.backends.daglock import DagLock
 from condorml.backends.local.dagfile import Dag, read_dag
 from condorml.backends.local.dagman_out import DagmanOut
 from condorml.backends.local.node import NodeAttempt, NodeResult, NodeState, Surroundings
@@ -122,7 +128,6 @@ class DagRunner:
                 f"--max-jobs {options.max_jobs}: give a number of jobs at once, or 0 for no limit"
             )
         self.dag: Dag = read_dag(self.dag_path)
-        use_newest_rescue(self.dag, options.restart)
         self.states = {name: NodeState(node) for name, node in self.dag.nodes.items()}
         self.local = self.dag.folder / LOCAL_FOLDER
         self.nodes_log = self.dag_path.with_name(self.dag_path.name + ".nodes.log")
@@ -135,14 +140,32 @@ class DagRunner:
         self.in_pre: set[str] = set()  # nodes whose PRE script runs (or is deferred): no slot
         self.skips = itertools.count(1)  # ids of the 034 PRE_SKIP events
         self.abort: tuple[str, int] | None = None  # (node, exit code) after ABORT-DAG-ON
+        # last, and before anything is written (--restart renames rescue files): as DAGMan,
+        # one run of a DAG at a time
+        self.lock = DagLock.acquire(self.dag_path)
+        try:
+            use_newest_rescue(self.dag, options.restart)  # marks the nodes that states hold
+        except BaseException:
+            self.lock.release()
+            raise
 
     # --- the main loop -----------------------------------------------------------------------
 
     def run(self) -> DagResult:
-        """Run the DAG to its end; Ctrl-C and SIGTERM stop it and write a rescue DAG."""
+        """Run the DAG to its end; Ctrl-C and SIGTERM stop it and write a rescue DAG. The DAG's
+        lock is let go at the end, whatever happens."""
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> DagResult:
         self.local.mkdir(parents=True, exist_ok=True)
         self.out.write("****** condorml local backend (DAGMan semantics) STARTING UP")
         self.out.write(f"DAG Input file is {self.dag_path.name}")
+        self.out.write(f"DAG Lockfile is {self.lock.path.name}, held by pid {os.getpid()}")
+        if self.lock.note:
+            self.out.write(self.lock.note)
         if self.dag.rescue is not None:
             self.out.write(f"Using rescue DAG {self.dag.rescue.name}")
         for state in self.states.values():
