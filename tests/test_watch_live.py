@@ -188,3 +188,26 @@ def test_finished_members_are_not_asked_about(run: Path, schedd: Path) -> None:
         )
     snapshot = Watch([run], live=LiveReader(interval=0)).snapshot()
     assert all(m.live is None for m in snapshot.members) and _calls(schedd) == []
+
+
+def test_at_80_columns_member_ids_and_states_keep_their_room() -> None:
+    """The note gives way first: ids and states are neither wrapped nor cut."""
+    from rich.console import Console
+
+    from condorml.cli.watch import render
+    from condorml.monitor.watch import MemberView, Snapshot
+    from condorml.sweep.trials import Trial
+
+    members = [
+        MemberView(f"m{k:04d}", None, None, epoch=k, epochs=20, val_acc=0.5, rungs=3,
+                   trial=Trial(f"m{k:04d}", state="waiting", rung=2))
+        for k in range(3)
+    ]  # fmt: skip
+    snapshot = Snapshot(jobs=[], nodes=[], members=members, dag_nodes=7)
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(render(snapshot))
+    text = console.export_text()
+    for m in members:
+        row = next(line for line in text.splitlines() if m.member in line)
+        assert m.state in row, row  # whole, on the member's own line
+    assert max(len(line) for line in text.splitlines()) <= 80

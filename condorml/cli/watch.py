@@ -176,8 +176,23 @@ def _member_rows(table: Any, snapshot: Snapshot) -> None:
     live = any(m.live for m in snapshot.members)  # published progress: images/s and its age
     columns = ("member", "state", *(("rung",) if rungs else ()), "runs", "ckpts", "evictions",
                "epoch", "val acc", *(("img/s", "live") if live else ()), "note")  # fmt: skip
+    # At 80 columns the note gives way first: the member ids, states and numbers keep their room
+    # (rich shrinks wrappable columns; these are neither wrapped nor cut).
+    widest = {
+        "member": max([len("member"), *(len(m.member) for m in snapshot.members),
+                       *(len(n.name) for n in snapshot.nodes)]),
+        "state": max([len("state"), *(len(m.state) for m in snapshot.members),
+                      *(len(n.state) for n in snapshot.nodes)]),
+    }  # fmt: skip
     for column in columns:
-        table.add_column(column, justify="right" if column in _NUMBERS else "left")
+        note = column == "note"
+        table.add_column(
+            column,
+            justify="right" if column in _NUMBERS else "left",
+            no_wrap=True,
+            overflow="ellipsis" if note else "fold",
+            min_width=widest.get(column, len(column) if not note else 4),
+        )
     for m in snapshot.members:
         accuracy = f"{m.val_acc:.3f}" if m.val_acc is not None else ""
         rung = (m.rung,) if rungs else ()
