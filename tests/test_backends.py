@@ -112,7 +112,7 @@ def scenario_sweep(backend: Backend, folder: Path) -> dict[str, Any]:
     make_synthetic_dataset(folder / "data", n_train=64, n_test=8, seed=1, size=(56, 44),
                            make_zips=True)  # fmt: skip
     spec = folder / "spec.toml"
-    spec.write_text(SWEEP_SPEC.format(python=os.path.abspath(sys.executable)))
+    spec.write_text((SWEEP_SPEC + RESOURCES).format(python=os.path.abspath(sys.executable)))
     plan = plan_sweep(spec, folder / "run")
     backend.check_dag(plan.dag_file)
     write_sweep(plan)
@@ -129,7 +129,7 @@ def scenario_halving(backend: Backend, folder: Path) -> dict[str, Any]:
     make_synthetic_dataset(folder / "data", n_train=64, n_test=8, seed=1, size=(56, 44),
                            make_zips=True)  # fmt: skip
     spec = folder / "spec.toml"
-    spec.write_text(SWEEP_SPEC.format(python=os.path.abspath(sys.executable)).replace(
+    spec.write_text((SWEEP_SPEC + RESOURCES).format(python=os.path.abspath(sys.executable)).replace(
         "epochs = 1", "epochs = 2").replace("[ensemble]\nmembers = 1\n", HALVING_SEARCH))  # fmt: skip
     plan = plan_sweep(spec, folder / "run")
     write_sweep(plan)
@@ -170,7 +170,7 @@ def scenario_classes(backend: Backend, folder: Path) -> dict[str, Any]:
     (folder / "models").mkdir()
     (folder / "models" / "net.py").write_text(SMALL_NET)
     spec = folder / "spec.toml"
-    spec.write_text(CLASSES_SPEC.format(python=os.path.abspath(sys.executable)))
+    spec.write_text((CLASSES_SPEC + RESOURCES).format(python=os.path.abspath(sys.executable)))
     plan = plan_sweep(spec, folder / "run")
     backend.check_dag(plan.dag_file)
     write_sweep(plan)
@@ -214,16 +214,6 @@ model = ["cnn", "models/net.py:Net"]
 [ensemble]
 members = 1
 
-[resources]
-python = "{python}"
-cpus = 1
-memory = "1GB"
-disk = "1GB"
-
-[inference.resources]
-cpus = 1
-memory = "1GB"
-disk = "1GB"
 """
 
 SWEEP_SPEC = """\
@@ -242,6 +232,9 @@ precision = "fp32"
 [ensemble]
 members = 1
 
+"""
+# the jobs' resources: small, one CPU; the interpreter that runs the tests
+RESOURCES = """\
 [resources]
 python = "{python}"
 cpus = 1

@@ -16,6 +16,7 @@ import functools
 import io
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -146,7 +147,6 @@ def warm_up_decoder() -> None:
 
 def _decode_jpeg(data: bytes, size: int) -> np.ndarray:
     import torch
-    import torch.nn.functional as F
 
     decode = _jpeg_decoder()
     if decode is None:
@@ -154,17 +154,27 @@ def _decode_jpeg(data: bytes, size: int) -> np.ndarray:
     # bytearray: torch.frombuffer wants a writable buffer (the decoder only reads it)
     chw = decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))  # HWC memory, CHW view
     if chw.shape[1:] != (size, size):
-        # With a batch stride of numel, PyTorch sees an unambiguous channels-last input and keeps
-        # the output channels-last (pytorch#68430), so the HWC result needs no repacking: the
-        # trick torchvision's own resize uses.
-        chw = F.interpolate(
-            chw.as_strided((1, *chw.shape), (chw.numel(), *chw.stride())),
-            size=(size, size),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )[0]
+        chw = _resize_chw(chw, size)
     return chw.permute(1, 2, 0).numpy()
+
+
+def _resize_chw(chw: Any, size: int) -> Any:
+    """A (3, H, W) view of HWC ``uint8`` memory resized to ``size`` x ``size``, bilinear and
+    antialiased, in the same layout.
+
+    With a batch stride of numel, PyTorch sees an unambiguous channels-last input and keeps the
+    output channels-last (pytorch#68430), so the HWC result needs no repacking: the trick
+    torchvision's own resize uses.
+    """
+    import torch.nn.functional as F
+
+    return F.interpolate(
+        chw.as_strided((1, *chw.shape), (chw.numel(), *chw.stride())),
+        size=(size, size),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )[0]
 
 
 def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -177,7 +187,6 @@ def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
         If the array is not (H, W) or (H, W, 3) of ``uint8``.
     """
     import torch
-    import torch.nn.functional as F
 
     if (
         pixels.dtype != np.uint8
@@ -191,14 +200,7 @@ def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
     if rgb.shape[:2] == (size, size):
         return np.ascontiguousarray(rgb)
     chw = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)  # HWC memory, CHW view
-    resized = F.interpolate(
-        chw.as_strided((1, *chw.shape), (chw.numel(), *chw.stride())),
-        size=(size, size),
-        mode="bilinear",
-        antialias=True,
-        align_corners=False,
-    )[0]
-    return resized.permute(1, 2, 0).numpy()
+    return _resize_chw(chw, size).permute(1, 2, 0).numpy()
 
 
 def describe_decode_error(err: BaseException) -> str:
