@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from condorml.htcondor.events import EventFollower
+from condorml.monitor.accounting import member_accounting, run_logs
 from condorml.monitor.watch import Watch
+from condorml.sweep.rundir import LOCAL_FOLDER
 from tests.helpers import condorml_cli
 from tests.pool import CONDORML, Pool, copy_tree, wait_for
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 pytestmark = [pytest.mark.pool, pytest.mark.slow]
 
@@ -85,7 +92,7 @@ def _job_cluster(log: Path, attempt: int = 0) -> int | None:
     """The cluster of a node's ``attempt``-th job, from the job's own log."""
     follower = EventFollower([log])
     follower.poll()
-    clusters = sorted({cluster for cluster, _ in follower.jobs})
+    clusters = sorted({key.cluster for key in follower.jobs})
     return clusters[attempt] if len(clusters) > attempt else None
 
 
@@ -471,7 +478,115 @@ def test_failures_retries_removal_and_the_rescue_dag(pool: Pool) -> None:
     assert _submit_count(run / "sweep.dag.nodes.log", "train_m002") == 1
 
 
-# --- from a laptop to a pool ---------------------------------------------------------------------
+# --- from a laptop to a pool, and back ----------------------------------------------------------
+
+COUNTS = ("runs", "checkpoints", "evictions")
+TIMES = ("committed_seconds", "execution_seconds")
+_NODE_COUNTS = re.compile(
+    r"Node train_(m\d+) job proc \((\d+)\.0\.0\) [^;]*; (\d+) runs?, (\d+) checkpoints?, "
+    r"(\d+) evictions?"
+)
+
+
+def _pool_last_cluster(pool: Pool) -> int:
+    """The highest cluster id the pool's schedd has given so far (queue or history)."""
+    ids = pool.check("condor_q -allusers -af ClusterId; condor_history -limit 1 -af ClusterId",
+                     Path("/"))  # fmt: skip
+    return max((int(word) for word in ids.split()), default=0)
+
+
+def _number_local_clusters_from(run: Path, first: int) -> None:
+    """Make the local backend number this run folder's clusters from ``first`` on (it counts
+    from 1 per run folder, a fresh pool from 1 too): the ids of both schedds then overlap on
+    this long-lived test pool as they do on a laptop and a fresh pool."""
+    counter = run / LOCAL_FOLDER / "cluster"
+    counter.parent.mkdir(parents=True, exist_ok=True)
+    counter.write_text(f"{first - 1}\n")
+
+
+def _own_logs(run: Path) -> list[Path]:
+    """The jobs' own logs of a run folder (no nodes log: DAGMan empties it as it starts)."""
+    return [log for log in run_logs(run, MEMBERS) if not log.name.endswith(".nodes.log")]
+
+
+def _log_sizes(run: Path) -> dict[Path, int]:
+    """The size of every job's own log, at the moment of the move."""
+    return {log.relative_to(run): log.stat().st_size for log in _own_logs(run)}
+
+
+def _accounting_of_each_part(
+    run: Path, sizes: dict[Path, int], work: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The accounting of the part before the move and of the part after it, each read alone
+    (the bytes of every job's own log up to its size at the move, and the rest): one schedd's
+    jobs each, so no id is shared; what happened, to hold the moved run's accounting against."""
+    import pandas as pd
+
+    parts = []
+    for name, before in (("before", True), ("after", False)):
+        folder = work / "parts" / name
+        (folder / "members").mkdir(parents=True)
+        shutil.copy(run / "members.csv", folder / "members.csv")
+        for log in _own_logs(run):
+            rel = log.relative_to(run)
+            data = log.read_bytes()
+            size = sizes.get(rel, 0)
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data[:size] if before else data[size:])
+        table, _ = member_accounting(folder, MEMBERS)
+        assert table is not None, name
+        parts.append(table.set_index("member"))
+    before, after = parts
+    return before, after, pd.concat(parts).groupby(level=0)[list(COUNTS + TIMES)].sum()
+
+
+def _clusters(logs: list[Path]) -> set[int]:
+    follower = EventFollower(logs)
+    follower.poll()
+    return {key.cluster for key in follower.jobs}
+
+
+def _check_moved_run(run: Path, expected: pd.DataFrame) -> None:
+    """watch, the report's gathering, the accounting and the collect step's leaderboard count
+    every member's runs, checkpoints, evictions and time as each part did."""
+    import pandas as pd
+
+    from condorml.monitor.gather import gather
+
+    table, _ = member_accounting(run, MEMBERS)
+    assert table is not None
+    table = table.set_index("member")
+    report = gather(run, use_defaults=False)
+    assert report.condor is not None
+    condor, board = report.condor.set_index("member"), report.members.set_index("member")
+    collected = pd.read_csv(run / "leaderboard.csv", dtype={"member": str}).set_index("member")
+    members = {m.member: m for m in Watch([run]).snapshot().members}
+    for member in MEMBERS:
+        want = expected.loc[member]
+        seen = members[member]
+        assert seen.train is not None and seen.state == "infer: done", (member, seen.state)
+        for column in COUNTS:
+            found = (seen.train.total(column), table.at[member, column], condor.at[member, column],
+                     board.at[member, column], collected.at[member, column])  # fmt: skip
+            assert found == (want[column],) * 5, (member, column, found, expected)
+        for column in TIMES:
+            found = (table.at[member, column], condor.at[member, column])
+            assert found == pytest.approx((want[column],) * 2), (member, column, found)
+
+
+def _check_pool_part(pool: Pool, dag: int, part: pd.DataFrame) -> None:
+    """The pool's part of the run against HTCondor's own accounting (``condor_history``): its
+    executions per member, and for training jobs that ended well their committed and total
+    time (within 3 s per job)."""
+    rows = pool.history(f"DAGManJobId == {dag}", ["DAGNodeName", "NumJobStarts", "ExitCode",
+                        "CommittedTime", "RemoteWallClockTime", "JobStatus"])  # fmt: skip
+    for member in MEMBERS:
+        jobs = [row for row in rows if row[0] == f"train_{member}"]
+        assert part.at[member, "runs"] == sum(int(row[1]) for row in jobs), (member, jobs)
+        if jobs and all(row[5] == "4" and row[2] == "0" for row in jobs):  # all completed
+            for column, index in (("committed_seconds", 3), ("execution_seconds", 4)):
+                history = sum(float(row[index]) for row in jobs)
+                assert abs(part.at[member, column] - history) <= 3 * len(jobs), (member, jobs)
 
 
 def test_a_sweep_interrupted_on_the_local_backend_continues_on_the_pool(
@@ -481,10 +596,12 @@ def test_a_sweep_interrupted_on_the_local_backend_continues_on_the_pool(
     copy_tree(pool_sweep.work / "data", work / "data")
     spec = _write_spec(work)
     run = work / "run"
-    local = subprocess.Popen(
-        [CONDORML, "sweep", str(spec), "--out", str(run), "--submit", "--backend", "local",
-         "--max-jobs", "2"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    written = condorml_cli("sweep", str(spec), "--out", str(run), cwd=work)
+    assert written.returncode == 0, written.stderr
+    # the local backend's ids: those the pool is about to give (maybe shifted by other users)
+    _number_local_clusters_from(run, _pool_last_cluster(pool) + 2)
+    local = subprocess.Popen([CONDORML, "run", str(run), "--max-jobs", "2"], cwd=work,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         out = run / "sweep.dag.dagman.out"
         wait_for(lambda: out.exists() and "Node train_m000 completed successfully" in out.read_text(),
@@ -497,15 +614,70 @@ def test_a_sweep_interrupted_on_the_local_backend_continues_on_the_pool(
     rescue = (run / "sweep.dag.rescue001").read_text()
     done = re.findall(r"^DONE (\S+)", rescue, re.M)
     assert "train_m000" in done
+    sizes = _log_sizes(run)
+    # what the local backend itself counted for each job it ran (its dagman.out)
+    local_counts = {m: [0, 0, 0] for m in MEMBERS}
+    for member, _, *counts in _NODE_COUNTS.findall(out.read_text()):
+        local_counts[member] = [
+            a + int(b) for a, b in zip(local_counts[member], counts, strict=True)
+        ]
 
     pool.own(work)  # the folder moves to the user's account on the access point
-    pool.check("condor_submit_dag sweep.dag", run)
+    dag = pool.submitted_cluster(pool.check("condor_submit_dag sweep.dag", run))
     assert _wait_dag(run, starts=2) == 0, out.read_text()[-2000:]
     assert "USING RESCUE DAG sweep.dag.rescue001" in out.read_text()
     for node in done:  # no node that finished here ran again there
         assert _submit_count(run / "sweep.dag.nodes.log", node) == 0, node
+    # DAGMan emptied the nodes log as it started: the local jobs are in their own logs only
+    assert "condorml-local" not in (run / "sweep.dag.nodes.log").read_text()
+    assert "MultiLogFiles: truncating log file" in out.read_text()
     # the same ensemble as the run that never moved
     assert (run / "dog_probs.csv").read_bytes() == (pool_sweep.local / "dog_probs.csv").read_bytes()
+
+    before, after, expected = _accounting_of_each_part(run, sizes, work)
+    for member in MEMBERS:
+        assert [before.at[member, c] for c in COUNTS] == local_counts[member], member
+    _check_pool_part(pool, dag, after)
+    _check_moved_run(run, expected)
+    before_ids, after_ids = (_clusters(_own_logs(work / "parts" / p)) for p in ("before", "after"))
+    shared = before_ids & after_ids
+    print(f"cluster ids both schedds gave in this run folder: {sorted(shared)}")
+
+
+def test_a_sweep_removed_on_the_pool_continues_on_the_local_backend(
+    pool: Pool, pool_sweep: PoolSweep
+) -> None:
+    """The other way round; the local backend numbers its clusters from the pool's first, so
+    every local job's id is one a pool job of this run folder had."""
+    work = pool.workdir("moved-back")
+    copy_tree(pool_sweep.work / "data", work / "data")
+    spec = _write_spec(work)
+    run = work / "run"
+    written = condorml_cli("sweep", str(spec), "--out", str(run), cwd=work)
+    assert written.returncode == 0, written.stderr
+    pool.own(work)
+    dag = pool.submitted_cluster(pool.check("condor_submit_dag sweep.dag", run))
+    out = run / "sweep.dag.dagman.out"
+    trained = re.compile(r"Node train_m000 job proc \(\d+\.0\.0\) completed successfully")
+    wait_for(lambda: out.exists() and trained.search(out.read_text()), 300, "m000's training")
+    pool.check(f"condor_rm {dag}", run)
+    _wait_dag(run)
+    assert "DONE train_m000" in (run / "sweep.dag.rescue001").read_text()
+    sizes = _log_sizes(run)
+    pool_clusters = _clusters([run / "sweep.dag.nodes.log"])
+    _number_local_clusters_from(run, min(pool_clusters))
+
+    local = condorml_cli("run", str(run), timeout=DAG_TIMEOUT)
+    pool.own(work)
+    assert local.returncode == 0, local.stderr[-3000:]
+    assert _submit_count(run / "sweep.dag.nodes.log", "train_m000") == 1  # not again here
+    assert (run / "dog_probs.csv").read_bytes() == (pool_sweep.local / "dog_probs.csv").read_bytes()
+
+    before, _, expected = _accounting_of_each_part(run, sizes, work)
+    local_clusters = _clusters(_own_logs(work / "parts" / "after"))
+    assert local_clusters & pool_clusters, (local_clusters, pool_clusters)  # ids given twice
+    _check_pool_part(pool, dag, before)
+    _check_moved_run(run, expected)
 
 
 # --- live progress through Chirp (issue 15) -----------------------------------------------------

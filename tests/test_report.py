@@ -35,7 +35,7 @@ MEMBERS = ["m000", "m001", "m002", "m003"]
 def test_committed_and_lost_time_of_a_real_checkpointed_and_evicted_job() -> None:
     jobs, times = read_job_times([FIXTURES / "checkpoint" / "ckpt.log"])
     (job,) = jobs
-    spent = times[job.id]
+    spent = times[job.key]
     # 001 16:46:27, checkpoint 16:46:33 (6 s committed), evicted 16:46:37 (4 s lost);
     # 001 16:46:42, checkpoint 16:46:49 (7 s), final output and 005 at 16:46:55 (6 s)
     assert (spent.committed, spent.lost, spent.uncommitted) == (19.0, 4.0, 0.0)

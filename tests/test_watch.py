@@ -150,12 +150,20 @@ def test_checkpoints_come_from_the_jobs_own_log_and_post_results_from_the_nodes_
     both.poll()
     job = both.jobs[(7, 0)]
     assert (job.checkpoints, job.runs, job.post_return, job.node) == (1, 1, 3, "train_m000")
-    # a job only in an own log is not part of the DAG followed
-    other = _job(tmp_path / "other.log", cluster=99)
+    # a job submitted by hand (no DAG node) into a log is not part of the DAG followed
+    other = EventLog([tmp_path / "other.log"], JobId(99))
     other.submitted()
     follower = EventFollower([nodes, own, tmp_path / "other.log"])
     follower.poll()
-    assert list(follower.jobs) == [(7, 0)]
+    assert [key[:2] for key in follower.jobs] == [(7, 0)]
+    # DAGMan empties its nodes log at every start (seen on the pool): a job of an earlier
+    # DAGMan that only its own log still has is the DAG's; the nodes log is read again
+    nodes.write_text("")
+    rescued = _job(tmp_path / "train.log", cluster=8, nodes=nodes)
+    rescued.submitted()
+    follower.poll()
+    assert [key[:2] for key in follower.jobs] == [(7, 0), (8, 0)]
+    assert follower.jobs[(7, 0)].checkpoints == 1 and follower.jobs[(8, 0)].state == "idle"
 
 
 def test_a_removal_is_not_an_eviction_and_a_reused_id_is_a_new_job(tmp_path: Path) -> None:
@@ -171,13 +179,19 @@ def test_a_removal_is_not_an_eviction_and_a_reused_id_is_a_new_job(tmp_path: Pat
     follower.poll()
     job = follower.jobs[(7, 0)]
     assert (job.state, job.evictions, job.checkpoints) == ("removed", 0, 1)
-    # a sweep begun locally and continued on a pool: the same member log, the same id again
+    # the same schedd submits the same id for the same node again (a run folder whose local
+    # cluster counter was lost): a second job; the first keeps what it did
     events.submitted()
     events.executing(tmp_path, 1, 128)
     events.terminated(0)
     follower.poll()
-    assert follower.jobs[(7, 0)] is job  # the same view object, replayed from the new submit
-    assert (job.state, job.runs, job.evictions, job.checkpoints) == ("done", 1, 0, 0)
+    first, second = follower.jobs.values()
+    assert first is job and (job.state, job.runs, job.checkpoints) == ("removed", 1, 1)
+    assert (second.state, second.runs, second.evictions, second.checkpoints) == ("done", 1, 0, 0)
+    assert follower.jobs[(7, 0)] is second  # by its id alone: the latest, as condor_q names it
+    assert (
+        second.key is not None and second.key.serial == 1 and first.submission != second.submission
+    )
 
 
 # --- DAGs written for a pool ------------------------------------------------------------------

@@ -11,9 +11,14 @@ by the local backend read the same. What the events mean (the evidence: the real
   termination is the job's final output, not a checkpoint;
 * an *eviction* is an 004 event that is not the prelude of a hold or a removal (a failed
   output transfer is 004 then 012; ``condor_rm`` of a running job 004 then 009);
-* a second submit event (000) for a ``cluster.proc`` seen before is a new job: a sweep begun on
-  the local backend and continued on a pool has both in a member's own log, with ids that may
-  repeat;
+* a job is its submit event (000): ``cluster.proc`` alone does not name it, as every schedd
+  numbers its own clusters (a fresh pool from 1, the local backend from 1 per run folder), and a
+  run moved between the local backend and a pool, either way, has both schedds' jobs in the same
+  logs. The 000 names the schedd (``Job submitted from host: <address>``, the same address in a
+  job's own log and in the nodes log, checked on the pool) and the DAG node; a job is
+  :class:`JobKey` (schedd, ``cluster.proc``, node and, should one schedd reuse an id for the
+  same node, how many such submits came before in the log), and an event belongs to the latest
+  job submitted with its ``cluster.proc`` in the same log;
 * a DAG node's jobs are those whose submit event carries ``DAG Node: NAME``; a POST script's 016
   event decides the node's result when there is one.
 
@@ -22,20 +27,36 @@ Two kinds of log hold a DAG's events, and they differ:
 * a job's **own log** (its ``log`` command, e.g. ``members/m000/train.log``) has every event of
   the job, the 040 transfers included;
 * DAGMan's **nodes log** (``<dag>.nodes.log``) has only what DAGMan acts on (000, 001, 004,
-  005, 009, 012, 013, and the 016 of POST scripts): no 040, so no checkpoint shows there.
+  005, 009, 012, 013, and the 016 of POST scripts): no 040, so no checkpoint shows there; and
+  DAGMan empties it at every start but a recovery ("MultiLogFiles: truncating log file", seen
+  on the pool), a rescue DAG's included: it holds the latest DAGMan's jobs only, where own logs
+  keep every run's (the local backend appends to it).
 
 A job's view is therefore built from its own log once that has been read, else from the nodes
-log, which also adds the POST script's result; when a nodes log is followed, it decides which
-jobs belong to the DAG.
+log, which also adds the POST script's result. When a nodes log is followed, the jobs of the DAG
+are those it names and those whose own log's submit event names a DAG node (an earlier DAGMan's,
+or the local backend's before a run moved to a pool); a job submitted by hand into the same log
+is not. The order of the jobs is the order their submit events were read, own logs first: a
+node's attempts share their own log, whose order is theirs (the clocks of a laptop and a pool
+may differ; the cluster ids of two schedds do not compare).
+
+A follower opens each log only while it reads it and remembers where it stopped, so that a sweep
+of a thousand members' logs stays under the usual limit of open files (an open
+``htcondor2.JobEventLog`` holds two); a log whose size has not changed is not opened, and one
+whose beginning changed or that shrank (DAGMan's new start) is read again from its start.
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
+import os
+import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from condorml.errors import CondormlError
 
@@ -46,6 +67,9 @@ _LOG_START = re.compile(rb"^\s*(\d{3} \(\d+\.\d+\.\d+\) |<\?xml|<c>|[\[{])")
 _SNIFF_BYTES = 64
 NODES_LOG_SUFFIX = ".nodes.log"  # DAGMan's default node log: <dag>.nodes.log
 DAGMAN_LOG_SUFFIX = ".dagman.log"  # the log of the DAGMan job itself, not of its nodes
+# What the local backend's event log writer puts in its schedd address (condorml/backends/local/
+# eventlog.py): its jobs' spool and ad files are in the run folder, a pool's are not
+LOCAL_SCHEDD_MARK = "condorml-local"
 
 
 @dataclass(frozen=True)
@@ -84,7 +108,18 @@ def read_event(event: Any) -> Event:
         values["reason"] = str(event.get("Reason", "removed"))
     elif kind == T.POST_SCRIPT_TERMINATED:
         values["return_value"] = int(event.get("ReturnValue", -1))
-    return Event(int(kind), float(event.timestamp), **values)
+    return Event(int(kind), _timestamp(event["EventTime"]), **values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _timestamp(iso: str) -> float:
+    """``JobEvent.timestamp`` of an event's ``EventTime`` (local time, as HTCondor writes it;
+    ``Z``: UTC), parsed once per distinct second: ``JobEvent.timestamp``'s ``strptime`` took a
+    fifth of the time a watch of 1,000 members spent reading their logs."""
+    moment = datetime.datetime.fromisoformat(iso.removesuffix("Z"))
+    if iso.endswith("Z"):
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return float(int(moment.timestamp()))
 
 
 def _node_name(event: Any) -> str | None:
@@ -95,9 +130,24 @@ def _node_name(event: Any) -> str | None:
     return text.split(":", 1)[1].strip() if text.startswith("DAG Node:") else None
 
 
+class JobKey(NamedTuple):
+    """One job among all those a set of logs holds (see the module docstring).
+
+    The first two fields are HTCondor's ``cluster.proc``; the others set apart the jobs of two
+    schedds that reuse it, and a schedd's own reuse of it (a run folder's local cluster counter
+    lost, say).
+    """
+
+    cluster: int
+    proc: int
+    schedd: str = ""  # the 000 event's "submitted from host" address ("": no 000 in the log)
+    node: str | None = None  # the DAG node the 000 names
+    serial: int = 0  # earlier 000s of this schedd, cluster.proc and node in the same log
+
+
 @dataclass
 class JobView:
-    """What the event logs say about one job (one ``cluster.proc``)."""
+    """What the event logs say about one job (one submit of a ``cluster.proc``)."""
 
     cluster: int
     proc: int
@@ -113,11 +163,29 @@ class JobView:
     ended: float | None = None
     post_return: int | None = None
     _last: int | None = None  # type of the last event that counts for checkpoint/eviction rules
+    key: JobKey | None = None  # set by EventFollower: unique among the jobs it follows
+    seq: int = 0  # EventFollower: the order of its submit among all jobs followed
 
     @property
     def id(self) -> str:
-        """``cluster.proc``, as HTCondor prints it."""
+        """``cluster.proc``, as HTCondor prints it (not unique in a moved run: see :attr:`key`)."""
         return f"{self.cluster}.{self.proc}"
+
+    @property
+    def schedd(self) -> str:
+        """The address of the schedd that submitted it ("" when no submit event was read)."""
+        return self.key.schedd if self.key is not None else ""
+
+    @property
+    def on_local_backend(self) -> bool:
+        """Whether condorml's local backend ran it (its spool and ad are in the run folder)."""
+        return LOCAL_SCHEDD_MARK in self.schedd
+
+    @property
+    def submission(self) -> tuple[str, int, int]:
+        """Its submit (schedd, cluster, serial): the procs of one attempt of a node share it."""
+        key = self.key or JobKey(self.cluster, self.proc)
+        return key.schedd, key.cluster, key.serial
 
     def apply(self, event: Event) -> None:
         """Update the view with the job's next event."""
@@ -183,15 +251,21 @@ class NodeView:
     @property
     def attempts(self) -> int:
         """How many times the node was submitted (1 + retries so far)."""
-        return len({job.cluster for job in self.jobs})
+        return len({job.submission for job in self.jobs})
+
+    def latest_attempt(self) -> list[JobView]:
+        """The jobs (procs) of the node's latest submit; [] before the first."""
+        if not self.jobs:
+            return []
+        latest = max(self.jobs, key=submit_order).submission
+        return [job for job in self.jobs if job.submission == latest]
 
     @property
     def state(self) -> str:
         """The state of the node's latest attempt (its worst job)."""
-        if not self.jobs:
+        jobs = self.latest_attempt()
+        if not jobs:
             return "waiting"
-        latest = max(job.cluster for job in self.jobs)
-        jobs = [job for job in self.jobs if job.cluster == latest]
         post = [job.post_return for job in jobs if job.post_return is not None]
         if post:  # a POST script decides the node's result
             return "done" if post[-1] == 0 else "failed"
@@ -208,6 +282,12 @@ class NodeView:
     def reason(self) -> str:
         """Why the latest held or failed job is so."""
         return next((job.reason for job in reversed(self.jobs) if job.reason), "")
+
+
+def submit_order(job: JobView) -> tuple[int, int, int]:
+    """Sort key of jobs in the order they were submitted: the follower's order, which the logs
+    give, then (views made elsewhere) cluster and proc."""
+    return job.seq, job.cluster, job.proc
 
 
 def short_reason(reason: str, width: int = 100) -> str:
@@ -244,13 +324,35 @@ def looks_like_event_log(path: Path) -> bool:
         If the file begins as no HTCondor event log does (a CSV given as a log, say):
         htcondor2 would read it as a log without events.
     """
+    start = _log_start(path)
+    return start is not None and _begins_as_log(path, start)
+
+
+def _log_start(path: Path) -> bytes | None:
+    """The first bytes of a file (None: there is none).
+
+    Raises
+    ------
+    CondormlError
+        If it cannot be read.
+    """
     try:
         with open(path, "rb") as handle:
-            start = handle.read(_SNIFF_BYTES)
+            return handle.read(_SNIFF_BYTES)
     except FileNotFoundError:
-        return False
+        return None
     except OSError as err:
         raise CondormlError(f"{path}: cannot read it ({err.strerror or err})") from None
+
+
+def _begins_as_log(path: Path, start: bytes) -> bool:
+    """Whether a file that begins with ``start`` has begun as an event log (False: empty).
+
+    Raises
+    ------
+    CondormlError
+        If it begins as no HTCondor event log does.
+    """
     if not start.strip():
         return False
     if not _LOG_START.match(start):
@@ -266,36 +368,89 @@ def is_nodes_log(path: Path) -> bool:
     return path.name.endswith(NODES_LOG_SUFFIX)
 
 
+class JobTable(dict[JobKey, JobView]):
+    """The jobs an :class:`EventFollower` knows, by :class:`JobKey`, in submit order.
+
+    Looked up by a plain ``(cluster, proc)`` pair, it answers with the latest job submitted with
+    that id, as ``condor_q`` would name it (a backend that has just submitted a cluster asks so).
+    """
+
+    def _latest(self, key: object) -> JobKey | None:
+        if isinstance(key, JobKey) or not isinstance(key, tuple) or len(key) != 2:
+            return key if dict.__contains__(self, key) else None  # type: ignore[return-value]
+        found = [job for k, job in self.items() if (k.cluster, k.proc) == key]
+        return max(found, key=submit_order).key if found else None
+
+    def __getitem__(self, key: object) -> JobView:
+        found = self._latest(key)
+        if found is None:
+            raise KeyError(key)
+        return dict.__getitem__(self, found)
+
+    def get(self, key: object, default: Any = None) -> Any:  # type: ignore[override]
+        found = self._latest(key)
+        return default if found is None else dict.__getitem__(self, found)
+
+    def __contains__(self, key: object) -> bool:
+        return self._latest(key) is not None
+
+
+@dataclass
+class _LogState:
+    """Where a follower stands in one log between two polls, with the log closed."""
+
+    path: Path
+    nodes_log: bool
+    start: bytes = b""  # its first bytes once it began as an event log: changed, it was rewritten
+    position: bytes | None = None  # the htcondor2.JobEventLog after the last event read, pickled
+    size: int = -1  # the file's size when it was last read: unchanged, nothing new to read
+    file_id: tuple[int, int] | None = None  # (device, inode): another file means a rewritten log
+    current: dict[tuple[int, int], JobKey] = field(default_factory=dict)  # id -> its latest job
+    submits: dict[tuple[str, int, int, str | None], int] = field(default_factory=dict)  # 000s
+
+
 class EventFollower:
     """Read job event logs incrementally; a log that does not exist yet is read once it appears.
+
+    Each log is opened only while it is read, and only when its size changed since the last
+    poll: a follower of thousands of logs keeps no file open between polls.
 
     Parameters
     ----------
     paths : iterable of Path
         Jobs' own logs and DAGMan nodes logs (recognised by their ``.nodes.log`` suffix), in
-        any order. When a nodes log is among them, only the jobs it names are shown: a job's
-        own log may also hold jobs of other submissions.
+        any order. When a nodes log is among them, only the DAG's jobs are shown (see the
+        module docstring): a job's own log may also hold jobs submitted by hand.
 
     Attributes
     ----------
-    jobs : dict
-        ``(cluster, proc)`` -> :class:`JobView`, rebuilt from the best log after every poll.
+    jobs : JobTable
+        :class:`JobKey` -> :class:`JobView`, in submit order, brought up to date from the best log
+        at every poll (in place: a caller may keep a view).
     events : dict
-        ``(cluster, proc)`` -> the :class:`Event` list that view was built from (its own log's
-        when read, else the nodes log's).
+        :class:`JobKey` -> the :class:`Event` list that view was built from (its own log's when
+        read, else the nodes log's).
+    skipped : set of str
+        Nodes DAGMan skipped (PRE_SKIP): done, without a job.
     """
 
     def __init__(self, paths: Iterable[Path]) -> None:
         self.paths = list(dict.fromkeys(Path(p) for p in paths))
-        self.jobs: dict[tuple[int, int], JobView] = {}
-        self.events: dict[tuple[int, int], list[Event]] = {}
         self._dag_mode = any(is_nodes_log(p) for p in self.paths)
-        self._logs: dict[Path, Any] = {}
-        self._own: dict[tuple[int, int], tuple[Path, list[Event]]] = {}  # its own log, events
-        self._dag: dict[tuple[int, int], list[Event]] = {}  # events from nodes logs
-        self._applied: dict[tuple[int, int], int] = {}  # events of self.events[key] in the view
-        self._checked: set[Path] = set()  # logs seen to begin as an event log does
-        self.skipped: set[str] = set()  # nodes DAGMan skipped (PRE_SKIP): done, no job
+        self._start()
+
+    def _start(self) -> None:
+        """Forget everything read (a new follower, or a log was rewritten)."""
+        self.jobs = JobTable()
+        self.events: dict[JobKey, list[Event]] = {}
+        # own logs first: a node's attempts are in the order of their submits in its own log
+        ordered = sorted(self.paths, key=is_nodes_log)
+        self._logs = [_LogState(path, is_nodes_log(path)) for path in ordered]
+        self._own: dict[JobKey, tuple[Path, list[Event]]] = {}  # its own log, events
+        self._dag: dict[JobKey, list[Event]] = {}  # events from nodes logs
+        self._applied: dict[JobKey, int] = {}  # events of self.events[key] in the view
+        self._seq: dict[JobKey, int] = {}  # submit order: the order jobs were first read
+        self.skipped: set[str] = set()
 
     def poll(self) -> int:
         """Read the events written since the last call; return how many were read.
@@ -305,60 +460,119 @@ class EventFollower:
         CondormlError
             If a log is not a readable HTCondor job event log.
         """
-        import htcondor2
         from htcondor2 import JobEventType as T
 
-        count, changed = 0, set()
-        for path in self.paths:
-            if path not in self._checked:
-                if not looks_like_event_log(path):
-                    continue  # not there yet, or still empty
-                self._checked.add(path)
-            if path not in self._logs:
-                self._logs[path] = htcondor2.JobEventLog(str(path))
-            try:
-                events = list(self._logs[path].events(0))
-            except Exception as err:  # htcondor2 raises plain exceptions for corrupt logs
-                raise CondormlError(
-                    f"{path}: not a readable HTCondor job event log ({err})"
-                ) from err
-            nodes_log = is_nodes_log(path)
+        count, changed = 0, dict[JobKey, None]()
+        for log in self._logs:
+            events = self._read(log)
+            if events is None:  # rewritten or truncated: what was read of it is gone
+                self._start()
+                return self.poll()
             for raw in events:
+                count += 1
                 if raw.type == T.PRESKIP:  # no job: DAGMan's note that a node was skipped
-                    self.skipped.add(
-                        str(raw.get("SkipEventLogNotes", "")).removeprefix("DAG Node: ")
-                    )
-                    count += 1
+                    notes = str(raw.get("SkipEventLogNotes", ""))
+                    self.skipped.add(notes.removeprefix("DAG Node: "))
                     continue
-                key, event = (raw.cluster, raw.proc), read_event(raw)
-                if nodes_log:
+                event = read_event(raw)
+                key = self._job_of(log, raw, event)
+                self._seq.setdefault(key, len(self._seq))
+                if log.nodes_log:
                     history = self._dag.setdefault(key, [])
                 else:
-                    owner, history = self._own.setdefault(key, (path, []))
-                    if owner != path:
+                    owner, history = self._own.setdefault(key, (log.path, []))
+                    if owner != log.path:
                         continue  # the same job in a second own log: counted once
-                if event.type == T.SUBMIT and history:  # a new job that reuses the id
-                    history.clear()
-                    self.events.pop(key, None)  # its view is replayed from the new submit
                 history.append(event)
-                changed.add(key)
-                count += 1
+                changed[key] = None
+        known = len(self.jobs)
         for key in changed:
             self._rebuild(key)
+        if len(self.jobs) != known:  # new jobs: keep the table in submit order
+            ordered = sorted(self.jobs.items(), key=lambda item: self._seq[item[0]])
+            self.jobs.clear()
+            self.jobs.update(ordered)
         return count
 
-    def _rebuild(self, key: tuple[int, int]) -> None:
+    def _read(self, log: _LogState) -> list[Any] | None:
+        """The events appended to a log since it was last read ([] if it did not grow or is
+        not there yet); None if it was rewritten or truncated since.
+
+        Raises
+        ------
+        CondormlError
+            If the log is not a readable HTCondor job event log.
+        """
+        import htcondor2
+
+        try:
+            status = os.stat(log.path)
+        except FileNotFoundError:
+            return [] if log.size < 0 else None
+        except OSError as err:
+            raise CondormlError(f"{log.path}: cannot read it ({err.strerror or err})") from None
+        file_id = (status.st_dev, status.st_ino)
+        if log.file_id is not None and (file_id != log.file_id or status.st_size < log.size):
+            return None
+        if status.st_size == log.size:
+            return []  # nothing new: not opened
+        start = _log_start(log.path)
+        if start is None:
+            return None if log.start else []
+        if log.start:
+            if start[: len(log.start)] != log.start[: len(start)]:
+                return None  # another beginning: emptied and written again since the last read
+        elif not _begins_as_log(log.path, start):
+            return []  # still empty
+        log.start = max(start, log.start, key=len)
+        try:
+            reader = (
+                htcondor2.JobEventLog(str(log.path))
+                if log.position is None
+                else pickle.loads(log.position)  # reopens the file where the last read stopped
+            )
+            try:
+                events = list(reader.events(0))
+                log.position = pickle.dumps(reader)
+            finally:
+                reader.close()
+        except Exception as err:  # htcondor2 raises plain exceptions for corrupt logs
+            raise CondormlError(
+                f"{log.path}: not a readable HTCondor job event log ({err})"
+            ) from err
+        log.size, log.file_id = status.st_size, file_id  # the size before reading: never ahead
+        return events
+
+    @staticmethod
+    def _job_of(log: _LogState, raw: Any, event: Event) -> JobKey:
+        """The job an event of ``log`` belongs to: a submit event makes a new one, any other
+        event belongs to the latest job submitted with its ``cluster.proc`` in this log."""
+        from htcondor2 import JobEventType as T
+
+        ident = (int(raw.cluster), int(raw.proc))
+        if event.type != T.SUBMIT:
+            return log.current.get(ident) or JobKey(*ident)
+        schedd = str(raw.get("SubmitHost", "") or "")
+        submit = (schedd, *ident, event.node)
+        serial = log.submits.get(submit, 0)
+        log.submits[submit] = serial + 1
+        log.current[ident] = key = JobKey(*ident, schedd, event.node, serial)
+        return key
+
+    def _rebuild(self, key: JobKey) -> None:
         """Bring the job's view up to date with its best log (in place: callers keep views)."""
         from htcondor2 import JobEventType as T
 
-        if self._dag_mode and key not in self._dag:
-            return  # not (yet) known to the DAG
+        if self._dag_mode and key not in self._dag and key.node is None:
+            return  # not (yet) known to the DAG, nor submitted by a DAGMan
         own = self._own.get(key, (None, []))[1]
         dag = self._dag.get(key, [])
         events = own or dag
-        view = self.jobs.setdefault(key, JobView(*key))
+        view = self.jobs.get(key)
+        if view is None:
+            view = self.jobs[key] = JobView(key.cluster, key.proc, key=key, seq=self._seq[key])
         if self.events.get(key) is not events:  # first time, or its own log appeared: replay
-            view.__dict__.update(JobView(*key).__dict__)
+            view.__dict__.update(JobView(key.cluster, key.proc, key=key, seq=view.seq).__dict__)
             self._applied[key] = 0
         for event in events[self._applied[key] :]:
             view.apply(event)

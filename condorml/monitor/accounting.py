@@ -41,9 +41,11 @@ from condorml.htcondor.events import (
     NODES_LOG_SUFFIX,
     Event,
     EventFollower,
+    JobKey,
     JobView,
     NodeView,
     short_reason,
+    submit_order,
 )
 from condorml.sweep.rundir import NodeName, job_logs, job_stream_name, member_folder
 from condorml.sweep.trials import read_trials
@@ -210,8 +212,9 @@ class _JobClock:
 
 def read_job_times(
     logs: list[Path], now: float | None = None
-) -> tuple[list[JobView], dict[str, JobTime]]:
-    """Read job event logs: every job's view (runs, checkpoints, ...) and its time, by job id.
+) -> tuple[list[JobView], dict[JobKey, JobTime]]:
+    """Read job event logs: every job's view (runs, checkpoints, ...) in submit order, and its
+    time by :attr:`JobView.key` (a ``cluster.proc`` may name two jobs of a moved run).
 
     Raises
     ------
@@ -220,8 +223,8 @@ def read_job_times(
     """
     follower = EventFollower(logs)
     follower.poll()
-    jobs = sorted(real_jobs(follower.jobs.values()), key=lambda j: (j.cluster, j.proc))
-    return jobs, {job.id: job_time(follower.events[(job.cluster, job.proc)], now) for job in jobs}
+    jobs = sorted(real_jobs(follower.jobs.values()), key=submit_order)
+    return jobs, {key: job_time(follower.events[key], now) for job in jobs if (key := job.key)}
 
 
 def run_logs(run_dir: Path, members: list[str]) -> list[Path]:
@@ -315,8 +318,7 @@ def node_note(node: NodeView | None, folder: Path | None = None, kind: str = "")
         node = node.latest
     if node is None or node.state not in TROUBLE:
         return ""
-    latest = max(job.cluster for job in node.jobs)
-    jobs = [job for job in node.jobs if job.cluster == latest]
+    jobs = node.latest_attempt()
     job = next((j for j in reversed(jobs) if j.state == node.state), jobs[-1])
     if job.reason:
         note = short_reason(job.reason)
@@ -405,7 +407,7 @@ def member_accounting(
         trial = trials.get(member)
         stopped = trial is not None and trial.state == "stopped"
         folder = member_folder(run_dir, member)
-        spent = [times[job.id] for job in node.jobs]
+        spent = [times[job.key] for job in node.jobs if job.key is not None]
         committed = sum(t.committed for t in spent)
         execution = sum(t.execution for t in spent)
         rows.append({

@@ -7,13 +7,15 @@ job's attributes to ``<dag folder>/.condorml-local/ads/<cluster>.<proc>.json``
 (:func:`condorml.sweep.rundir.local_job_ad`).
 
 :class:`LiveReader` reads both for the running jobs a watch knows from the event logs: a job with a
-fresh local ad file is the local backend's; the others are asked of the schedd with ONE
-``condor_q`` run for all of them, at most every :data:`SCHEDD_INTERVAL` seconds (its answer is
-reused in between), with a short timeout. ``condor_q`` rather than the htcondor2 bindings: the
-command line authenticates where the bindings may not. No ``condor_q``, no schedd, a timeout or
-an unreadable answer give no live values, silently (the watch then shows the checkpoints), and
-the schedd is left alone for :data:`FAILURE_PAUSE` seconds. This module only reads files and runs
-``condor_q``: it never imports a backend.
+fresh local ad file is the local backend's, unless its submit event names a pool's schedd (a run
+moved from the local backend to a pool has local ad files of the same ids,
+:attr:`~condorml.htcondor.events.JobView.on_local_backend`); the others are asked of the schedd
+with ONE ``condor_q`` run for all of them, at most every :data:`SCHEDD_INTERVAL` seconds (its
+answer is reused in between), with a short timeout. ``condor_q`` rather than the htcondor2
+bindings: the command line authenticates where the bindings may not. No ``condor_q``, no schedd, a
+timeout or an unreadable answer give no live values, silently (the watch then shows the
+checkpoints), and the schedd is left alone for :data:`FAILURE_PAUSE` seconds. This module only
+reads files and runs ``condor_q``: it never imports a backend.
 """
 
 from __future__ import annotations
@@ -179,6 +181,8 @@ class LiveReader:
         running = [job for job in jobs if job.state == "running"]
         found: dict[str, LiveProgress] = {}
         for job in running:
+            if job.schedd and not job.on_local_backend:
+                continue  # a pool's job, whose id a local job of the same run folder may have had
             progress = self._local(job, dag_folders)
             if progress is not None:
                 found[job.id] = progress
@@ -191,7 +195,8 @@ class LiveReader:
 
     def _local(self, job: JobView, dag_folders: Sequence[Path]) -> LiveProgress | None:
         """The job's ad file written by the local backend during this run (an older file is
-        another run's: a sweep begun locally and continued on a pool reuses job ids)."""
+        another run's: the local backend numbers its clusters from 1 per run folder, and a job
+        whose submit event was not read may be a pool's)."""
         for folder in dag_folders:
             path = local_job_ad(folder, job.id)
             try:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from condorml.errors import CondormlError
 from condorml.htcondor.dagread import DagNodes, read_dag_nodes
@@ -37,6 +38,7 @@ from condorml.htcondor.events import (
     JobView,
     NodeView,
     looks_like_event_log,
+    submit_order,
 )
 from condorml.job.files import METRICS_FILE, STATE_FILE
 from condorml.monitor.accounting import (
@@ -57,6 +59,7 @@ STATES = ("idle", "running", "held", "done", "failed", "removed")
 CONDITIONS = ("done", "idle", "running", "held", "failed", "active")
 GROUPERS = ("all", "any", "none")
 _EXITING = re.compile(r"EXITING WITH STATUS (-?\d+)")
+_MISSING = object()  # Watch._read: no such file
 
 
 # --- what a watch shows ---------------------------------------------------------------------------
@@ -269,6 +272,10 @@ class Watch:
         if self.run_dir is not None:  # the jobs' own logs: the only ones with checkpoints
             logs += job_logs(self.run_dir, self.members)
         self.follower = EventFollower(logs)
+        self._run = RunDir(self.run_dir) if self.run_dir is not None else None
+        self._files: dict[Path, tuple[tuple[int, int, int], Any]] = {}  # file -> (stat, value)
+        self._ckpts: dict[str, Path] = {}  # member -> its ckpt/ folder
+        self._state_files: dict[Path, Path] = {}  # ckpt/ -> its state file
         self._dagman_out: dict[Path, tuple[int, int | None]] = {}  # file -> (offset read, exit)
         self.dag_nodes = sum(len(d.nodes) for d in self.dag_files) if self.dag_files else None
         self._premarked = {name for d in self.dag_files for name in d.done}
@@ -322,7 +329,7 @@ class Watch:
     def snapshot(self) -> Snapshot:
         """Read what is new in the logs and return the current picture."""
         self.follower.poll()
-        jobs = sorted(real_jobs(self.follower.jobs.values()), key=lambda j: (j.cluster, j.proc))
+        jobs = sorted(real_jobs(self.follower.jobs.values()), key=submit_order)
         nodes = nodes_of(jobs)
         trainings = training_views(nodes.values())
         trials = read_trials(self.run_dir, self.members) if self.run_dir is not None else {}
@@ -357,33 +364,59 @@ class Watch:
     ) -> MemberView:
         view = MemberView(member, train, infer, trial=trial, rungs=self._rungs.get(member))
         folders = self._ckpt_folders(member, view.train)
-        for folder in folders:
-            try:
-                state = read_state(folder)
-            except CondormlError:
-                continue  # being replaced right now; the next poll reads it
-            if state is not None:
+        for _, state_file in folders:
+            state = self._read(state_file, read_state)
+            if state is not _MISSING and state is not None:
                 view.epoch, view.epochs = state.epoch, state.epochs
                 break
-        metrics = next((f for f in folders if (f / METRICS_FILE).exists()), None)
-        if metrics is not None:
-            view.val_acc = _last_val_acc(metrics)
+        for folder, _ in folders:
+            val_acc = self._read(folder / METRICS_FILE, _last_val_acc)
+            if val_acc is not _MISSING:
+                view.val_acc = val_acc
+                break
         return view
 
-    def _ckpt_folders(self, member: str, train: NodeView | None) -> list[Path]:
-        """Where the member's checkpoint files may be, newest first."""
-        assert self.run_dir is not None
-        run = RunDir(self.run_dir)
-        folders = [run.member(member).ckpt]
+    def _read(self, path: Path, reader: Callable[[Path], Any]) -> Any:
+        """``reader(path.parent)``, read again only when the file changed since the last refresh
+        (pandas reads a metrics.csv in milliseconds: seconds per refresh at 1,000 members);
+        :data:`_MISSING` without the file, None while it cannot be read (being replaced: the
+        next refresh reads it)."""
+        try:
+            status = os.stat(path)
+        except OSError:
+            return _MISSING
+        stamp = (status.st_mtime_ns, status.st_size, status.st_ino)
+        cached = self._files.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            value = reader(path.parent)
+        except CondormlError:
+            return None
+        self._files[path] = (stamp, value)
+        return value
+
+    def _ckpt_folders(self, member: str, train: NodeView | None) -> list[tuple[Path, Path]]:
+        """Where the member's checkpoint files may be, with their state file, newest first."""
+        assert self._run is not None
+        ckpt = self._ckpts.get(member)
+        if ckpt is None:
+            ckpt = self._ckpts[member] = self._run.member(member).ckpt
+            self._state_files[ckpt] = ckpt / STATE_FILE
+        found = [(ckpt, self._state_files[ckpt])]
         if train is not None:  # a local run's spooled checkpoint, newer while the job runs
-            for job in reversed(train.jobs):
-                spooled = sorted(run.local_spool(job.id).glob(f"**/{STATE_FILE}"))
-                folders.extend(state.parent for state in spooled)
-        return sorted(
-            (f for f in folders if (f / STATE_FILE).exists()),
-            key=lambda f: (f / STATE_FILE).stat().st_mtime,
-            reverse=True,
-        )
+            # (the local backend's jobs only: a pool's job may reuse a local job's id)
+            for job in reversed([job for job in train.jobs if _local_or_unknown(job)]):
+                spooled = sorted(self._run.local_spool(job.id).glob(f"**/{STATE_FILE}"))
+                found.extend((state.parent, state) for state in spooled)
+        written = []
+        for folder, state in found:
+            try:
+                written.append((os.stat(state).st_mtime, folder, state))
+            except OSError:
+                continue
+        written.sort(key=lambda item: item[0], reverse=True)
+        return [(folder, state) for _, folder, state in written]
 
 
 def top_level_dags(folder: Path) -> list[DagNodes]:
@@ -400,9 +433,18 @@ def top_level_dags(folder: Path) -> list[DagNodes]:
     return [dag for dag in read if dag.path.resolve() not in parts]
 
 
-def _running_job(train: NodeView) -> JobView | None:
-    """The training node's job that runs now (its latest attempt's), if any."""
-    return next((job for job in reversed(train.jobs) if job.state == "running"), None)
+def _local_or_unknown(job: JobView) -> bool:
+    """Whether a job may be the local backend's (its submit event says so, or was not read)."""
+    return job.on_local_backend or not job.schedd
+
+
+def _running_job(train: TrainingView) -> JobView | None:
+    """The training node's job that runs now (its latest attempt's), if any: an earlier
+    attempt's job that its log leaves running died unlogged (a local run killed outright,
+    before the run moved to a pool)."""
+    latest = train.latest
+    jobs = latest.latest_attempt() if latest is not None else []
+    return next((job for job in reversed(jobs) if job.state == "running"), None)
 
 
 def _show_live(view: MemberView, live: LiveProgress | None) -> None:
@@ -418,11 +460,14 @@ def _show_live(view: MemberView, live: LiveProgress | None) -> None:
 
 
 def _last_val_acc(ckpt: Path) -> float | None:
-    """The last finished epoch's validation accuracy in a checkpoint folder (None: none yet)."""
-    try:
-        metrics = read_metrics(ckpt)
-    except CondormlError:
-        return None  # being replaced right now; the next poll reads it
+    """The last finished epoch's validation accuracy in a checkpoint folder (None: none yet).
+
+    Raises
+    ------
+    CondormlError
+        If ``metrics.csv`` cannot be read (being replaced right now: the next refresh reads it).
+    """
+    metrics = read_metrics(ckpt)
     if metrics is None or "val_acc" not in metrics or metrics["val_acc"].isna().iloc[-1]:
         return None
     return float(metrics["val_acc"].iloc[-1])
