@@ -503,3 +503,44 @@ def test_sigterm_stops_at_a_safe_point_with_a_loadable_checkpoint(train_config) 
     assert done in rest and "exit 143: run the same command again" in rest
     resumed = train(replace(train_config, epochs=state["epoch"] + 1))
     assert resumed.status == "finished"
+
+
+DEFERRED_DYNAMO = """\
+import sys
+import torch
+from condorml.job.devices import _DeferredDynamo, defer_dynamo_import
+
+assert defer_dynamo_import()
+model = torch.nn.Linear(3, 2)
+optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+model(torch.ones(4, 3)).sum().backward()
+optimizer.step()
+optimizer.load_state_dict(optimizer.state_dict())
+deferred = isinstance(sys.modules["torch._dynamo"], _DeferredDynamo)
+# anything else asked of it hands over to the real module, compiling included
+compiled = torch.compile(lambda x: x * 2 + 1, backend="eager")
+assert torch.equal(compiled(torch.arange(3.0)), torch.tensor([1.0, 3.0, 5.0]))
+import torch._dynamo.config
+real = not isinstance(sys.modules["torch._dynamo"], _DeferredDynamo)
+model(torch.ones(4, 3)).sum().backward()
+optimizer.step()  # the optimizer's wrapped methods now go through the real disable
+print(deferred, real)
+"""
+
+
+def test_a_training_start_defers_torch_dynamo_until_something_compiles() -> None:
+    """The optimizer's only uses of torch._dynamo (disable, graph_break) cost its import, a
+    second of every restart; compiling afterwards still gets the real module."""
+    done = subprocess.run([sys.executable, "-c", DEFERRED_DYNAMO], capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "True"]
+
+
+def test_the_train_command_alone_has_the_same_help_and_usage_errors() -> None:
+    alone = condorml_cli("train", "--help")
+    assert alone.returncode == 0 and "--checkpoint-dir" in alone.stdout
+    wrong = condorml_cli("train", "--no-such-option")
+    assert wrong.returncode == 2
+    assert "error: No such option: --no-such-option (see: " in wrong.stderr
+    assert "condorml train -h)" in wrong.stderr

@@ -56,7 +56,7 @@ def train_command(
     worth a retry), 75 transient (full disk, I/O error, damaged data, out of memory: worth a
     retry), 1 unexpected failure, 143/130 stopped by SIGTERM/SIGINT after saving.
     """
-    from condorml.job.devices import keep_freed_memory_for_reuse
+    from condorml.job.devices import defer_dynamo_import, keep_freed_memory_for_reuse
     from condorml.job.train import TrainConfig, train
 
     setup_logging(verbose)
@@ -65,6 +65,7 @@ def train_command(
 
         options.update(call(read_hyperparameters, hyperparameters))
     keep_freed_memory_for_reuse()
+    defer_dynamo_import()
     config = TrainConfig(
         data_dir=data_dir,
         checkpoint_dir=checkpoint_dir,

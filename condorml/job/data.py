@@ -85,6 +85,7 @@ class ImageSource:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
+        self._files: list[ImageFile] | None = None  # files(), listed once
         if self.path.is_dir():
             self.is_zip = False
         elif self.path.is_file():
@@ -97,7 +98,16 @@ class ImageSource:
         return f"ImageSource({str(self.path)!r})"
 
     def files(self) -> list[ImageFile]:
-        """Every regular file, sorted by name, skipping hidden files and macOS metadata."""
+        """Every regular file, sorted by name, skipping hidden files and macOS metadata.
+
+        Listed at the first call; later calls return the same listing (a start asks twice:
+        which kind of data, then which layout).
+        """
+        if self._files is None:
+            self._files = self._list_files()
+        return list(self._files)
+
+    def _list_files(self) -> list[ImageFile]:
         if self.is_zip:
             found = [
                 ImageFile(info.filename, info.file_size, version=info.CRC)

@@ -10,10 +10,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import math
 import os
 import sys
+import types
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -138,3 +146,101 @@ def keep_freed_memory_for_reuse() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
     one_gib = 1 << 30
     return bool(mallopt(m_mmap_threshold, one_gib)) and bool(mallopt(m_trim_threshold, one_gib))
+
+
+_DYNAMO = "torch._dynamo"
+
+
+def defer_dynamo_import() -> bool:
+    """Put off importing ``torch._dynamo`` until something compiles: a second of every start.
+
+    PyTorch's optimizers import ``torch._dynamo``, the compiler's front end (with sympy: about a
+    second on two cores, as long as ``import torch`` itself), the first time they are built,
+    stepped or saved, only to wrap their methods in ``torch._dynamo.disable`` and to call
+    ``graph_break()``: both do nothing unless a compilation is running, and none can run before
+    the real module is imported. A stand-in module gives those two their meaning until then;
+    anything else asked of it (another attribute, a submodule, ``torch.compile``) imports the
+    real module and hands over to it, and from then on ``disable`` and ``graph_break`` delegate
+    too. The arithmetic is untouched. It is process-wide, like
+    :func:`keep_freed_memory_for_reuse`: the command line, which owns the process, calls it;
+    the library does not.
+
+    Returns
+    -------
+    bool
+        Whether the stand-in was put in place (not where ``torch._dynamo`` is already imported).
+    """
+    if _DYNAMO in sys.modules:
+        return False
+    sys.meta_path.insert(0, _DynamoHandover())
+    sys.modules[_DYNAMO] = _DeferredDynamo(_DYNAMO)
+    return True
+
+
+class _DeferredDynamo(types.ModuleType):
+    """``torch._dynamo`` until its first real use (see :func:`defer_dynamo_import`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__path__: list[str] = []  # a package: its submodules go through _DynamoHandover
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):  # probes of every module (__file__)
+            raise AttributeError(name)
+        return getattr(_real_dynamo(), name)
+
+    @staticmethod
+    def disable(fn: Callable[..., Any] | None = None, recursive: bool = True,
+                **options: Any) -> Any:  # fmt: skip
+        """``torch._dynamo.disable``: nothing to disable while no compilation can run."""
+        if fn is None:  # used as @disable(recursive=...)
+            return functools.partial(_DeferredDynamo.disable, recursive=recursive, **options)
+        function = fn
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            module = sys.modules.get(_DYNAMO)
+            if module is None or isinstance(module, _DeferredDynamo):
+                return function(*args, **kwargs)
+            return module.disable(function, recursive, **options)(*args, **kwargs)
+
+        return run
+
+    @staticmethod
+    def graph_break(msg: str = "") -> None:
+        """``torch._dynamo.graph_break``: nothing to break while no compilation can run."""
+        module = sys.modules.get(_DYNAMO)
+        if module is not None and not isinstance(module, _DeferredDynamo):
+            module.graph_break(msg)
+
+
+def _real_dynamo() -> types.ModuleType:
+    """The real ``torch._dynamo``, imported in place of the stand-in if it is not yet."""
+    module = sys.modules.get(_DYNAMO)
+    if isinstance(module, _DeferredDynamo):
+        sys.modules.pop(_DYNAMO, None)  # another thread may have taken it out already
+        for finder in [f for f in sys.meta_path if isinstance(f, _DynamoHandover)]:
+            sys.meta_path.remove(finder)
+    return importlib.import_module(_DYNAMO)  # waits for another thread's import of it
+
+
+class _DynamoHandover(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """A submodule of the stand-in is one of the real package: import that first.
+
+    The real package's ``__init__`` may import the very submodule asked for; it is then handed
+    back as it is (``create_module``) rather than executed a second time.
+    """
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:  # fmt: skip
+        if not fullname.startswith(f"{_DYNAMO}.") or path:  # path: the real package's
+            return None
+        package = _real_dynamo()
+        if fullname in sys.modules:
+            return importlib.util.spec_from_loader(fullname, self)
+        return importlib.machinery.PathFinder.find_spec(fullname, package.__path__, target)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return sys.modules[spec.name]
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        """Already executed by the real package's import."""

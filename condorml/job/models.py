@@ -127,15 +127,8 @@ class Architecture:
 
     def construct(self, num_classes: int, image_size: int) -> nn.Module:
         """A new model with random weights (uses the torch random generator)."""
-        if num_classes < 2:
-            raise CondormlError(
-                f"{self.option} {self.name}: needs at least 2 classes, not {num_classes}"
-            )
+        self._check_sizes(num_classes, image_size)
         if self.ref.kind == CNN:
-            if cnn_feature_side(image_size) < 1:
-                raise CondormlError(
-                    f"--image-size {image_size}: too small for the cnn model; use {CNN_MIN_IMAGE_SIZE} or more"
-                )
             return CatAndDogConvNet(image_size, num_classes)
         if self.file is not None:
             return self.file.build(num_classes, self.option)
@@ -183,6 +176,12 @@ class Architecture:
         CondormlError
             Naming the model, the size and the model's own complaint.
         """
+        if self.ref.kind == CNN:
+            # Arithmetic instead of a probe: the CNN's output is (batch, classes) for every size
+            # cnn_feature_side accepts, and a first meta forward costs a second of a restart
+            # (its kernels import sympy and torch._dynamo).
+            self._check_sizes(num_classes, image_size)
+            return
         with _no_random_draws():
             model = self._on_meta(num_classes, image_size).train()
             x = torch.empty(_PROBE_BATCH, 3, image_size, image_size, device="meta")
@@ -200,6 +199,17 @@ class Architecture:
         if tuple(out.shape) != (_PROBE_BATCH, num_classes):
             raise CondormlError(
                 f"{self.option} {self.name}: returns outputs of shape {tuple(out.shape)} for {_PROBE_BATCH} images, not ({_PROBE_BATCH}, {num_classes}): one logit per class"
+            )
+
+    def _check_sizes(self, num_classes: int, image_size: int) -> None:
+        """Refuse a class count below 2, and an image size too small for the CNN."""
+        if num_classes < 2:
+            raise CondormlError(
+                f"{self.option} {self.name}: needs at least 2 classes, not {num_classes}"
+            )
+        if self.ref.kind == CNN and cnn_feature_side(image_size) < 1:
+            raise CondormlError(
+                f"--image-size {image_size}: too small for the cnn model; use {CNN_MIN_IMAGE_SIZE} or more"
             )
 
     def _on_meta(self, num_classes: int, image_size: int) -> nn.Module:

@@ -57,10 +57,17 @@ SPLITS = ("train", "test")
 def find_torchvision_set(names: list[str]) -> tuple[TorchvisionKind, str] | None:
     """The dataset whose files are among ``names`` (a source's file names), and its root
     (the folder above the dataset's folder: ``""`` for the top), or None."""
+    markers = [
+        (kind, PurePosixPath(kind.folder, kind.marker)) for kind in TORCHVISION_SETS.values()
+    ]
+    # A name can end in a marker only if it holds the marker's file name: a substring test
+    # spares the paths of the other names (90 ms of every start for 2,000 images).
+    words = {marker.name for _, marker in markers}
     for name in names:
+        if not any(word in name for word in words):
+            continue
         path = PurePosixPath(name)
-        for kind in TORCHVISION_SETS.values():
-            marker = PurePosixPath(kind.folder, kind.marker)
+        for kind, marker in markers:
             depth = len(marker.parts)
             if len(path.parts) >= depth and PurePosixPath(*path.parts[-depth:]) == marker:
                 root = PurePosixPath(*path.parts[:-depth]) if len(path.parts) > depth else None

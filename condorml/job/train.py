@@ -186,7 +186,9 @@ def validate(
     set_training(model)
     y_true, y_pred = torch.cat(truth).numpy(), torch.cat(predicted).numpy()
     n_classes = batches.n_classes
-    # here: scikit-learn takes a moment to import, paid at the first epoch's end, not at a start
+    # Imported here, at the first validation, not at the start: its second of Python, imported
+    # in a thread while the first batches trained, held the GIL their steps need and slowed the
+    # epoch down by more than the import takes alone.
     from sklearn.metrics import f1_score, top_k_accuracy_score
 
     metrics = {
@@ -377,7 +379,6 @@ class _Trainer:
             return self._result(self._end_status())
         if config.tensorboard:
             self.board = TensorBoardLog(config.checkpoint_dir, run.epoch, self._step)
-        _import_in_background("sklearn.metrics")  # for validation, while the first batches train
         self.live.start(config.epochs, self.n_batches, run.checkpoints, run.metrics)
         try:
             return self._loop()
@@ -553,15 +554,6 @@ class _Trainer:
         return TrainResult(
             status, self.state.epoch, self.checkpoint_path, self.state.metrics, signum
         )
-
-
-def _import_in_background(module: str) -> None:
-    """Import ``module`` in a daemon thread: its second of Python runs while the training
-    steps, which release the GIL, use the cores; an import of it later waits for this one."""
-    import importlib
-    import threading
-
-    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
 
 
 def _summary(row: dict[str, Any]) -> str:
