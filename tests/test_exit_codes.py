@@ -36,7 +36,6 @@ from condorml.errors import (
     TransientError,
     is_transient,
 )
-from condorml.htcondor.dag import USAGE_ERROR_EXIT
 from condorml.htcondor.wrappers import wrapper_script
 from condorml.job.checkpoint import (
     CHECKPOINT_EXIT_CODE,
@@ -46,6 +45,7 @@ from condorml.job.checkpoint import (
 )
 from condorml.job.data import ImageSource
 from condorml.job.layouts import training_set
+from condorml.sweep.dag import USAGE_ERROR_EXIT
 from tests.helpers import IMAGE_SIZE, condorml_cli, tiny_sweep_spec
 
 GOLDEN = Path(__file__).parent / "golden"

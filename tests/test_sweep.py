@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from condorml.backends import condor as schedd_module
 from condorml.cli import app
 from condorml.errors import CondormlError
-from condorml.htcondor.dag import generating_python
 from condorml.htcondor.quoting import split_condor_arguments
 from condorml.sweep.collect import collect
+from condorml.sweep.dag import generating_python
 from condorml.sweep.members import expand, member_id
 from condorml.sweep.plan import plan_sweep, write_sweep
 from condorml.sweep.spec import load_spec
@@ -226,7 +226,7 @@ def test_train_node_arguments_expand_per_member(tmp_path: Path) -> None:
 def test_hostile_values_in_vars_are_refused_or_escaped(tmp_path: Path) -> None:
     import htcondor2.dags as dags
 
-    from condorml.htcondor.dag import _train_vars
+    from condorml.sweep.dag import _train_vars
     from condorml.sweep.members import Member
 
     with pytest.raises(CondormlError, match="newline"):

@@ -1,6 +1,6 @@
 """``condorml sweep``: a spec becomes a run folder with a DAG, and the DAG goes to a backend.
 
-The side-effect half of sweeps (:mod:`condorml.sweep.spec` and :mod:`condorml.htcondor.dag` are
+The side-effect half of sweeps (:mod:`condorml.sweep.spec` and :mod:`condorml.sweep.dag` are
 pure). A run folder holds::
 
     RUN_DIR/spec.toml            the spec, copied (a changed spec is refused unless --force), with
@@ -30,9 +30,9 @@ from condorml.backends.daglock import holder
 from condorml.config import TrainConfig
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
-from condorml.htcondor.dag import SweepWorkflow, sweep_workflow
 from condorml.htcondor.inputs import local_path
 from condorml.htcondor.submit import write_job
+from condorml.sweep.dag import SweepWorkflow, sweep_workflow
 from condorml.sweep.members import Member, expand
 from condorml.sweep.rundir import (
     CHECKPOINT_FOLDER,

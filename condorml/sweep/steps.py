@@ -2,7 +2,7 @@
 
 ``condorml search pre RUN_DIR NODE`` (before a node) and ``condorml search post RUN_DIR NODE
 RETURN RETRY MAX_RETRIES`` (after a training node's job) call :func:`pre_step` and
-:func:`post_step`; :mod:`condorml.htcondor.dag` writes the ``SCRIPT`` lines.
+:func:`post_step`; :mod:`condorml.sweep.dag` writes the ``SCRIPT`` lines.
 
 * Before a member's first training node, with TPE: choose its hyperparameters
   (:mod:`condorml.sweep.study`), write them to ``members/<id>/params.json`` (an input file of its
