@@ -331,6 +331,14 @@ class CondorBackend(Backend):
         removed = clear_left_by_local(dag_file)
         if removed:
             log.warning("%s", removed)
+        if self.schedd is None and pool_tool("condor_q") is not None:
+            # a plain condor_rm of the DAG left its training jobs in the queue with their
+            # checkpoints (leave_in_queue): they come back before the members resume
+            try:
+                for line in bring_back_kept(dag_file.resolve().parent):
+                    log.warning("%s", line)
+            except CondormlError as err:  # the schedd's answer decides; say what was not done
+                log.warning("kept checkpoints not brought back: %s", err)
         cluster = _submit_dag(dag_file, self.schedd)
         folder, name = dag_file.resolve().parent, dag_file.name
         logs = [folder / f"{name}{DAGMAN_LOG_SUFFIX}", folder / f"{name}{NODES_LOG_SUFFIX}"]
@@ -370,3 +378,106 @@ def _job_macros(value: str, cluster: int, proc: int) -> str:
         for macro in names:
             value = re.sub(rf"\$\({macro}\)", str(number), value, flags=re.IGNORECASE)
     return value
+
+
+# --- stopping a sweep on the pool (condorml stop) ----------------------------------------------
+# What HTCondor 25.0.13 did on the pool: condor_rm of a DAGMan job removes its node jobs
+# (OtherJobRemoveRequirements) and DAGMan ends (FINAL node, rescue DAG, exit 2); a removed
+# training job whose leave_in_queue is true (a sweep's, :data:`KEEP_REMOVED_CHECKPOINT` in
+# condorml.htcondor.submit) stays in the queue with JobStatus 3 and its spool, whose folder
+# ``condor_evicted_files dir CLUSTER.PROC`` names (owned by the job's owner, so readable); the
+# spool holds the job's last checkpoint as ``ckpt/``; ``condor_rm -forcex`` then lets the job go
+# and deletes the spool (009 "via condor_rm -forcex").
+
+
+def _tool_lines(argv: list[str], folder: Path) -> list[str]:
+    """A pool tool's output lines, or a one-line error naming the command."""
+    tool = pool_tool(argv[0])
+    if tool is None:
+        raise CondormlError(f"{argv[0]} is not on PATH: stop the DAG where it was submitted")
+    proc = _run([tool, *argv[1:]], folder)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[:2]
+        raise CondormlError(f"{shell_line(argv)} failed: {'; '.join(reason) or proc.returncode}")
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def dagman_jobs(folder: Path) -> list[int]:
+    """The clusters of the DAGMan jobs in the queue that run a DAG of ``folder``."""
+    constraint = f'JobUniverse == 7 && Iwd == "{folder.resolve()}"'
+    lines = _tool_lines(["condor_q", "-constraint", constraint, "-af", "ClusterId"], folder)
+    return [int(line) for line in lines if line.strip().isdigit()]
+
+
+def kept_jobs(folder: Path) -> list[tuple[str, Path]]:
+    """The removed jobs that ``leave_in_queue`` keeps with their spool, whose initialdir is in
+    ``folder`` (a run folder's members): ``(CLUSTER.PROC, initialdir)``, oldest first."""
+    constraint = "JobStatus == 3 && CheckpointNumber =!= undefined"
+    argv = ["condor_q", "-constraint", constraint, "-af:t", "ClusterId", "ProcId", "Iwd"]
+    root, found = folder.resolve(), []
+    for line in _tool_lines(argv, folder):
+        parts = line.split("\t", 2)
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+            continue
+        path = Path(parts[2])
+        if path.is_relative_to(root):
+            found.append(((int(parts[0]), int(parts[1])), path))
+    return [(f"{c}.{p}", path) for (c, p), path in sorted(found)]
+
+
+def spool_folder(job: str, folder: Path) -> Path | None:
+    """The spool folder of a job in the queue (``condor_evicted_files dir``), or None."""
+    lines = _tool_lines(["condor_evicted_files", "dir", job], folder)
+    path = Path(lines[-1].strip()) if lines else None
+    return path if path is not None and path.is_absolute() and path.is_dir() else None
+
+
+def remove_dags(folder: Path, timeout: float = 120.0) -> list[int]:
+    """``condor_rm`` the DAGMan jobs of ``folder`` and wait for them to leave the queue; the
+    clusters removed."""
+    import time
+
+    clusters = dagman_jobs(folder)
+    if not clusters:
+        return []
+    _tool_lines(["condor_rm", *map(str, clusters)], folder)
+    deadline = time.monotonic() + timeout
+    while dagman_jobs(folder):
+        if time.monotonic() > deadline:
+            raise CondormlError(
+                f"DAGMan job(s) {', '.join(map(str, clusters))} still in the queue after "
+                f"{timeout:.0f} s; run condorml stop again once condor_q no longer lists them"
+            )
+        time.sleep(1)
+    return clusters
+
+
+def forcex(job: str, folder: Path) -> None:
+    """``condor_rm -forcex``: a removed job leaves the queue, its spool with it."""
+    _tool_lines(["condor_rm", "-forcex", job], folder)
+
+
+def bring_back_kept(folder: Path) -> list[str]:
+    """For each removed job of ``folder`` that the queue keeps with its spool: its checkpoint
+    copied into its initialdir where newer than what is there, then ``condor_rm -forcex``; a line
+    per job saying what came back. A spool that cannot be copied leaves its job kept (and
+    raises), so nothing is lost."""
+    from condorml.backends.local.jobqueue import copy_newer
+
+    said = []
+    for job, iwd in kept_jobs(folder):
+        spool = spool_folder(job, folder)
+        try:
+            copied = copy_newer(spool, iwd)[0] if spool is not None else ()
+        except OSError as err:
+            raise CondormlError(
+                f"job {job}: its checkpoint could not be copied from {spool} into {iwd} "
+                f"({err}); the job stays in the queue with it: fix that and run condorml stop again"
+            ) from None
+        forcex(job, folder)
+        what = ", ".join(copied) or "nothing newer than what it holds"
+        said.append(
+            f"job {job}: its checkpoint came back into {os.path.relpath(iwd, folder)} ({what}); "
+            f"let go (condor_rm -forcex {job})"
+        )
+    return said

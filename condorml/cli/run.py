@@ -47,9 +47,10 @@ def run_command(
 ) -> None:
     """Run a DAG here with DAGMan's semantics: submit files read by HTCondor's parser, sandboxes,
     file transfer, exit-85 restarts, RETRY, PRE/POST scripts, throttles, HTCondor event logs, and a
-    rescue DAG on failure or Ctrl-C (running again continues from it). As DAGMan, it holds the
-    DAG's lock (DAG.lock) while it runs: a DAG that runs already, here or under DAGMan, is
-    refused."""
+    rescue DAG on failure or Ctrl-C (running again continues from it). Ctrl-C is condor_rm: a
+    sweep's training jobs leave their last checkpoint in their member folders, and a run says
+    where each member resumes from. As DAGMan, it holds the DAG's lock (DAG.lock) while it runs: a
+    DAG that runs already, here or under DAGMan, is refused."""
     from condorml.backends import choose_backend
     from condorml.backends.local.dagfile import find_dag
 
@@ -73,12 +74,19 @@ def local_options(
 
 def run_here(backend: LocalBackend, dag_file: Path) -> NoReturn:
     """Run a DAG on the local backend until it ends, say how it ended, exit with its result."""
+    from condorml.backends.local.resume import describe_all
+
     handle = call(backend.submit_dag, dag_file)
     typer.echo(handle.message)
+    for line in describe_all(handle.resume):  # a sweep: what its members' next jobs start from
+        typer.echo(line)
     print_command("follow it with:", ["condorml", "watch", handle.dag_file.parent])
-    call(handle.wait)  # Ctrl-C: the jobs are removed and a rescue DAG written, as condor_rm
+    # Ctrl-C: condor_rm, then the removed training jobs' checkpoints come back (condorml stop)
+    call(handle.wait)
     result = handle.result
     summary = result.summary()
+    for line in describe_all(result.stopped, stopped=True):
+        typer.echo(line)
     if result.interrupted:
         typer.echo(
             f"interrupted: {summary}; rescue DAG {result.rescue}; run the same command again to continue"

@@ -10,7 +10,8 @@ transfer list depends on ``preserve_relative_paths``:
 
 * inputs arrive under their file names (``train.zip``, ``model.pth``; URLs pass through);
 * a training job keeps its checkpoint in the folder ``ckpt/`` (``transfer_checkpoint_files =
-  ckpt``: the folder comes back whole after an eviction) and returns it as its output;
+  ckpt``: the folder comes back whole after an eviction) and returns it as its output; a
+  sweep's, removed, stays in the queue with its last checkpoint (``leave_in_queue``);
 * an inference job writes into the folder ``out/`` and returns it.
 
 The wrapper creates those folders before anything else, so a declared output always exists
@@ -64,6 +65,22 @@ from condorml.sweep.rundir import (
 )
 
 log = logging.getLogger(__name__)
+
+# Days a removed training job that has checkpointed stays in the queue ("X") with its spooled
+# checkpoint: HTCondor's own choice for spooled output that nobody fetched (leave_in_queue of
+# ``condor_submit -spool``: 10 days).
+REMOVED_CHECKPOINT_DAYS = 10
+# leave_in_queue of a sweep's training jobs. HTCondor deletes a job's spool, its last checkpoint,
+# when the job leaves the queue; condor_rm of a job or of its DAG would take every running
+# member's training with it. Checked on HTCondor 25.0.13: a removed job whose leave_in_queue is
+# true stays (JobStatus 3) with its spool, DAGMan still ends (FINAL node, rescue DAG), and
+# `condor_evicted_files dir` names the folder the checkpoint is in; `condor_rm -forcex` then lets
+# the job go (its spool with it), as does the expression turning false (CheckpointNumber is
+# undefined before a first checkpoint: a job with nothing to keep goes at once).
+KEEP_REMOVED_CHECKPOINT = (
+    "(JobStatus == 3) && (CheckpointNumber =!= undefined) && "
+    f"(time() - EnteredCurrentStatus < {REMOVED_CHECKPOINT_DAYS} * 86400)"
+)
 
 
 @dataclass
@@ -169,7 +186,8 @@ def train_description(
     initialdir : str, optional
         A generated ``initialdir`` (a DAG's ``$(member_dir)``). The job then also receives its
         ``ckpt`` folder from there, so that a re-run (RETRY, rescue DAG) resumes from the last
-        checkpoint that came back, instead of starting over.
+        checkpoint that came back, instead of starting over; and, removed after a checkpoint,
+        it stays in the queue with it (:data:`KEEP_REMOVED_CHECKPOINT`).
     extra : dict, optional
         Further submit commands, validated by
         :func:`condorml.htcondor.passthrough.extra_commands` (``[submit]``, ``--append``).
@@ -225,6 +243,9 @@ def train_description(
     )
     if initialdir is not None:
         commands = {"initialdir": initialdir, **commands}
+        # its checkpoint outlives a condor_rm (of the job or its DAG) in the spool, so that a
+        # stopped sweep can bring it back into the member's folder (README: stopping a sweep)
+        commands["leave_in_queue"] = KEEP_REMOVED_CHECKPOINT
     if profile.name == "chtc" and resources.gpus:
         if not profile.gpu_job_length and not config.checkpoint_minutes:
             raise CondormlError(

@@ -5,7 +5,9 @@ DagRunner`), so that :meth:`LocalHandle.status` and :meth:`LocalHandle.cancel` w
 runs, as they do on a pool. The DAG lives only as long as this process: :meth:`LocalHandle.wait`
 is where a command spends its time, and there, on the main thread, Ctrl-C and SIGTERM act as
 ``condor_rm`` does (the running jobs are removed, the FINAL node runs, a rescue DAG is written;
-a second interrupt skips the FINAL node), as ``condorml run`` has always done.
+a second interrupt skips the FINAL node), as ``condorml run`` has always done; a sweep's training
+jobs stay in the queue with their checkpoints (``leave_in_queue``), which then come back into
+the members' folders, as the documented stop of a sweep on a pool does (:mod:`.jobqueue`).
 
 A job (a submit file) runs as a one-node DAG written beside it (``<submit file>.dag``), so it
 gets the same sandboxes, transfers, checkpoint restarts, event logs and removal semantics.
@@ -31,6 +33,7 @@ from condorml.backends.base import (
     node_counts,
 )
 from condorml.backends.local.dagman import DagResult, DagRunner, RunOptions
+from condorml.backends.local.resume import ResumePoint
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write_text
 from condorml.htcondor.events import EventFollower
@@ -46,13 +49,18 @@ class LocalHandle(Handle):
     dag_file, progress_file, nodes_log : Path
         The DAG, its ``dagman.out`` and DAGMan's nodes log.
     result : DagResult or None
-        How the DAG ended, once it has (failed nodes and their reasons, the rescue file).
+        How the DAG ended, once it has (failed nodes and their reasons, the rescue file, the
+        checkpoints that came back, where the members of a sweep stopped).
+    resume : list of ResumePoint
+        Where each member of a sweep that still has to train resumes from, as the run started
+        (after the checkpoints a killed run left in the queue came back).
     """
 
     def __init__(self, runner: DagRunner, kind: str = "dag") -> None:
         self.kind, self._runner = kind, runner
         self.dag_file, self.progress_file = runner.dag_path, runner.out_path
         self.nodes_log = runner.nodes_log
+        self.resume: list[ResumePoint] = runner.resume
         self.result: DagResult | None = None
         self._error: BaseException | None = None
         self._follower = EventFollower([self.nodes_log])

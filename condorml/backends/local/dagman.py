@@ -11,9 +11,14 @@ can run, the FINAL node runs (with ``$(DAG_STATUS)`` and ``$(FAILED_COUNT)``) an
 result; as in DAGMan, it also runs after ABORT-DAG-ON and after an interrupt (the local
 ``condor_rm``).
 
-An interrupt removes the running jobs as ``condor_rm`` does: their spooled checkpoints are
-discarded with them, so a re-run resumes from what the jobs last transferred back (for a sweep
-member: the ``ckpt/`` of its last job that ended), exactly as on a pool.
+An interrupt removes the running jobs as ``condor_rm`` does (:mod:`.jobqueue`): a job's spooled
+checkpoint goes with it unless its ``leave_in_queue`` keeps it in the queue, as a sweep's
+training jobs do. Once the DAG has ended, the runner does what the documented stop of a sweep
+on a pool does next: each kept job's checkpoint is copied into its folder (where it is newer)
+and the job let go, so a rerun, here or on a pool, resumes every member from its last
+checkpoint. A run that was killed before it could do so leaves the kept jobs behind; the next
+run of the DAG brings them back first. At its start a run says where each member of a sweep
+resumes from (:mod:`.resume`).
 
 If the DAG fails or is interrupted (Ctrl-C, SIGTERM), a rescue DAG is written in DAGMan's
 format; running the DAG again applies the newest rescue file, so no node that succeeded runs
@@ -42,8 +47,10 @@ from pathlib import Path
 from condorml.backends.daglock import DagLock
 from condorml.backends.local.dagfile import Dag, read_dag
 from condorml.backends.local.dagman_out import DagmanOut
+from condorml.backends.local.jobqueue import BroughtBack, KeptJob, bring_back, dag_left
 from condorml.backends.local.node import NodeAttempt, NodeResult, NodeState, Surroundings
 from condorml.backends.local.rescue import use_newest_rescue, write_rescue
+from condorml.backends.local.resume import ResumePoint, resume_points
 from condorml.backends.local.scripts import script_macros
 from condorml.backends.local.slots import Slots
 from condorml.backends.local.starter import Evictions
@@ -95,6 +102,8 @@ class DagResult:
     nodes: int = 0  # in the DAG, the FINAL node included (as watch counts them)
     final_done: bool = False  # the FINAL node succeeded
     jobs: list[JobView] = field(default_factory=list)  # every node job that ran, as logged
+    brought_back: list[BroughtBack] = field(default_factory=list)  # kept checkpoints returned
+    stopped: list[ResumePoint] = field(default_factory=list)  # sweep members left to train
 
     def summary(self) -> str:
         """``8/9 nodes done, 1 failed; node jobs: 6 runs, 5 checkpoints, 1 eviction``."""
@@ -145,9 +154,13 @@ class DagRunner:
         self.lock = DagLock.acquire(self.dag_path)
         try:
             use_newest_rescue(self.dag, options.restart)  # marks the nodes that states hold
+            # what a killed run left in the queue comes back before anything resumes from it
+            self.brought_back: list[BroughtBack] = bring_back(self.local)
+            self.resume: list[ResumePoint] = resume_points(self.dag.folder, self._to_run())
         except BaseException:
             self.lock.release()
             raise
+        self.kept: list[KeptJob] = []  # jobs of this run that leave_in_queue keeps
 
     # --- the main loop -----------------------------------------------------------------------
 
@@ -173,6 +186,10 @@ class DagRunner:
                 state.status = "done"
         done = sum(s.status == "done" for s in self.states.values())
         self.out.write(f"Number of pre-completed nodes: {done}")
+        for item in self.brought_back:  # left in the queue by a run that was killed
+            self._said_brought_back(item)
+        for point in self.resume:  # a sweep: what each member's next training job receives
+            self.out.write(f"Member {point.describe()}")
         with self._stop_on_signals():
             interrupted = self._run_nodes()
             self._update_readiness()  # children of the last failures become futile
@@ -187,7 +204,29 @@ class DagRunner:
                 if self.cancel.is_set():  # DAGMan runs FINAL after condor_rm and ABORT-DAG-ON too
                     self.cancel = threading.Event()
                 final_ok = self._run_final(status)
+            self._bring_back_kept()
         return self._finish(status, final_ok, interrupted)
+
+    def _to_run(self) -> list[str]:
+        """The nodes not done yet (FINAL aside), in the DAG's order."""
+        return [n for n, s in self.states.items() if not s.node.final and s.status != "done"
+                and not s.node.done]  # fmt: skip
+
+    def _bring_back_kept(self) -> None:
+        """The DAG leaves the queue: the schedd removes its kept jobs again (009); then, as the
+        documented stop on a pool does, their checkpoints come back and they are let go."""
+        dag_left(self.local, self.kept)
+        returned = bring_back(self.local)
+        for item in returned:
+            self._said_brought_back(item)
+        self.brought_back += returned
+
+    def _said_brought_back(self, item: BroughtBack) -> None:
+        what = ", ".join(item.copied) or "nothing newer than what it holds"
+        self.out.write(
+            f"Removed job {item.job} (node {item.node}) let go (condor_rm -forcex) after its "
+            f"checkpoint came back into {os.path.relpath(item.iwd, self.dag.folder)}: {what}"
+        )
 
     @contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
@@ -283,9 +322,8 @@ class DagRunner:
         self._thread(state.node.name, pre)
 
     def _surroundings(self) -> Surroundings:
-        return Surroundings(
-            self.local, self.nodes_log, self.out, self.options.evictions, self.cancel, self.skips
-        )
+        return Surroundings(self.local, self.nodes_log, self.out, self.options.evictions,
+                            self.cancel, self.skips, self.kept)  # fmt: skip
 
     def _script_macros(self, attempt: NodeAttempt) -> dict[str, str]:
         statuses = [s.status for s in self.states.values()]
@@ -406,11 +444,14 @@ class DagRunner:
             exit_code = 0 if final_ok else 1
         else:
             exit_code = 0 if not unfinished else 1
+        stopped = resume_points(self.dag.folder, self._to_run()) if unfinished else []
+        for point in stopped:
+            self.out.write(f"Member {point.describe(stopped=True)}")
         self.out.write(f"**** condorml local backend EXITING WITH STATUS {exit_code}")
         jobs = [job for state in self.states.values() for job in state.jobs]
         final_done = self.dag.final is not None and self.states[self.dag.final].status == "done"
         return DagResult(exit_code, status, done, failed, rescue, interrupted, len(self.states),
-                         final_done, jobs)  # fmt: skip
+                         final_done, jobs, self.brought_back, stopped)  # fmt: skip
 
 
 def _main_thread() -> bool:

@@ -46,6 +46,7 @@ class JobSpec:
     memory_mb: int = 0
     preserve_relative_paths: bool = False
     want_io_proxy: bool = False  # the starter offers the job a Chirp proxy (:mod:`.chirp`)
+    leave_in_queue: str | None = None  # a ClassAd expression (:mod:`.jobqueue`)
     notes: list[str] = field(default_factory=list)
 
 
@@ -245,6 +246,7 @@ def _job(description: object, path: Path, submit_dir: Path, cluster: int, proc: 
         cpus=int(float(get("request_cpus") or 1)), memory_mb=megabytes(get("request_memory")),
         preserve_relative_paths=_bool(get("preserve_relative_paths"), False),
         want_io_proxy=_bool(get("want_io_proxy") or get("MY.WantIOProxy"), False),
+        leave_in_queue=get("leave_in_queue"),
     )  # fmt: skip
     if universe in ("container", "docker"):
         job.notes.append(

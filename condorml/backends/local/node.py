@@ -19,6 +19,7 @@ from pathlib import Path
 from condorml.backends.local.dagfile import Node
 from condorml.backends.local.dagman_out import DagmanOut
 from condorml.backends.local.eventlog import NO_JOB_PROC, EventLog, JobId, next_cluster_id
+from condorml.backends.local.jobqueue import COMPLETED, REMOVED, KeptJob, job_left
 from condorml.backends.local.jobspec import JobSpec, SubmitFile, expand_jobs, read_submit
 from condorml.backends.local.scripts import post_macros, run_script
 from condorml.backends.local.starter import Evictions, JobOutcome, Starter
@@ -63,6 +64,7 @@ class Surroundings:
     evictions: Evictions
     cancel: threading.Event
     skips: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # 034 event ids
+    kept: list[KeptJob] = field(default_factory=list)  # removed jobs leave_in_queue keeps
 
 
 class NodeAttempt:
@@ -194,6 +196,17 @@ class NodeAttempt:
         starter = Starter(job, events, around.local / "execute", spool, cores, around.evictions,
                           around.cancel, job_ad)  # fmt: skip
         outcome = starter.run()
+        # it leaves the queue with its spool, or stays (leave_in_queue): a held job, which the
+        # local backend cannot keep waiting, leaves as a removed one
+        status = COMPLETED if outcome.status == "exited" else REMOVED
+        kept = job_left(job, status, outcome.checkpoints, outcome.starts, around.local, name,
+                        around.nodes_log)  # fmt: skip
+        if kept is not None:
+            around.kept.append(kept)
+            around.out.write(
+                f"Node {name} job proc ({job.cluster}.{job.proc}.0) stays in the queue with its "
+                f"checkpoint (leave_in_queue)"
+            )
         view = events.view  # counted as watch and report count them, from the same events
         self.state.jobs.append(view)
         around.out.write(
