@@ -446,6 +446,12 @@ def test_failures_retries_removal_and_the_rescue_dag(pool: Pool) -> None:
     wait_for(lambda: _checkpointed(logs["m001"], second), 180, "m001's retry to checkpoint")
     pool.check(f"condor_rm {dag}", run)
     assert _wait_dag(run) == 1 and (run / "sweep.dag.rescue001").exists()
+    # the retry had checkpointed: removed, it stays in the queue with its spool (leave_in_queue)
+    # for condorml stop to bring back; a plain condor_rm leaves it there, so this test lets it go
+    kept = pool.check(f"condor_q -constraint 'DAGManJobId == {dag} && JobStatus == 3' -af ClusterId",
+                      run).split()  # fmt: skip
+    assert kept == [str(second)], kept
+    pool.check(f"condor_rm -forcex {second}", run)
 
     nodes_log = (run / "sweep.dag.nodes.log").read_text()
     assert "DONE train_m000" in (run / "sweep.dag.rescue001").read_text()
@@ -456,7 +462,7 @@ def test_failures_retries_removal_and_the_rescue_dag(pool: Pool) -> None:
         "(signal 9)" in nodes_log and _submit_count(run / "sweep.dag.nodes.log", "train_m001") == 2
     )
     retry_err = run / "members" / "m001" / f"train.{second}.0.err"
-    assert not retry_err.exists()  # removed: its files did not come back, its spool is gone
+    assert not retry_err.exists()  # removed: its files did not come back
     # the FINAL collect node ran after the removal; too few members: the DAG failed
     assert "only 0 member(s) produced predictions" in (run / "collect.err").read_text()
     m001 = next(m for m in Watch([run]).snapshot().members if m.member == "m001")
@@ -663,6 +669,8 @@ def test_a_sweep_removed_on_the_pool_continues_on_the_local_backend(
     pool.check(f"condor_rm {dag}", run)
     _wait_dag(run)
     assert "DONE train_m000" in (run / "sweep.dag.rescue001").read_text()
+    # a plain condor_rm: what leave_in_queue kept goes (condorml stop would have brought it back)
+    pool.run(f"condor_rm -forcex -constraint 'DAGManJobId == {dag} && JobStatus == 3'", run)
     sizes = _log_sizes(run)
     pool_clusters = _clusters([run / "sweep.dag.nodes.log"])
     _number_local_clusters_from(run, min(pool_clusters))

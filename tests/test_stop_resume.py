@@ -67,14 +67,8 @@ def _weights(run: Path, member: str) -> dict:
 
 
 def _stop_argv(run: Path) -> list[str]:
-    """``condorml stop RUN``, through the function itself while the command is not registered
-    in condorml.cli (issue 21: registered there by whoever edits that file)."""
-    from condorml.cli import app
-
-    if any(c.name == "stop" for c in app.registered_commands):
-        return [sys.executable, "-m", "condorml", "stop", str(run)]
-    code = "import typer; from condorml.cli.stop import stop_command; typer.run(stop_command)"
-    return [sys.executable, "-c", code, str(run)]
+    """``condorml stop RUN``, as a user types it."""
+    return [sys.executable, "-m", "condorml", "stop", str(run)]
 
 
 @pytest.mark.slow

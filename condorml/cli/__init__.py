@@ -71,6 +71,7 @@ def _full_app() -> typer.Typer:
         report,
         run,
         search,
+        stop,
         submit,
         sweep,
         train,
@@ -87,6 +88,7 @@ def _full_app() -> typer.Typer:
     root.command("sweep")(sweep.sweep_command)
     root.command("collect")(sweep.collect_command)
     root.command("run")(run.run_command)
+    root.command("stop")(stop.stop_command)
     root.command("watch")(watch.watch_command)
     root.command("report")(report.report_command)
     root.command("demo")(demo.demo_command)
