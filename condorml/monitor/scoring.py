@@ -164,13 +164,34 @@ def ensemble_curve(
 
     labels = np.asarray([int(v) for v in y])
     rows = []
+    # mean_probs of the first k members, for every k from running sums: the same additions in
+    # the same order as np.nanmean's over the stacked k arrays, without summing them again per
+    # k (quadratic in the members: seconds at 1,000)
+    total: np.ndarray | None = None
+    count: np.ndarray | None = None
     for k in range(1, len(order) + 1):
-        mean = mean_probs([probs[m] for m in order[:k]], classes)
+        added = np.asarray(probs[order[k - 1]], dtype=float)
+        missing = np.isnan(added)
+        added = np.where(missing, 0.0, added)
+        total = added.copy() if total is None else total + added
+        count = (~missing).astype(np.intp) if count is None else count + ~missing
+        mean = _running_mean(total, count, classes)
         known = ~np.isnan(mean.reshape(len(mean), -1)).any(axis=1)
         scores = score(labels[known].tolist(), mean[known], classes)
         rows.append({"k": k, "added": order[k - 1], "accuracy": scores.accuracy,
                      "log_loss": scores.log_loss, "images": scores.n})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _running_mean(total: Any, count: Any, classes: Sequence[str] | None) -> np.ndarray:
+    """:func:`mean_probs` from the sums and counts of its members' non-NaN values."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", divide="ignore"):  # no member predicted it: NaN, silently
+        mean = np.true_divide(total, count)
+    if mean.ndim == 2 and classes is not None and is_cat_dog(classes):
+        mean[:, 0] = 1.0 - mean[:, 1]
+    return mean
 
 
 def calibration_table(
