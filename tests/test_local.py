@@ -1345,3 +1345,28 @@ def test_script_arguments_are_split_at_spaces_quotes_and_all(tmp_path: Path) -> 
     dag = _counted_dag(tmp_path, 'JOB a counted.sub\nSCRIPT PRE a script.sh PRE 0 "1 0" $RETRY\n')
     assert _run(dag).exit_code == 0
     assert _lines(tmp_path / "scripts.log") == ['PRE "1 0" 0']
+
+
+def test_a_start_refused_as_text_file_busy_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another job's fork can hold this sandbox's fresh copy of the executable open for a moment
+    (seen at 1,000 members: the node was held, "Text file busy"); the start is tried again."""
+    import errno
+
+    from condorml.backends.local import starter
+
+    real, refused = subprocess.Popen, []
+
+    def busy_twice(*args, **kwargs):
+        if len(refused) < 2:
+            refused.append(args[0])
+            raise OSError(errno.ETXTBSY, "Text file busy")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(starter.subprocess, "Popen", busy_twice)
+    _script(tmp_path / "job.sh", "#!/bin/sh\necho ran > out.txt\n")
+    _submit(tmp_path / "job.sub", "job.sh", transfer_output_files="out.txt")
+    result = _run(_dag(tmp_path / "test.dag", "JOB a job.sub\n"))
+    assert (result.exit_code, result.done, len(refused)) == (0, ["a"], 2)
+    assert (tmp_path / "out.txt").read_text() == "ran\n"

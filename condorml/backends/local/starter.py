@@ -26,6 +26,7 @@ waited for, signalled, restarted after a checkpoint and evicted at random when a
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import shutil
@@ -51,6 +52,7 @@ from condorml.backends.local.sandbox import (
 )
 
 _POLL_S = 0.05
+_BUSY_RETRIES = 8  # starts refused with ETXTBSY tried again, 10 ms doubling (2.5 s in all)
 
 
 @dataclass
@@ -214,13 +216,21 @@ class Starter:
 
     def _start(self, argv: list[str], cwd: Path, stdout, stderr) -> subprocess.Popen:
         env = job_environment(self.job, cwd)
-        try:
-            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        except OSError as err:
-            raise Held(
-                f"Failed to execute '{argv[0]}': {err.strerror or err}", 6, err.errno or 0
-            ) from None
+        for attempt in range(_BUSY_RETRIES + 1):
+            try:
+                process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr,
+                                           stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                break
+            except OSError as err:
+                # "Text file busy": another job's thread forked while this sandbox's copy of the
+                # executable was open for writing; its child holds that descriptor until its own
+                # exec (a moment), so the copy is runnable again shortly after
+                if err.errno == errno.ETXTBSY and attempt < _BUSY_RETRIES:
+                    time.sleep(0.01 * 2**attempt)
+                    continue
+                raise Held(
+                    f"Failed to execute '{argv[0]}': {err.strerror or err}", 6, err.errno or 0
+                ) from None
         if self.cores and hasattr(os, "sched_setaffinity"):
             with contextlib.suppress(OSError):  # the process may already be gone
                 os.sched_setaffinity(process.pid, self.cores)
