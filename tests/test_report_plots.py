@@ -247,3 +247,31 @@ def test_learning_rates_and_log_uniform_hyperparameters_get_a_log_axis(tmp_path:
     spread = momentum.assign(momentum=[1e-6, 1e-5, 1e-4])
     assert _xscale(spread, "momentum") == "log"
     assert _xscale(spread.assign(momentum=[0.0, 1e-5, 1e-4]), "momentum") == "linear"
+
+
+def test_a_run_of_many_members_draws_a_bounded_number_of_bars_and_curve_points() -> None:
+    """At 1,000 members a bar per member made the report's pictures unreadable (a goodput plot
+    350 inches tall) and most of its time; each draws 50 chosen members, the curve ~100 sizes."""
+    import numpy as np
+    import pandas as pd
+
+    from condorml.monitor.scoring import curve_sizes, ensemble_curve
+
+    members = [f"m{i:04d}" for i in range(120)]
+    scores = pd.DataFrame({"member": [*members, "ensemble"],
+                           "accuracy": np.linspace(0.5, 0.9, 121), "log_loss": 0.5})  # fmt: skip
+    fig = plots.plot_ensemble_vs_members(scores, members)
+    assert [len(axis.patches) for axis in fig.axes] == [plots.MEMBER_BARS + 1] * 2
+    lost = np.zeros(120)
+    lost[[3, 77, 119]] = [5.0, 9.0, 1.0]
+    condor = pd.DataFrame({"member": members, "lost_seconds": lost, "evictions": 0})
+    shown = plots.goodput_shown(condor)
+    assert len(shown) == plots.MEMBER_BARS and list(shown["member"]) == sorted(shown["member"])
+    assert {"m0003", "m0077", "m0119"} <= set(shown["member"])
+    assert curve_sizes(40) == set(range(1, 41))
+    sizes = curve_sizes(1000)
+    assert len(sizes) <= 100 and {1, 2, 25, 1000} <= sizes
+    rng = np.random.default_rng(0)
+    probs = {m: rng.random(10) for m in members}
+    curve = ensemble_curve(probs, rng.integers(0, 2, 10), members)
+    assert list(curve["k"]) == sorted(curve_sizes(120)) and curve["k"].iloc[-1] == 120

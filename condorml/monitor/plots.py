@@ -61,6 +61,7 @@ _LOG_BY_NATURE = frozenset({"lr", "weight_decay"})
 _MIN_FONT_SIZE = 7.0  # a title shrinks to this size to fit its axes, not further
 _LABEL_GAP = 2.0  # pixels between two tick labels
 _NAME_CHARS = 24  # class names longer than this are shortened in plots (the tables keep them)
+MEMBER_BARS = 50  # members drawn in the per-member bar plots; a larger run shows a chosen 50
 
 
 def log_distributed(spec_file: Path) -> set[str]:
@@ -218,7 +219,9 @@ def plot_hyperparameters(
 
 
 def plot_ensemble_vs_members(scores: pd.DataFrame, order: list[str]) -> Figure:
-    """Test accuracy and log loss of every member (best validation first) and of the ensemble."""
+    """Test accuracy and log loss of the members (best validation first; the first
+    :data:`MEMBER_BARS` of a larger run) and of the ensemble."""
+    order = order[:MEMBER_BARS]
     table = scores.set_index("member").loc[[*order, "ensemble"]]
     fig = _figure(min(max(8.0, 0.25 * len(table) + 4), 16.0), 4.2)  # 16 in: ~100 bars
     colors = ["tab:blue"] * len(order) + ["tab:orange"]
@@ -302,8 +305,9 @@ _LOST_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:brown")
 
 
 def plot_goodput(condor: pd.DataFrame) -> Figure:
-    """Per member: committed, lost (by cause), set-up (and still uncommitted) time, evictions."""
-    table = condor.iloc[::-1]  # first member on top
+    """Per member: committed, lost (by cause), set-up (and still uncommitted) time, evictions;
+    in a larger run, the :data:`MEMBER_BARS` members that lost the most time."""
+    table = goodput_shown(condor).iloc[::-1]  # first member on top
     fig = _figure(9, max(2.8, 0.35 * len(table) + 1.8))
     axis = fig.subplots()
     y = range(len(table))
@@ -324,6 +328,15 @@ def plot_goodput(condor: pd.DataFrame) -> Figure:
     fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 3),
                fontsize="small", frameon=False)  # fmt: skip
     return _finish(fig)
+
+
+def goodput_shown(condor: pd.DataFrame) -> pd.DataFrame:
+    """The members the goodput plot shows: all, or the :data:`MEMBER_BARS` that lost the most
+    time (then the most evictions), in the table's order."""
+    if len(condor) <= MEMBER_BARS:
+        return condor
+    worst = condor.sort_values(["lost_seconds", "evictions"], ascending=False, kind="stable")
+    return condor.loc[sorted(worst.index[:MEMBER_BARS], key=condor.index.get_loc)]
 
 
 def _goodput_bars(table: pd.DataFrame) -> list[tuple[str, str, str, bool]]:
@@ -415,9 +428,13 @@ def _hyperparameters(data: ReportData) -> _Drawn:
 def _ensemble(data: ReportData) -> _Drawn:
     if data.scores is None or data.ensemble_curve is None:
         return [], []
+    order = data.ranked()
+    shown = "" if len(order) <= MEMBER_BARS else (
+        f" The {MEMBER_BARS} members of {len(order)} with the best validation accuracy "
+        "(leaderboard.csv has them all).")  # fmt: skip
     return [
-        _plot("ensemble_vs_members", plot_ensemble_vs_members(data.scores, data.ranked()),
-              "Scored on the test images every member predicted."),
+        _plot("ensemble_vs_members", plot_ensemble_vs_members(data.scores, order),
+              "Scored on the test images every member predicted." + shown),
         _plot("ensemble_size", plot_ensemble_size(data.ensemble_curve),
               "The ensemble of the k members with the best validation accuracy."),
     ], []  # fmt: skip
@@ -449,4 +466,7 @@ def _goodput(data: ReportData) -> _Drawn:
         "removal loses all of the job's time (its checkpoints go with it); from a run's input "
         "transfer to its execution is set-up. In all: HTCondor's RemoteWallClockTime."
     )
+    if len(data.condor) > MEMBER_BARS:
+        caption += (f" The {MEMBER_BARS} members of {len(data.condor)} that lost the most time; "
+                    "the leaderboard lists them all.")  # fmt: skip
     return [_plot("goodput", plot_goodput(data.condor), caption)], []

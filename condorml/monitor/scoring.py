@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 CALIBRATION_BINS = 10
 CONFUSED_PAIRS = 10  # the most confused (true, predicted) pairs a report lists
+CURVE_POINTS = 100  # about how many ensemble sizes the report's curve is scored at
 
 
 def mean_probs(probs: Sequence[Any], classes: Sequence[str] | None = None) -> np.ndarray:
@@ -152,8 +153,8 @@ def mistakes(ids: Sequence[str], y: Any, probs: Any, classes: Sequence[str]) -> 
 def ensemble_curve(
     probs: Mapping[str, Any], y: Any, order: list[str], classes: Sequence[str] = CAT_DOG
 ) -> pd.DataFrame:
-    """Scores of the mean of the first k members of ``order`` (best first), for k = 1..n, each
-    over the images of ``y`` those k members predicted (an image none of them predicted, all
+    """Scores of the mean of the first k members of ``order`` (best first), for the k of
+    :func:`curve_sizes` (every k up to :data:`CURVE_POINTS`), each over the images of ``y`` those k members predicted (an image none of them predicted, all
     NaN, is left out of that k's scores).
 
     ``probs[member]``: an (images, classes) array, or the probability of the second of two
@@ -163,6 +164,7 @@ def ensemble_curve(
     import pandas as pd
 
     labels = np.asarray([int(v) for v in y])
+    sizes = curve_sizes(len(order))
     rows = []
     # mean_probs of the first k members, for every k from running sums: the same additions in
     # the same order as np.nanmean's over the stacked k arrays, without summing them again per
@@ -175,12 +177,30 @@ def ensemble_curve(
         added = np.where(missing, 0.0, added)
         total = added.copy() if total is None else total + added
         count = (~missing).astype(np.intp) if count is None else count + ~missing
+        if k not in sizes:
+            continue
         mean = _running_mean(total, count, classes)
         known = ~np.isnan(mean.reshape(len(mean), -1)).any(axis=1)
         scores = score(labels[known].tolist(), mean[known], classes)
         rows.append({"k": k, "added": order[k - 1], "accuracy": scores.accuracy,
                      "log_loss": scores.log_loss, "images": scores.n})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def curve_sizes(n: int, points: int = CURVE_POINTS) -> set[int]:
+    """The ensemble sizes the curve is scored at: every k from 1 to n when n <= ``points``, else
+    about ``points`` sizes, every k at first and spaced evenly on a log scale after, n included.
+
+    Scoring every k of 1,000 members took most of a report's time; the curve's shape shows at
+    these sizes.
+    """
+    import numpy as np
+
+    if n <= points:
+        return set(range(1, n + 1))
+    dense = points // 4
+    spaced = np.geomspace(dense + 1, n, points - dense)
+    return set(range(1, dense + 1)) | {round(float(k)) for k in spaced} | {n}
 
 
 def _running_mean(total: Any, count: Any, classes: Sequence[str] | None) -> np.ndarray:
