@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from condorml.monitor.accounting import member_accounting
 from condorml.monitor.watch import Watch
+from condorml.sweep.accounting import member_accounting
 from tests.pool import Pool
 
 TRAIN_SH = """\

@@ -22,13 +22,13 @@ import pytest
 
 from condorml.backends.local.eventlog import EventLog, JobId
 from condorml.htcondor.events import EventFollower
-from condorml.monitor.accounting import (
+from condorml.monitor.watch import MemberView, Watch
+from condorml.sweep.accounting import (
     LEADERBOARD_COLUMNS,
     leaderboard_counts,
     member_accounting,
     run_logs,
 )
-from condorml.monitor.watch import MemberView, Watch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
 # the schedd address of the real pool's submit events (tests/fixtures/htcondor/dag)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from condorml.htcondor.events import EventFollower
-from condorml.monitor.accounting import member_accounting, run_logs
 from condorml.monitor.watch import Watch
+from condorml.sweep.accounting import member_accounting, run_logs
 from condorml.sweep.rundir import LOCAL_FOLDER
 from tests.helpers import condorml_cli
 from tests.pool import CONDORML, Pool, copy_tree, wait_for

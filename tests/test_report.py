@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from condorml.cli import app
 from condorml.htcondor.events import Event
-from condorml.monitor.accounting import job_time, read_job_times
 from condorml.monitor.plots import PLOTS
 from condorml.monitor.report import ReportResult, make_report
 from condorml.monitor.scoring import calibration_table, confidence_table, ensemble_curve
+from condorml.sweep.accounting import job_time, read_job_times
 from tests.helpers import condorml_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"

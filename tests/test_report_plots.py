@@ -61,7 +61,7 @@ def _frames(n: int, long_ids: bool) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from condorml.monitor.accounting import LOST_CAUSES, lost_column
+    from condorml.sweep.accounting import LOST_CAUSES, lost_column
 
     rng = np.random.default_rng(0)
     ids = [f"lr{i % 2}_bs64_wd0_seed{i:03d}" if long_ids else f"m{i:03d}" for i in range(n)]

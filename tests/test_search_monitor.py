@@ -103,7 +103,7 @@ def run(tmp_path: Path) -> Path:
 
 
 def test_the_accounting_sums_a_members_rungs(run: Path) -> None:
-    from condorml.monitor.accounting import member_accounting, no_predictions_reasons
+    from condorml.sweep.accounting import member_accounting, no_predictions_reasons
 
     table, _ = member_accounting(run, list(MEMBERS))
     rows = table.set_index("member")

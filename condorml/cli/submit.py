@@ -15,7 +15,10 @@ from condorml.cli._options import (
     training_options,
     with_options,
 )
-from condorml.sweep.rundir import CHECKPOINT_FOLDER, submit_file_name
+from condorml.job.files import CHECKPOINT_FOLDER
+from condorml.sweep.rundir import (
+    submit_file_name,
+)
 
 app = typer.Typer(
     help="Write HTCondor submit descriptions (and their wrapper scripts) for condorml jobs.",

@@ -169,7 +169,7 @@ def render(snapshot: Snapshot, title: str = "") -> Any:
 
 def _member_rows(table: Any, snapshot: Snapshot) -> None:
     """A sweep: one row per member, then one per other node (e.g. the collect node)."""
-    from condorml.monitor.accounting import node_note
+    from condorml.sweep.accounting import node_note
     from condorml.sweep.rundir import NodeName
 
     rungs = any(m.rungs for m in snapshot.members)  # a search with halving: a rung column
@@ -248,7 +248,7 @@ def _short_age(seconds: float) -> str:
 
 def _node_rows(table: Any, nodes: list[NodeView]) -> None:
     """A DAG that is not a sweep: one row per node seen in the logs."""
-    from condorml.monitor.accounting import node_note
+    from condorml.sweep.accounting import node_note
 
     for column in ("node", "state", "attempts", "runs", "ckpts", "evictions", "note"):
         table.add_column(column)

@@ -56,12 +56,12 @@ from condorml.htcondor.resources import (
     chtc_job_length,
 )
 from condorml.htcondor.wrappers import wrapper_script
-from condorml.job.files import shard_part_name
-from condorml.sweep.rundir import (
+from condorml.job.files import (
     CHECKPOINT_FOLDER,
     RESULTS_FOLDER,
     job_log_name,
     job_stream_name,
+    shard_part_name,
 )
 
 log = logging.getLogger(__name__)

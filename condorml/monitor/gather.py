@@ -1,7 +1,7 @@
 """A run folder, finished or not, read into the frames a report shows (:class:`ReportData`).
 
 :func:`gather` reads the leaderboard, every member's per-epoch metrics, the HTCondor accounting of
-the training jobs from their event logs (:func:`condorml.monitor.accounting.member_accounting`, the
+the training jobs from their event logs (:func:`condorml.sweep.accounting.member_accounting`, the
 same that the collect step's leaderboard uses), every member's probabilities of each class and,
 when labels are known, the members' and the ensemble's test scores (with
 :func:`condorml.results.evaluate.score`, as ``condorml evaluate`` computes them), the per-class
@@ -25,13 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condorml.errors import CondormlError
-from condorml.job.files import METRICS_FILE, PREDICTIONS_FILE, STATE_FILE
-from condorml.monitor.accounting import (
-    LEADERBOARD_COLUMNS,
-    leaderboard_counts,
-    member_accounting,
-    no_predictions_reasons,
-)
+from condorml.job.files import CHECKPOINT_FOLDER, METRICS_FILE, PREDICTIONS_FILE, STATE_FILE
 from condorml.monitor.scoring import (
     calibration_table,
     confidence_table,
@@ -48,7 +42,16 @@ from condorml.results import ensemble
 from condorml.results.ensemble import choose_members
 from condorml.results.evaluate import Scores, read_labels
 from condorml.results.predictions import CAT_DOG
-from condorml.sweep.rundir import CHECKPOINT_FOLDER, MemberDir, RunDir
+from condorml.sweep.accounting import (
+    LEADERBOARD_COLUMNS,
+    leaderboard_counts,
+    member_accounting,
+    no_predictions_reasons,
+)
+from condorml.sweep.rundir import (
+    MemberDir,
+    RunDir,
+)
 from condorml.sweep.search import METRICS
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condorml.errors import CondormlError
-from condorml.monitor.accounting import LOST_CAUSES, lost_column
 from condorml.monitor.gather import ReportData
 from condorml.monitor.scoring import CALIBRATION_BINS
+from condorml.sweep.accounting import LOST_CAUSES, lost_column
 from condorml.sweep.rundir import RunDir
 
 if TYPE_CHECKING:

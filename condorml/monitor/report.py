@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from condorml import __version__
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
-from condorml.monitor.accounting import LEADERBOARD_COLUMNS, LOST_CAUSES, counts_line, lost_column
 from condorml.monitor.gather import ReportData, gather
 from condorml.monitor.plots import PLOTS, Plot, make_plots
 from condorml.monitor.search_plots import SEARCH_PLOTS
 from condorml.monitor.searchview import SEARCH_COLUMNS, SearchData
+from condorml.sweep.accounting import LEADERBOARD_COLUMNS, LOST_CAUSES, counts_line, lost_column
 from condorml.sweep.rundir import REPORT_FOLDER
 from condorml.sweep.search import METRICS
 from condorml.sweep.trials import STATES as SEARCH_STATES

@@ -41,14 +41,14 @@ from condorml.htcondor.events import (
     submit_order,
 )
 from condorml.job.files import METRICS_FILE, STATE_FILE
-from condorml.monitor.accounting import (
+from condorml.monitor.live import LiveProgress, LiveReader
+from condorml.sweep.accounting import (
     TrainingView,
     node_note,
     nodes_of,
     real_jobs,
     training_views,
 )
-from condorml.monitor.live import LiveProgress, LiveReader
 from condorml.sweep.rundir import NodeName, RunDir, job_logs, read_metrics, read_state
 from condorml.sweep.trials import STATES as SEARCH_STATES
 from condorml.sweep.trials import Trial, read_trials

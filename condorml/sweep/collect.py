@@ -20,12 +20,6 @@ from condorml import __version__
 from condorml.errors import CondormlError
 from condorml.fileio import atomic_write
 from condorml.job.files import PREDICTION_FILES
-from condorml.monitor.accounting import (
-    LEADERBOARD_COLUMNS,
-    leaderboard_counts,
-    member_accounting,
-    no_predictions_reasons,
-)
 from condorml.results import ensemble
 from condorml.results.ensemble import choose_members
 from condorml.results.evaluate import evaluate_file
@@ -37,6 +31,12 @@ from condorml.results.predictions import (
     read_sidecar,
     sidecar_path,
     write_sidecar,
+)
+from condorml.sweep.accounting import (
+    LEADERBOARD_COLUMNS,
+    leaderboard_counts,
+    member_accounting,
+    no_predictions_reasons,
 )
 from condorml.sweep.rundir import (
     MemberDir,

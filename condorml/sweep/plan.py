@@ -32,10 +32,10 @@ from condorml.errors import CondormlError
 from condorml.fileio import atomic_write, atomic_write_text
 from condorml.htcondor.inputs import local_path
 from condorml.htcondor.submit import write_job
+from condorml.job.files import CHECKPOINT_FOLDER
 from condorml.sweep.dag import SweepWorkflow, sweep_workflow
 from condorml.sweep.members import Member, expand
 from condorml.sweep.rundir import (
-    CHECKPOINT_FOLDER,
     DAG_FILE,
     MEMBERS_CSV,
     RUN_JSON,

@@ -41,10 +41,13 @@ from condorml.fileio import atomic_write_text
 from condorml.htcondor.events import NODES_LOG_SUFFIX
 from condorml.hyperparameters import HYPERPARAMETERS_FILE
 from condorml.job.files import (
+    CHECKPOINT_FOLDER,
     METRICS_FILE,
     PREDICTION_FILES,
     PREDICTIONS_FILE,
+    RESULTS_FOLDER,
     STATE_FILE,
+    job_log_name,
     shard_part_name,
 )
 from condorml.sweep.search import METRICS
@@ -61,8 +64,6 @@ DAG_FILE = "sweep.dag"
 # The local backend's own folder beside a DAG it runs: sandboxes (execute/) and spooled checkpoints
 LOCAL_FOLDER = ".condorml-local"
 MEMBERS_FOLDER = "members"
-CHECKPOINT_FOLDER = "ckpt"  # a training job's --checkpoint-dir, in its member's folder
-RESULTS_FOLDER = "out"  # where an inference job's predictions come back
 LEADERBOARD_CSV = "leaderboard.csv"
 METRICS_JSON = "metrics.json"
 REPORT_FOLDER = "report"
@@ -76,19 +77,6 @@ DATA_KEYS = ("train", "test", "labels", "train_labels")
 # where a data path as the jobs see it is relative to: a member's folder (its initialdir), or
 # the run folder (the collect job's)
 _RUN_FOLDER_DATA = frozenset({"labels"})
-
-
-def job_log_name(kind: str) -> str:
-    """The ``log`` of a ``train``, ``infer`` or ``collect`` job, relative to its initialdir."""
-    return f"{kind}.log"
-
-
-def job_stream_name(kind: str, stream: str, job: str) -> str:
-    """A job's ``output`` (``stream="out"``) or ``error`` (``"err"``) file: ``KIND.JOB.STREAM``.
-
-    ``job`` is ``CLUSTER.PROC``, or the ``$(ClusterId).$(ProcId)`` macros in a description.
-    """
-    return f"{kind}.{job}.{stream}"
 
 
 @dataclass(frozen=True)
@@ -352,7 +340,7 @@ class MemberDir:
         is not there yet.
 
         Runs and checkpoints are not taken from the trainer's own counters (which count process
-        starts and saves) but from HTCondor's event logs (:mod:`condorml.monitor.accounting`).
+        starts and saves) but from HTCondor's event logs (:mod:`condorml.sweep.accounting`).
 
         ``ckpt``: another folder of the member's checkpoint (a spooled one: :meth:`newest_checkpoint`).
 

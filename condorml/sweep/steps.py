@@ -29,9 +29,9 @@ from typing import Any
 
 from condorml.errors import CondormlError, ExitCode, ScriptExit
 from condorml.hyperparameters import write_hyperparameters
+from condorml.job.files import CHECKPOINT_FOLDER
 from condorml.sweep.members import Member, expand
 from condorml.sweep.rundir import (
-    CHECKPOINT_FOLDER,
     DECISIONS_LOG,
     PARAMS_FILE,
     NodeName,

@@ -56,7 +56,7 @@ from condorml.backends.local.slots import Slots
 from condorml.backends.local.starter import Evictions
 from condorml.errors import CondormlError
 from condorml.htcondor.events import JobView
-from condorml.monitor.accounting import LEADERBOARD_COLUMNS, counts_line
+from condorml.sweep.accounting import LEADERBOARD_COLUMNS, counts_line
 from condorml.sweep.rundir import LOCAL_FOLDER
 
 log = logging.getLogger(__name__)

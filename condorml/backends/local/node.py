@@ -25,7 +25,7 @@ from condorml.backends.local.scripts import post_macros, run_script
 from condorml.backends.local.starter import Evictions, JobOutcome, Starter
 from condorml.errors import CondormlError
 from condorml.htcondor.events import JobView
-from condorml.monitor.accounting import LEADERBOARD_COLUMNS, counts_line
+from condorml.sweep.accounting import LEADERBOARD_COLUMNS, counts_line
 from condorml.sweep.rundir import local_job_ad, local_spool
 
 

@@ -47,7 +47,12 @@ from condorml.htcondor.events import (
     short_reason,
     submit_order,
 )
-from condorml.sweep.rundir import NodeName, job_logs, job_stream_name, member_folder
+from condorml.job.files import job_stream_name
+from condorml.sweep.rundir import (
+    NodeName,
+    job_logs,
+    member_folder,
+)
 from condorml.sweep.trials import read_trials
 
 if TYPE_CHECKING:
