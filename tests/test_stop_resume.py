@@ -110,6 +110,11 @@ def test_ctrl_c_keeps_each_members_checkpoint_and_the_rerun_resumes_from_it(
     out = (run / "sweep.dag.dagman.out").read_text()
     assert "condor_rm -forcex" in out and "stays in the queue with its checkpoint" in out
     assert not list((run / ".condorml-local" / "queue").glob("*.json"))  # none lingers
+    from condorml.monitor.watch import Watch
+
+    notes = {m.member: m.note for m in Watch([run]).snapshot().members}
+    for member in MEMBERS:  # watch says where each stopped member resumes from
+        assert notes[member].startswith(f"resumes from epoch {stopped[member]} of {EPOCHS}"), notes
 
     again = condorml_cli("run", str(run), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -60,6 +60,9 @@ CONDITIONS = ("done", "idle", "running", "held", "failed", "active")
 GROUPERS = ("all", "any", "none")
 _EXITING = re.compile(r"EXITING WITH STATUS (-?\d+)")
 _MISSING = object()  # Watch._read: no such file
+# training states after which a run resumes from the member folder's checkpoint (a held job
+# resumes from its spool when released)
+_RESUMED = ("removed", "failed")
 
 
 # --- what a watch shows ---------------------------------------------------------------------------
@@ -78,6 +81,9 @@ class MemberView:
     trial: Trial | None = None  # the search record (None without [search], or not yet)
     rungs: int | None = None  # the DAG's rungs for it (None: no [search.halving])
     live: LiveProgress | None = None  # what its running training job published (newest)
+    # its training removed or failed: the (epoch, epochs) of the checkpoint in its folder, which
+    # the next run resumes from ((0, None): none, it starts over)
+    resumes: tuple[int, int | None] | None = None
 
     @property
     def state(self) -> str:
@@ -107,8 +113,14 @@ class MemberView:
 
     @property
     def note(self) -> str:
-        """Why its furthest node is held, failed or removed (the hold reason, short)."""
-        return node_note(self.infer) or node_note(self.train)
+        """Why its furthest node is held, failed or removed (the hold reason, short); first,
+        where a stopped training resumes."""
+        note = node_note(self.infer) or node_note(self.train)
+        if self.resumes is None:
+            return note
+        epoch, epochs = self.resumes
+        where = f"resumes from epoch {epoch} of {epochs}" if epoch else "starts over when run"
+        return f"{where}; {note}" if note else where
 
 
 @dataclass
@@ -369,6 +381,14 @@ class Watch:
             if state is not _MISSING and state is not None:
                 view.epoch, view.epochs = state.epoch, state.epochs
                 break
+        if (
+            view.train is not None
+            and view.train.state in _RESUMED
+            and not (view.infer and view.infer.jobs)
+        ):
+            state = self._read(self._state_files[self._ckpts[member]], read_state)
+            usable = state is not _MISSING and state is not None
+            view.resumes = (state.epoch, state.epochs) if usable else (0, None)
         for folder, _ in folders:
             val_acc = self._read(folder / METRICS_FILE, _last_val_acc)
             if val_acc is not _MISSING:
