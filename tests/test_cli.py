@@ -30,6 +30,7 @@ COMMANDS = [
     ["sweep"],
     ["collect"],
     ["run"],
+    ["stop"],
     ["watch"],
     ["submit"],
     ["submit", "train"],

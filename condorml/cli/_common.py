@@ -3,6 +3,7 @@ commands printed for the user to copy."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -10,20 +11,37 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 import typer.core
-from rich.console import Console
 
 from condorml.errors import CondormlError, ExitCode, is_transient
 from condorml.htcondor.quoting import shell_line
 from condorml.progress import LogProgress, Progress
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 T = TypeVar("T")
 USAGE_ERROR = ExitCode.PERMANENT  # click's own usage errors exit 2 as well
 
-stderr = Console(stderr=True)
+
+@functools.cache
+def stderr() -> Console:
+    """The rich console on stderr, made at first use: a batch job (a training restart) that
+    logs plain lines never imports rich."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _on_terminal() -> bool:
+    """Whether stderr is a terminal (rich bars and log lines then), as rich decides it
+    (``FORCE_TERMINAL``, ``TTY_COMPATIBLE``), without importing rich for a batch job."""
+    if "FORCE_TERMINAL" in os.environ or "TTY_COMPATIBLE" in os.environ:
+        return stderr().is_terminal
+    return sys.stderr.isatty()
 
 
 def call(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
@@ -87,10 +105,10 @@ def setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    if stderr.is_terminal:
+    if _on_terminal():
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(console=stderr, show_path=False, markup=False)
+        handler: logging.Handler = RichHandler(console=stderr(), show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s", datefmt="%H:%M:%S"))
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -105,7 +123,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 def make_progress() -> Progress:
     """A rich progress bar on a terminal, log lines in a batch job."""
-    return RichProgress() if stderr.is_terminal else LogProgress()
+    return RichProgress() if _on_terminal() else LogProgress()
 
 
 class RichProgress:
@@ -128,7 +146,7 @@ class RichProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
-            console=stderr,
+            console=stderr(),
             transient=True,
         )
         self._task = None
