@@ -684,8 +684,9 @@ def test_dockerfile_passes_hadolint_and_pins_its_images() -> None:
     )
     assert result.returncode == 0, result.stdout
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
-    base = re.search(r"^ARG CUDA_IMAGE=(\S+)$", dockerfile, re.M).group(1)
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M).group(1)
     assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-runtime-ubuntu\d+\.\d+", base)
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["${BASE_IMAGE}"] * 2  # one base
     assert len(re.findall(r"^FROM ", dockerfile, re.M)) == 2  # multi-stage
     assert "latest" not in dockerfile
     user = re.findall(r"^USER (\S+)$", dockerfile, re.M)
