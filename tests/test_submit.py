@@ -302,6 +302,26 @@ def test_the_splitter_follows_the_manuals_examples() -> None:
     ]  # fmt: skip
 
 
+def test_a_container_training_job_shares_the_hosts_network_for_chirp(tmp_path: Path) -> None:
+    """On the pool (HTCondor 25.0.13, Docker runtime) a container job's trainer found no Chirp
+    proxy ("Connection refused") on its bridge network; with docker_network_type = host its
+    progress reached the job ad. Only training jobs publish progress; vanilla jobs need none."""
+
+    def parsed(job):
+        return htcondor2.Submit(write_job(job, tmp_path / "t.sub").submit_file.read_text())
+
+    for container in (IMAGE, Container(docker_image="condorml/condorml:0.1.0")):
+        job = parsed(train_description(_config(), "train.zip", GPU, container, Profile(), tmp_path))
+        assert (job["want_io_proxy"], job["docker_network_type"]) == ("true", "host")
+    vanilla = parsed(
+        train_description(_config(), "train.zip", GPU, Container(), Profile(), tmp_path)
+    )
+    assert "docker_network_type" not in vanilla
+    infer = parsed(infer_description(InferConfig(("m.pth",), "t.zip"), Resources(), IMAGE,
+                                     Profile(), tmp_path))  # fmt: skip
+    assert "docker_network_type" not in infer
+
+
 def test_docker_universe_overrides_the_entry_point(tmp_path: Path) -> None:
     job = train_description(
         _config(),
@@ -693,7 +713,10 @@ def test_dockerfile_passes_hadolint_and_pins_its_images() -> None:
     assert user and user[-1] != "root" and user[-1] != "0"
     # no entry point: the container universe runs the wrapper as the image's command, and
     # HTCondor 25.0 does not override an ENTRYPOINT (condorml took the wrapper as its command)
-    assert not re.search(r"^ENTRYPOINT", dockerfile, re.M) and 'CMD ["condorml", "--help"]' in dockerfile
+    assert (
+        not re.search(r"^ENTRYPOINT", dockerfile, re.M)
+        and 'CMD ["condorml", "--help"]' in dockerfile
+    )
 
 
 def test_dockerfile_installs_like_the_readme_and_apptainer_builds_on_the_same_image() -> None:

@@ -214,7 +214,7 @@ class Container:
         if self.docker_image:
             ref = safe_value(self.docker_image, "--docker-image").removeprefix("docker://")
             _check_docker_ref(ref, "--docker-image")
-            # The image's entry point is condorml; the job's executable is the wrapper.
+            # The job's executable is the wrapper, whatever entry point an image has.
             return {"universe": "docker", "docker_image": ref, "docker_override_entrypoint": "true"}
         if not self.image:
             return {}

@@ -129,6 +129,12 @@ def _common(
         commands["transfer_checkpoint_files"] = output_folder
         # Chirp: the trainer publishes its progress into its own job ad (condorml.job.chirp).
         commands["want_io_proxy"] = "true"
+        if commands.get("universe") in ("container", "docker"):
+            # The starter's Chirp proxy listens on the execute point's loopback, which a Docker
+            # container on its own bridge network cannot reach ("Connection refused" on the
+            # pool); with the host's network it can (HTCondor 25.0.13: docker create
+            # --network=host). Apptainer shares the host's network without it.
+            commands["docker_network_type"] = "host"
     commands["transfer_output_files"] = output_folder
     commands.update(resources.commands())
     stem = "$(ClusterId).$(ProcId)"
