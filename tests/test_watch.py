@@ -283,3 +283,17 @@ def test_the_monitor_does_not_import_a_backend() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_job_whose_image_cannot_be_pulled_says_so_and_what_to_do() -> None:
+    """Recorded on the pool (HTCondor 25.0.13, `pool docker`): a container job whose image is
+    not in the registry is held, code 35, "Cannot pull image ..."."""
+    from condorml.htcondor.events import EventFollower, short_reason
+
+    follower = EventFollower([FIXTURES / "container" / "missing_image.log"])
+    follower.poll()
+    (job,) = follower.jobs.values()
+    assert job.state == "held" and "Cannot pull image" in job.reason
+    assert short_reason(job.reason) == (
+        "cannot pull image localhost:5000/nosuch:1.0: push it to that registry, or fix the image name"
+    )

@@ -290,6 +290,9 @@ def submit_order(job: JobView) -> tuple[int, int, int]:
     return job.seq, job.cluster, job.proc
 
 
+_PULL_FAILED = re.compile(r"Cannot pull image (\S+)")
+
+
 def short_reason(reason: str, width: int = 100) -> str:
     """A hold or removal reason short enough for a table cell: what failed, on which file.
 
@@ -303,8 +306,14 @@ def short_reason(reason: str, width: int = 100) -> str:
     ...              "from file /var/lib/condor/execute/dir_1/missing.csv: (errno 2) No such file "
     ...              "or directory")
     'Transfer output files failure: reading from file missing.csv: No such file or directory'
+    >>> short_reason("Error from slot1_1@vm: Cannot pull image localhost:5000/nosuch:1.0")
+    'cannot pull image localhost:5000/nosuch:1.0: push it to that registry, or fix the image name'
     """
     text = " ".join(reason.split())
+    pull = _PULL_FAILED.search(text)
+    if pull:  # the execute point could not fetch the job's image (hold code 35, on the pool)
+        text = f"cannot pull image {pull.group(1)}: push it to that registry, or fix the image name"
+        return text if len(text) <= width else text[: width - 1].rstrip() + "\u2026"
     if "Details:" in text:
         head, _, detail = text.partition("Details:")
         head = re.split(r" at execution point|\. ", head, maxsplit=1)[0].rstrip(". ")
