@@ -292,3 +292,14 @@ def use_plain_help(app: typer.Typer) -> None:
         group.cls = HelpGroup
         if group.typer_instance is not None:
             use_plain_help(group.typer_instance)
+
+
+def warn_missing_images(descriptions: Sequence[Any]) -> None:
+    """Before a submission to a pool: one warning per Docker image its registry says it does
+    not have (:mod:`condorml.backends.registry`; a registry that cannot be asked says nothing)."""
+    from condorml.backends.registry import job_images, missing_image
+
+    for image in job_images(descriptions):
+        warning = missing_image(image)
+        if warning is not None:
+            typer.echo(f"warning: {warning}", err=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from condorml.cli._common import call, print_command, setup_logging
+from condorml.cli._common import call, print_command, setup_logging, warn_missing_images
 from condorml.cli._options import (
     resource_options,
     split,
@@ -143,6 +143,7 @@ def _write(job: Any, output: Path, submit: bool) -> None:
     typer.echo(f"wrote {written.submit_file} and {written.wrapper}")
     if submit:
         backend = call(choose_backend, "condor")  # --submit: to the pool's schedd
+        warn_missing_images([job.submit])
         cluster = call(backend.submit_job, written.submit_file).cluster
         print_command(f"submitted as cluster {cluster}; follow it with:", ["condor_watch_q", "-clusters", str(cluster)])  # fmt: skip
     else:

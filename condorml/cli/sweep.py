@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import typer
 
-from condorml.cli._common import call, print_command, setup_logging
+from condorml.cli._common import call, print_command, setup_logging, warn_missing_images
 from condorml.cli.run import INJECT_EVICTIONS_OPTION, MAX_JOBS_OPTION, local_options, run_here
 from condorml.errors import CondormlError, ExitCode
 
@@ -72,6 +72,7 @@ def sweep_command(
         print_command("or here:", ["condorml", "run", plan.dag_file])
         return
     if chosen.detached:  # a schedd runs it: say how to follow it
+        warn_missing_images([job.submit for job in plan.workflow.jobs.values()])
         typer.echo(call(chosen.submit_dag, plan.dag_file).message)
         return
     run_here(chosen, plan.dag_file)  # this machine: runs it now, exits with its result
