@@ -192,7 +192,7 @@ def test_condorml_stop_of_a_local_run_brings_the_checkpoint_back_and_the_rerun_r
     finally:
         process.kill()
     assert stop.returncode == 0, stop.stdout + stop.stderr
-    assert "stopping a local run, pid" in stop.stdout and "interrupted" in stdout, stdout + stderr
+    assert "stopped a local run, pid" in stop.stdout and "interrupted" in stdout, stdout + stderr
     kept = int((tmp_path / "m" / "ckpt" / "state.txt").read_text())
     assert kept >= 3  # what the job had spooled, not the nothing condor_rm leaves
     out = (tmp_path / "job.dag.dagman.out").read_text()
