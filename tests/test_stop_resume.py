@@ -367,3 +367,17 @@ def test_a_fresh_run_of_many_members_says_where_they_start_in_one_line() -> None
     assert describe_all([resumed], stopped=True) == [
         "m1000: stopped at epoch 4 of 20 (members/m1000/ckpt/model.pth)"
     ]
+
+
+def test_the_dagman_jobs_of_a_folder_are_asked_with_its_path_quoted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """condorml stop removes what this constraint matches: a quote in a folder's name must not
+    turn it into one that matches every DAG in the queue."""
+    from condorml.backends import condor
+
+    asked: list[list[str]] = []
+    monkeypatch.setattr(condor, "_tool_lines", lambda argv, folder: asked.append(argv) or [])
+    assert condor.dagman_jobs(Path('/runs/a" || true || "b')) == []
+    (constraint,) = [arg for arg in asked[0] if arg.startswith("JobUniverse")]
+    assert constraint == 'JobUniverse == 7 && Iwd == "/runs/a\\" || true || \\"b"'

@@ -404,7 +404,10 @@ def _tool_lines(argv: list[str], folder: Path) -> list[str]:
 
 def dagman_jobs(folder: Path) -> list[int]:
     """The clusters of the DAGMan jobs in the queue that run a DAG of ``folder``."""
-    constraint = f'JobUniverse == 7 && Iwd == "{folder.resolve()}"'
+    import classad2
+
+    # quoted as a ClassAd string: a quote in the path must not widen what condor_rm removes
+    constraint = f"JobUniverse == 7 && Iwd == {classad2.quote(str(folder.resolve()))}"
     lines = _tool_lines(["condor_q", "-constraint", constraint, "-af", "ClusterId"], folder)
     return [int(line) for line in lines if line.strip().isdigit()]
 
