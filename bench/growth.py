@@ -41,36 +41,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-N_TRAIN, N_TEST, IMAGE_SIZE = 40, 100, 48
+sys.path.insert(0, str(ROOT))
+
+# bench.local_overhead (its trivial job, its direct baseline) and tests.helpers (the suite's tiny
+# sweep) are imported where used: each measured step's process imports this file, and its peak
+# memory is measured against a baseline without them.
+
+N_TRAIN, N_TEST = 40, 100
 STEPS = ("watch", "collect", "report", "run")
-
-SPEC = """\
-[data]
-train = "{data}/train.zip"
-test = "{data}/test.zip"
-labels = "{data}/test_labels.csv"
-
-[train]
-epochs = 2
-checkpoint_every = 1
-image_size = {size}
-batch_size = 16
-
-[ensemble]
-members = {members}
-
-[resources]
-cpus = 1
-memory = "1GB"
-
-[throttle]
-retries = 0
-"""
 
 
 def condorml(*args: str) -> None:
@@ -90,13 +72,14 @@ def template(work: Path) -> Path:
     if (run / "metrics.json").exists():
         return run
     from condorml.job.synth import make_synthetic_dataset
+    from tests.helpers import IMAGE_SIZE, tiny_sweep_spec
 
     folder = run.parent
     shutil.rmtree(folder, ignore_errors=True)
     make_synthetic_dataset(folder / "data", n_train=N_TRAIN, n_test=N_TEST, seed=5,
                            size=(IMAGE_SIZE, IMAGE_SIZE), make_zips=True)  # fmt: skip
     spec = folder / "spec.toml"
-    spec.write_text(SPEC.format(data=folder / "data", size=IMAGE_SIZE, members=1))
+    spec.write_text(tiny_sweep_spec(folder / "data", members=1, retries=0))
     condorml("sweep", str(spec), "--out", str(run), "--submit", "--backend", "local")
     return run
 
@@ -109,11 +92,12 @@ class Synth:
 
     def __init__(self, tpl: Path, run: Path, members: int) -> None:
         from condorml.sweep.rundir import RunDir
+        from tests.helpers import tiny_sweep_spec
 
         self.tpl, self.run = tpl, run
         shutil.rmtree(run, ignore_errors=True)
         spec = run.parent / f"spec{members}.toml"
-        spec.write_text(SPEC.format(data=tpl.parent / "data", size=IMAGE_SIZE, members=members))
+        spec.write_text(tiny_sweep_spec(tpl.parent / "data", members=members, retries=0))
         condorml("sweep", str(spec), "--out", str(run))
         self.members = RunDir(run).member_ids()
         self.member0 = tpl / "members" / RunDir(tpl).member_ids()[0]
@@ -314,7 +298,6 @@ def measure(step: str, run: Path, synth: Synth | None = None, profile: bool = Fa
 
 # --- the local backend's DAG of trivial jobs ---------------------------------------------------
 
-JOB = '#!/bin/sh\ncat "$1" > "out_$2.txt"\necho "job $2 done"\n'
 SUBMIT = """universe = vanilla
 initialdir = $(member_dir)
 executable = {root}/job.sh
@@ -333,6 +316,8 @@ queue
 
 def write_dag(folder: Path, members: int) -> tuple[Path, int]:
     """A DAG of the sweep's shape: train_mX -> infer_mX per member in members/mX, a FINAL."""
+    from bench.local_overhead import JOB
+
     folder.mkdir(parents=True)
     (folder / "job.sh").write_text(JOB)
     (folder / "job.sh").chmod(0o755)
@@ -371,19 +356,9 @@ def run_step(work: Path, members: int) -> tuple[dict, float]:
     folder = work / f"dag{members}"
     shutil.rmtree(folder, ignore_errors=True)
     dag, nodes = write_dag(folder, members)
-    direct = work / f"direct{members}"
-    shutil.rmtree(direct, ignore_errors=True)
-    direct.mkdir()
-    (direct / "input.txt").write_text("hello\n")
+    from bench.local_overhead import baseline as direct_run
 
-    def one(n: int) -> None:
-        subprocess.run([str(folder / "job.sh"), "input.txt", str(n)], cwd=direct, check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(one, range(nodes)))
-    baseline = time.perf_counter() - started
+    baseline = direct_run(folder, nodes, 2)  # the same jobs run directly, 2 at a time
     process = subprocess.Popen([sys.executable, __file__, "--child", "run", str(dag)],
                                stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
     assert process.stdout is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -59,7 +60,8 @@ def write_dag(folder: Path, jobs: int) -> Path:
 def baseline(folder: Path, jobs: int, parallel: int) -> float:
     """Seconds to run the job script ``jobs`` times directly, ``parallel`` at a time."""
 
-    direct = folder.with_name("direct")  # its own folder: the DAG's outputs are checked later
+    direct = folder.with_name(f"{folder.name}-direct")  # its own: the DAG's outputs are checked
+    shutil.rmtree(direct, ignore_errors=True)
     direct.mkdir()
     (direct / "input.txt").write_text("hello\n")
 

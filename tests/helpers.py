@@ -10,6 +10,29 @@ from pathlib import Path
 IMAGE_SIZE = 48  # the smallest comfortable size for the CHTC CNN; keeps the suite fast
 
 
+def cli_exit_code(fn, *args) -> int:
+    """The exit code condorml's command line gives what ``fn(*args)`` raises: 2 permanent (never
+    retried), 75 transient."""
+    import typer
+
+    from condorml.cli._common import call
+
+    try:
+        call(fn, *args)
+    except typer.Exit as done:
+        return done.exit_code
+    raise AssertionError("no error")
+
+
+def error_exit_code(err: BaseException) -> int:
+    """The exit code condorml's command line gives ``err`` raised by a library function."""
+
+    def fail() -> None:
+        raise err
+
+    return cli_exit_code(fail)
+
+
 def run_until_finished(config, max_runs: int = 200):
     """Call train() again after every checkpoint, as HTCondor restarts a job after exit 85."""
     from condorml.job.train import train

@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
 
 from condorml import fileio
-from condorml.cli._common import call
 from condorml.errors import CheckpointError, CondormlError, ExitCode
 from condorml.job import checkpoint
 from condorml.job.checkpoint import (
@@ -32,19 +30,7 @@ from condorml.job.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-
-
-def _exit_code(err: BaseException) -> int:
-    """The exit code the CLI gives ``err``: 2 permanent (never retried), 75 transient."""
-
-    def fail() -> None:
-        raise err
-
-    try:
-        call(fail)
-    except typer.Exit as done:
-        return done.exit_code
-    raise AssertionError("no exit")
+from tests.helpers import error_exit_code as _exit_code
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -47,6 +47,7 @@ from condorml.job.data import ImageSource
 from condorml.job.layouts import training_set
 from condorml.sweep.dag import USAGE_ERROR_EXIT
 from tests.helpers import IMAGE_SIZE, condorml_cli, tiny_sweep_spec
+from tests.helpers import cli_exit_code as _exit_code
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -66,14 +67,6 @@ def _state(config: dict | None = None, size: int = 1000) -> dict:
         "scheduler": {},
         "rng": capture_rng_state(),
     }
-
-
-def _exit_code(fn, *args) -> int:
-    try:
-        call(fn, *args)
-    except typer.Exit as done:
-        return done.exit_code
-    raise AssertionError("no error")
 
 
 def _raise(err: BaseException):
@@ -452,8 +445,6 @@ def test_the_cpu_allocator_running_out_of_memory_is_transient() -> None:
 
     def fails() -> None:
         raise err
-
-    import typer
 
     with pytest.raises(typer.Exit) as exited:
         call(fails)

@@ -21,24 +21,9 @@ from condorml.job.checkpoint import read_checkpoint
 from condorml.job.devices import job_cpus
 from condorml.job.train import METRIC_COLUMNS, train
 from tests.helpers import IMAGE_SIZE, condorml_cli, run_until_finished
+from tests.helpers import error_exit_code as _exit_code
 
 SCORES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]
-
-
-def _exit_code(err: BaseException) -> int:
-    """The exit code the CLI gives ``err``: 2 permanent (never retried), 75 transient."""
-    import typer
-
-    from condorml.cli._common import call
-
-    def fail() -> None:
-        raise err
-
-    try:
-        call(fail)
-    except typer.Exit as done:
-        return done.exit_code
-    raise AssertionError("no exit")
 
 
 EVERY_BATCH = 1e-9  # --checkpoint-minutes so short that every batch boundary checkpoints
