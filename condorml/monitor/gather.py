@@ -48,11 +48,11 @@ from condorml.sweep.accounting import (
     member_accounting,
     no_predictions_reasons,
 )
+from condorml.sweep.collect import leaderboard_frame
 from condorml.sweep.rundir import (
     MemberDir,
     RunDir,
 )
-from condorml.sweep.search import METRICS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -480,16 +480,10 @@ def _leaderboard(
                 return frame, f"{path} (written by the collect step)"
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             pass
-    frame = pd.DataFrame(rows)
-    if metric in frame:
-        ok = frame["status"] == "ok"
-        ascending = METRICS[metric] == "minimize"
-        ranked = frame[ok].sort_values(metric, ascending=ascending, kind="stable")
-        frame = pd.concat([ranked, frame[~ok]])
     source = "the members' files (the collect step has not run)"
     if path.exists():
         source = f"the members' files ({path} is older than them: an earlier collect step's)"
-    return frame.reset_index(drop=True), source
+    return leaderboard_frame(rows, metric), source
 
 
 def _newer_than(run: RunDir, written: float) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from condorml import __version__
 from condorml.errors import CondormlError
@@ -44,6 +44,9 @@ from condorml.sweep.rundir import (
 )
 from condorml.sweep.search import METRICS
 from condorml.sweep.trials import Trial, read_trials
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +238,15 @@ def _remove_stale_results(run: RunDir, written: list[Path]) -> None:
 
 
 def _write_leaderboard(path: Path, rows: list[dict[str, Any]], metric: str = "val_loss") -> None:
+    frame = leaderboard_frame(rows, metric)
+    with atomic_write(path, "w") as handle:
+        frame.to_csv(handle, index=False)
+
+
+def leaderboard_frame(rows: list[dict[str, Any]], metric: str = "val_loss") -> pd.DataFrame:
+    """``leaderboard.csv``'s table of member rows: the members with predictions (status ok)
+    by ``metric``, best first, then the others; member and status first; HTCondor's counts as
+    whole numbers, empty where unknown. The report builds a live run's table with it too."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
@@ -248,5 +260,4 @@ def _write_leaderboard(path: Path, rows: list[dict[str, Any]], metric: str = "va
     frame = frame[first + [c for c in frame.columns if c not in first]]
     counts = [c for c in LEADERBOARD_COLUMNS if c in frame]
     frame[counts] = frame[counts].astype("Int64")  # whole numbers, empty where unknown
-    with atomic_write(path, "w") as handle:
-        frame.to_csv(handle, index=False)
+    return frame.reset_index(drop=True)
