@@ -312,15 +312,16 @@ def short_reason(reason: str, width: int = 100) -> str:
     text = " ".join(reason.split())
     pull = _PULL_FAILED.search(text)
     if pull:  # the execute point could not fetch the job's image (hold code 35, on the pool)
+        # an image reference, not a path: kept whole
         text = f"cannot pull image {pull.group(1)}: push it to that registry, or fix the image name"
-        return text if len(text) <= width else text[: width - 1].rstrip() + "\u2026"
-    if "Details:" in text:
-        head, _, detail = text.partition("Details:")
-        head = re.split(r" at execution point|\. ", head, maxsplit=1)[0].rstrip(". ")
-        detail = detail.rsplit("first failure:", 1)[-1].strip()
-        text = f"{head}: {detail}"
-    text = re.sub(r"(?:[\w.~-]*/)+([^/\s:]+)", r"\1", text)  # paths: their file names
-    text = re.sub(r"\(errno \d+\) ", "", text)
+    else:
+        if "Details:" in text:
+            head, _, detail = text.partition("Details:")
+            head = re.split(r" at execution point|\. ", head, maxsplit=1)[0].rstrip(". ")
+            detail = detail.rsplit("first failure:", 1)[-1].strip()
+            text = f"{head}: {detail}"
+        text = re.sub(r"(?:[\w.~-]*/)+([^/\s:]+)", r"\1", text)  # paths: their file names
+        text = re.sub(r"\(errno \d+\) ", "", text)
     return text if len(text) <= width else text[: width - 1].rstrip() + "\u2026"
 
 
