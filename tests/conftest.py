@@ -53,3 +53,28 @@ def pool() -> Pool:
         pytest.skip(reason)
     found.allow(*python_install_paths())
     return found
+
+
+@pytest.fixture(scope="session")
+def docker_base() -> str:
+    """The registry's Debian base image, for container jobs (``pool docker`` and
+    ``pool docker-base``); skipped without Docker, failed if CONDORML_REQUIRE_DOCKER is set."""
+    from tests.containers import BASE_IMAGE, REQUIRED, docker_missing
+
+    reason = docker_missing()
+    if reason:
+        if REQUIRED:
+            pytest.fail(f"CONDORML_REQUIRE_DOCKER is set but {reason}")
+        pytest.skip(reason)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def job_image(docker_base: str) -> str:
+    """condorml's job image (docker/Dockerfile on the base image), built and pushed once per
+    session; a test that fails here fails on the build or the push."""
+    from tests.containers import build_job_image
+
+    image, seconds = build_job_image()
+    print(f"\njob image {image}: built and pushed in {seconds:.0f} s")
+    return image

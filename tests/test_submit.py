@@ -705,9 +705,14 @@ def test_dockerfile_passes_hadolint_and_pins_its_images() -> None:
     assert result.returncode == 0, result.stdout
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M).group(1)
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-runtime-ubuntu\d+\.\d+", base)
-    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["${BASE_IMAGE}"] * 2  # one base
-    assert len(re.findall(r"^FROM ", dockerfile, re.M)) == 2  # multi-stage
+    # PyPI's torch brings its CUDA libraries: a plain base, not a CUDA image with a second copy
+    assert re.fullmatch(r"ubuntu:\d+\.\d+", base)
+    # multi-stage on one base: dependencies, code (its own small layer), runtime
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == [
+        "${BASE_IMAGE}",
+        "deps",
+        "${BASE_IMAGE}",
+    ]
     assert "latest" not in dockerfile
     user = re.findall(r"^USER (\S+)$", dockerfile, re.M)
     assert user and user[-1] != "root" and user[-1] != "0"
@@ -724,7 +729,7 @@ def test_dockerfile_installs_like_the_readme_and_apptainer_builds_on_the_same_im
     readme = (ROOT / "README.md").read_text()
     install = readme.split("## Install", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     assert "pip install ." in install and "pip install '.[tensorboard]'" in install
-    assert 'pip install --no-cache-dir ".[tensorboard]"' in dockerfile
+    assert re.search(r'pip install --no-cache-dir -c \S+ "\.\[tensorboard\]"', dockerfile)
     tag = re.search(
         r"docker build -f docker/Dockerfile -t (\S+) \.",
         (ROOT / "docker" / "README.md").read_text(),

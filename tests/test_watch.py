@@ -297,3 +297,17 @@ def test_a_job_whose_image_cannot_be_pulled_says_so_and_what_to_do() -> None:
     assert short_reason(job.reason) == (
         "cannot pull image localhost:5000/nosuch:1.0: push it to that registry, or fix the image name"
     )
+
+
+def test_a_container_over_its_memory_says_so_and_what_to_do() -> None:
+    """Recorded on the pool (HTCondor 25.0.13, `pool docker`): a container job that outgrew its
+    request (request_memory = 100, the slot 128 MB) is held, code 34 subcode 102."""
+    from condorml.htcondor.events import EventFollower, short_reason
+
+    follower = EventFollower([FIXTURES / "container" / "over_memory.log"])
+    follower.poll()
+    (job,) = follower.jobs.values()
+    assert job.state == "held" and "memory limit" in job.reason
+    assert short_reason(job.reason) == (
+        "over its memory limit (128 MB): raise request_memory (--memory, [resources] memory)"
+    )

@@ -211,3 +211,43 @@ def test_at_80_columns_member_ids_and_states_keep_their_room() -> None:
         row = next(line for line in text.splitlines() if m.member in line)
         assert m.state in row, row  # whole, on the member's own line
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_a_job_that_could_not_publish_says_so_instead_of_showing_nothing(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose Chirp proxy was unreachable (a Docker container on its own network, seen on
+    the pool) keeps why in its checkpoint's state.json; the watch shows it for the running member."""
+    from condorml.cli.watch import summary_line
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no condor_q: no live values from a schedd
+    state = run / "members" / "m000" / "ckpt" / "state.json"
+    reason = "the job could not reach HTCondor's Chirp proxy ([Errno 111] Connection refused)"
+    state.write_text(json.dumps({"epoch": 1, "epochs": 10, "finished": False, "live_off": reason}))
+
+    snapshot = Watch([run], live=LiveReader(interval=0)).snapshot()
+
+    assert f"m000 epoch 1/10 acc 0.500 (no live progress: {reason})" in summary_line(snapshot)
+    once = condorml_cli("watch", "--once", str(run), env={"PATH": str(tmp_path), "COLUMNS": "250"})
+    row = next(line for line in once.stdout.splitlines() if "m000" in line)
+    assert " off " in row and "no live progress: the job could not reach" in row
+
+
+def test_the_trainer_keeps_why_chirp_was_off_in_its_state_file(
+    train_config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from condorml.job.chirp import LivePublisher
+    from condorml.job.train import train
+    from condorml.sweep.rundir import read_state
+
+    class Refused:
+        def connect(self) -> None:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    config_file = tmp_path / ".chirp.config"
+    config_file.write_text("127.0.0.1 9 cookie\n")
+    monkeypatch.setenv("_CONDOR_CHIRP_CONFIG", str(config_file))
+    train(train_config, live=LivePublisher(client_factory=Refused, interval=0))
+
+    state = read_state(train_config.checkpoint_dir)
+    assert state is not None and "Chirp proxy ([Errno 111] Connection refused)" in state.live_off

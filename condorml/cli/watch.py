@@ -173,7 +173,8 @@ def _member_rows(table: Any, snapshot: Snapshot) -> None:
     from condorml.sweep.rundir import NodeName
 
     rungs = any(m.rungs for m in snapshot.members)  # a search with halving: a rung column
-    live = any(m.live for m in snapshot.members)  # published progress: images/s and its age
+    # published progress: images/s and its age (or "off", where a job could not publish it)
+    live = any(m.live or _live_off(m) for m in snapshot.members)
     columns = ("member", "state", *(("rung",) if rungs else ()), "runs", "ckpts", "evictions",
                "epoch", "val acc", *(("img/s", "live") if live else ()), "note")  # fmt: skip
     # At 80 columns the note gives way first: the member ids, states and numbers keep their room
@@ -198,7 +199,7 @@ def _member_rows(table: Any, snapshot: Snapshot) -> None:
         rung = (m.rung,) if rungs else ()
         speed = _live_cells(m) if live else ()
         table.add_row(m.member, m.state, *rung, *_train_counts(m), _epoch(m), accuracy, *speed,
-                      _cell(m.note))  # fmt: skip
+                      _cell(m.note or _live_off(m)))  # fmt: skip
     members = {m.member for m in snapshot.members}
     for node in snapshot.nodes:  # every rung's and the inference node are in the member's row
         name = NodeName.parse(node.name)
@@ -233,10 +234,18 @@ def _live_cells(member: MemberView) -> tuple[str, str]:
     """Images/s and the live column: how long ago the job published its progress."""
     live = member.live
     if live is None:
-        return "", ""
+        return "", "off" if _live_off(member) else ""
     speed = f"{live.images_per_s:.0f}" if live.images_per_s is not None else ""
     age = live.age()
     return speed, "live" if age is None else f"{_short_age(age)} ago"
+
+
+def _live_off(member: MemberView) -> str:
+    """Why a running member shows no live progress ("" when it does, or is not running)."""
+    running = member.train is not None and member.train.state == "running"
+    if member.live is not None or not member.live_off or not running:
+        return ""
+    return f"no live progress: {member.live_off}"
 
 
 def _short_age(seconds: float) -> str:
@@ -284,6 +293,7 @@ def summary_line(snapshot: Snapshot) -> str:
         if m.epoch is not None and m.train is not None and m.train.state == "running":
             acc = f" acc {m.val_acc:.3f}" if m.val_acc is not None else ""
             live = " (live)" if m.live else ""  # no batch or age: a line per epoch, not per poll
+            live = f" ({_live_off(m)})" if _live_off(m) else live
             extra.append(f"{m.member} epoch {m.epoch}/{m.epochs}{acc}{live}")
         elif m.note:  # held, failed or removed: say why
             extra.append(f"{m.member} {m.state}: {_cell(m.note)}")

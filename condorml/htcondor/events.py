@@ -291,6 +291,8 @@ def submit_order(job: JobView) -> tuple[int, int, int]:
 
 
 _PULL_FAILED = re.compile(r"Cannot pull image (\S+)")
+# a container killed by its memory limit (code 34 subcode 102 on the pool)
+_OVER_MEMORY = re.compile(r"gone over memory limit of (\d+) ?Mb")
 
 
 def short_reason(reason: str, width: int = 100) -> str:
@@ -308,12 +310,16 @@ def short_reason(reason: str, width: int = 100) -> str:
     'Transfer output files failure: reading from file missing.csv: No such file or directory'
     >>> short_reason("Error from slot1_1@vm: Cannot pull image localhost:5000/nosuch:1.0")
     'cannot pull image localhost:5000/nosuch:1.0: push it to that registry, or fix the image name'
+    >>> short_reason("Error from slot1_1@vm: Docker job has gone over memory limit of 128 Mb")
+    'over its memory limit (128 MB): raise request_memory (--memory, [resources] memory)'
     """
     text = " ".join(reason.split())
-    pull = _PULL_FAILED.search(text)
+    pull, memory = _PULL_FAILED.search(text), _OVER_MEMORY.search(text)
     if pull:  # the execute point could not fetch the job's image (hold code 35, on the pool)
         # an image reference, not a path: kept whole
         text = f"cannot pull image {pull.group(1)}: push it to that registry, or fix the image name"
+    elif memory:
+        text = f"over its memory limit ({memory.group(1)} MB): raise request_memory (--memory, [resources] memory)"
     else:
         if "Details:" in text:
             head, _, detail = text.partition("Details:")

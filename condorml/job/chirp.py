@@ -114,6 +114,9 @@ class LivePublisher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.enabled = chirp_config() is not None
+        # why an offered proxy could not be used ("" while it could): the checkpoint's state.json
+        # carries it back, so that a watch says why a running job shows no live progress
+        self.off_reason = ""
         self._factory = client_factory or htchirp_client
         self._interval, self._clock = interval, clock
         self._attrs: dict[str, str] = {}
@@ -215,6 +218,9 @@ class LivePublisher:
                 _deliver(client, attrs, lines)
             except Exception as err:  # any failure of an optional channel: say so once, stop
                 self.enabled = False
+                self.off_reason = (
+                    f"the job could not reach HTCondor's Chirp proxy ({err or type(err).__name__})"
+                )
                 log.warning("live progress through HTCondor's Chirp is off for this run: %s",
                             err or type(err).__name__)  # fmt: skip
                 return

@@ -547,7 +547,7 @@ class _Trainer:
                                          run.epoch >= self.config.epochs)  # fmt: skip
         if self.board is not None:  # the event files that travel with it hold what it holds
             self.board.flush()
-        save_run(self.config, checkpoint)
+        save_run(self.config, checkpoint, live_off=self.live.off_reason)
         self.live.checkpoint(run.checkpoints, run.epoch, run.batch)
 
     def _result(self, status: str, signum: int | None = None) -> TrainResult:

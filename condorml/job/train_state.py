@@ -127,13 +127,16 @@ def checkpoint_contents(record: dict[str, Any], state: TrainState, modules: Modu
     }
 
 
-def save_run(config: TrainConfig, checkpoint: dict[str, Any]) -> None:
-    """Write the checkpoint, ``metrics.csv`` and ``state.json`` into the checkpoint folder."""
+def save_run(config: TrainConfig, checkpoint: dict[str, Any], live_off: str = "") -> None:
+    """Write the checkpoint, ``metrics.csv`` and ``state.json`` into the checkpoint folder;
+    ``live_off``: why live progress could not be published (kept in ``state.json``)."""
     save_checkpoint(checkpoint, config.checkpoint_dir)
     write_metrics(config.checkpoint_dir / METRICS_FILE, checkpoint["metrics"])
     summary = {key: checkpoint[key] for key in ("epoch", "batch", "finished")}
     summary.update(checkpoint["counters"], epochs=config.epochs, member=config.member,
                    classes=checkpoint["config"]["classes"])  # fmt: skip
+    if live_off:
+        summary["live_off"] = live_off
     atomic_write_text(config.checkpoint_dir / STATE_FILE, json.dumps(summary, indent=1) + "\n")
 
 

@@ -81,6 +81,7 @@ class MemberView:
     trial: Trial | None = None  # the search record (None without [search], or not yet)
     rungs: int | None = None  # the DAG's rungs for it (None: no [search.halving])
     live: LiveProgress | None = None  # what its running training job published (newest)
+    live_off: str = ""  # why its training job could not publish (its last checkpoint says)
     # its training removed or failed: the (epoch, epochs) of the checkpoint in its folder, which
     # the next run resumes from ((0, None): none, it starts over)
     resumes: tuple[int, int | None] | None = None
@@ -380,6 +381,7 @@ class Watch:
             state = self._read(state_file, read_state)
             if state is not _MISSING and state is not None:
                 view.epoch, view.epochs = state.epoch, state.epochs
+                view.live_off = state.live_off
                 break
         if (
             view.train is not None

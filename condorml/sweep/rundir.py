@@ -218,6 +218,7 @@ class TrainingState:
     epochs: int | None  # epochs asked for
     finished: bool
     wall_seconds: float | None
+    live_off: str = ""  # why the job could not publish live progress (Chirp), as it said
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,8 @@ def read_state(ckpt: Path) -> TrainingState | None:
         record = json.loads(path.read_text())
         wall = record.get("wall_seconds")
         return TrainingState(int(record["epoch"]), record.get("epochs"), bool(record["finished"]),
-                             None if wall is None else float(wall))  # fmt: skip
+                             None if wall is None else float(wall),
+                             str(record.get("live_off") or ""))  # fmt: skip
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:

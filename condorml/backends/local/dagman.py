@@ -161,6 +161,7 @@ class DagRunner:
             self.lock.release()
             raise
         self.kept: list[KeptJob] = []  # jobs of this run that leave_in_queue keeps
+        self.noted: set[str] = set()  # notes about jobs already in dagman.out (said once a run)
 
     # --- the main loop -----------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ class DagRunner:
 
     def _surroundings(self) -> Surroundings:
         return Surroundings(self.local, self.nodes_log, self.out, self.options.evictions,
-                            self.cancel, self.skips, self.kept)  # fmt: skip
+                            self.cancel, self.skips, self.kept, self.noted)  # fmt: skip
 
     def _script_macros(self, attempt: NodeAttempt) -> dict[str, str]:
         statuses = [s.status for s in self.states.values()]

@@ -47,6 +47,8 @@ class JobSpec:
     preserve_relative_paths: bool = False
     want_io_proxy: bool = False  # the starter offers the job a Chirp proxy (:mod:`.chirp`)
     leave_in_queue: str | None = None  # a ClassAd expression (:mod:`.jobqueue`)
+    image: str | None = None  # container_image or docker_image, as written (:mod:`.container`)
+    network_type: str | None = None  # docker_network_type (``host``: the execute point's network)
     notes: list[str] = field(default_factory=list)
 
 
@@ -247,11 +249,9 @@ def _job(description: object, path: Path, submit_dir: Path, cluster: int, proc: 
         preserve_relative_paths=_bool(get("preserve_relative_paths"), False),
         want_io_proxy=_bool(get("want_io_proxy") or get("MY.WantIOProxy"), False),
         leave_in_queue=get("leave_in_queue"),
+        image=get("container_image") or get("docker_image"),
+        network_type=get("docker_network_type"),
     )  # fmt: skip
-    if universe in ("container", "docker"):
-        job.notes.append(
-            f"{universe} universe: the local backend runs the job in this machine's environment, without the image"
-        )
     if int(float(get("request_gpus") or 0)):
         job.notes.append(
             "request_gpus: the local backend gives the job this machine's devices (maybe none)"

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from condorml.backends.local.container import without_image_note
 from condorml.backends.local.dagfile import Node
 from condorml.backends.local.dagman_out import DagmanOut
 from condorml.backends.local.eventlog import NO_JOB_PROC, EventLog, JobId, next_cluster_id
@@ -65,6 +66,7 @@ class Surroundings:
     cancel: threading.Event
     skips: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # 034 event ids
     kept: list[KeptJob] = field(default_factory=list)  # removed jobs leave_in_queue keeps
+    noted: set[str] = field(default_factory=set)  # notes already in dagman.out: each said once
 
 
 class NodeAttempt:
@@ -189,8 +191,10 @@ class NodeAttempt:
         name = self.node.name
         log_files = [job.log] if job.log else []
         events = EventLog(log_files, JobId(job.cluster, job.proc), name, around.nodes_log)
-        for note in job.notes:
-            around.out.write(f"Node {name}: {note}")
+        for note in [*job.notes, without_image_note(job)]:
+            if note and note not in around.noted:
+                around.noted.add(note)
+                around.out.write(f"Node {name}: {note}")
         job_id, dag_folder = f"{job.cluster}.{job.proc}", around.local.parent
         spool, job_ad = local_spool(dag_folder, job_id), local_job_ad(dag_folder, job_id)
         starter = Starter(job, events, around.local / "execute", spool, cores, around.evictions,

@@ -21,6 +21,9 @@ waited for, signalled, restarted after a checkpoint and evicted at random when a
 * ``want_io_proxy = true`` (not in the local universe, as on a pool): a Chirp proxy for the
   job's whole life (:mod:`.chirp`), its ``.chirp.config`` in every sandbox and
   ``_CONDOR_CHIRP_CONFIG`` pointing at it; what the job sets in its ad goes to ``job_ad``.
+* A ``container`` or ``docker`` universe job with a Docker image runs in it where Docker
+  answers (:mod:`.container`: pulled, created and started as the starter does, stopped with
+  ``docker stop`` when evicted); elsewhere in this machine's environment.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from condorml.backends.local import container
 from condorml.backends.local.chirp import ChirpProxy, JobAttributes
+from condorml.backends.local.container import DockerRun, container_environment, memory_hold
 from condorml.backends.local.eventlog import EventLog
 from condorml.backends.local.jobspec import JobSpec
 from condorml.backends.local.sandbox import (
@@ -184,9 +189,21 @@ class Starter:
         name = f"dir_{job.cluster}_{job.proc}_{self.outcome.starts}_{os.getpid()}"
         return self.scratch_root / name
 
+    def _docker_run(self) -> DockerRun | None:
+        """How this execution runs in the job's image; None: on this machine, without one."""
+        image = container.docker_reference(self.job)
+        if image is None or not container.docker_available():
+            return None
+        job = self.job
+        return DockerRun(
+            image, f"condorml-{job.cluster}.{job.proc}-{self.outcome.starts}-{os.getpid()}"
+        )
+
     def _execute(self, sandbox: Path) -> JobOutcome | None:
         """Run in ``sandbox`` until the job ends (an outcome) or is evicted (None)."""
         job = self.job
+        if (docker := self._docker_run()) is not None:
+            docker.pull()  # before the job executes, as on a pool: a failed pull holds it
         self.events.executing(sandbox, job.cpus, job.memory_mb)
         executable = sandbox / job.executable.name if job.transfer_executable else job.executable
         while True:
@@ -194,8 +211,11 @@ class Starter:
             if self.evictions.probability and self.rng.random() < self.evictions.probability:
                 deadline = time.monotonic() + self.rng.uniform(*self.evictions.window)
             with open(sandbox / STDOUT, "ab") as out, open(sandbox / STDERR, "ab") as err:
-                process = self._start([str(executable), *job.arguments], sandbox, out, err)
-                code = self._wait(process, deadline)
+                if docker is None:
+                    process = self._start([str(executable), *job.arguments], sandbox, out, err)
+                    code = self._wait(process, deadline)
+                else:
+                    code = self._run_container(docker, sandbox, out, err, deadline)
             if code is None:
                 if self.cancel.is_set():
                     # a pool logs a running job's removal as 004 (its claim ends), then 009
@@ -213,6 +233,22 @@ class Starter:
             transfer_output(job, self.events, sandbox)
             self._record_exit(code)
             return self.outcome
+
+    def _run_container(self, docker: DockerRun, sandbox: Path, out, err,
+                       deadline: float | None) -> int | None:  # fmt: skip
+        """One run of the job in its container: its exit code, or None (evicted or removed)."""
+        env = container_environment(job_environment(self.job, sandbox), sandbox)
+        docker.create(self.job, sandbox, env, self.cores)
+        try:
+            process = subprocess.Popen(docker.start_argv(), cwd=sandbox, stdout=out, stderr=err,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            self.outcome.starts += 1
+            code = self._wait(process, deadline, docker)
+            if code is not None and docker.over_memory():
+                raise memory_hold(self.job)
+            return code
+        finally:
+            docker.remove()
 
     def _start(self, argv: list[str], cwd: Path, stdout, stderr) -> subprocess.Popen:
         env = job_environment(self.job, cwd)
@@ -237,7 +273,8 @@ class Starter:
         self.outcome.starts += 1
         return process
 
-    def _wait(self, process: subprocess.Popen, deadline: float | None) -> int | None:
+    def _wait(self, process: subprocess.Popen, deadline: float | None,
+              docker: DockerRun | None = None) -> int | None:  # fmt: skip
         """The exit code, or None when the job was evicted or removed (it is then stopped)."""
         while True:
             try:
@@ -245,6 +282,8 @@ class Starter:
             except subprocess.TimeoutExpired:
                 pass
             if self.cancel.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                if docker is not None:  # the container, not the client attached to it
+                    docker.stop(self.evictions.grace)
                 self._stop(process)
                 return None
 
@@ -285,10 +324,11 @@ def job_environment(job: JobSpec, sandbox: Path) -> dict[str, str]:
 
     A real pool gives a job only what HTCondor sets (``_CONDOR_SCRATCH_DIR``, ``HOME``, the
     thread counts, ...) plus ``getenv`` and ``environment`` (resolved in :mod:`.jobs`); no
-    PATH. Two deliberate additions stand in for the execute point's software: a vanilla or
-    container job finds this backend's own condorml first on its PATH (the local backend runs
-    container jobs without their image, so this machine's install *is* the image), and a
-    local-universe job, which runs on the access point, gets no PATH at all, as on a pool.
+    PATH. Two deliberate additions stand in for the execute point's software: a vanilla job
+    (or a container job run without its image, where Docker is missing) finds this backend's
+    own condorml first on its PATH, and a local-universe job, which runs on the access point,
+    gets no PATH at all, as on a pool. In a container the image's PATH applies
+    (:func:`~condorml.backends.local.container.container_environment`).
     """
     env = {"BATCH_SYSTEM": "HTCondor", "_CONDOR_SCRATCH_DIR": str(sandbox)}
     for name in ("HOME", "LANG", "TZ"):
