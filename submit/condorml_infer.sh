@@ -25,6 +25,7 @@ if [ "${1:-}" = "--python" ] && [ $# -ge 2 ]; then
     exit 75
 fi
 if command -v condorml >/dev/null 2>&1; then
+    echo "condorml wrapper: running $(command -v condorml)" >&2  # the image's, or the machine's
     exec condorml "$@"
 fi
 for python in python3 python; do
