@@ -176,3 +176,16 @@ def test_without_docker_a_container_job_runs_here_and_the_run_says_so_once(
     assert _facts(tmp_path)["python"] != "none"  # this machine's environment
     out = (tmp_path / "probe.dag.dagman.out").read_text()
     assert out.count("Docker is not available here") == 1, out
+
+
+@pytest.mark.parametrize("image", ["--privileged", "-v/:/host", "a b", "name\nrm"])
+def test_an_image_name_that_is_not_one_never_reaches_docker(
+    image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image in a submit file reaches docker's command line: a leading "-" would be an option."""
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(container, "_docker", lambda *args: calls.append(args))
+
+    with pytest.raises(container.Held, match=r"Cannot pull image .*not an image name"):
+        container.DockerRun(image, "probe").pull()
+    assert calls == []

@@ -667,7 +667,11 @@ def test_a_sweep_removed_on_the_pool_continues_on_the_local_backend(
     trained = re.compile(r"Node train_m000 job proc \(\d+\.0\.0\) completed successfully")
     wait_for(lambda: out.exists() and trained.search(out.read_text()), 300, "m000's training")
     pool.check(f"condor_rm {dag}", run)
-    _wait_dag(run)
+    # Until DAGMan has left the queue, not until it says "EXITING": HTCondor 25.0.13's DAGMan
+    # can die of "Assertion ERROR on (! _finalNodeRun)" when another node's job ends in the
+    # second of the removal (seen once here, after it had written the rescue DAG)
+    wait_for(lambda: not pool.check(f"condor_q {dag} -af ProcId", run).strip(), DAG_TIMEOUT,
+             "DAGMan to leave the queue", every=1)  # fmt: skip
     assert "DONE train_m000" in (run / "sweep.dag.rescue001").read_text()
     # a plain condor_rm: what leave_in_queue kept goes (condorml stop would have brought it back)
     pool.run(f"condor_rm -forcex -constraint 'DAGManJobId == {dag} && JobStatus == 3'", run)

@@ -95,6 +95,22 @@ def test_the_job_image_runs_condorml_as_its_non_root_user(job_image: str) -> Non
     assert tools.stdout.strip() == ""
 
 
+def test_the_job_image_trains_and_predicts_by_hand(job_image: str, tmp_path: Path) -> None:
+    """``docker run IMAGE condorml ...`` as docker/README.md shows, as this machine's user."""
+    _make_data(tmp_path)
+    tmp_path.chmod(0o777)
+    mount = ["--volume", f"{tmp_path}:/work", "--workdir", "/work", "--user", "10001", job_image]
+    trained = docker("run", "--rm", *mount, "condorml", "train", "--data-dir", "data/train.zip",
+                     "--checkpoint-dir", "ckpt", "--epochs", "1", "--image-size", "32",
+                     "--no-exit-on-checkpoint", timeout=300)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    predicted = docker("run", "--rm", *mount, "condorml", "infer", "--model", "ckpt/model.pth",
+                       "--images", "data/test.zip", "--output", "dog_probs.csv", timeout=300)  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    lines = (tmp_path / "dog_probs.csv").read_text().splitlines()
+    assert lines[0] == "fileid,prob" and len(lines) == 1 + 12
+
+
 @pytest.mark.pool
 def test_a_container_training_job_is_vacated_and_resumes_in_a_new_container_to_vanilla_weights(
     docker_pool: Pool, job_image: str, tmp_path: Path

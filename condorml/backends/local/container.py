@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from condorml.backends.local.sandbox import Held
 
 CONTAINER_UNIVERSES = ("container", "docker")
 _DOCKER_TIMEOUT_S = 600  # a pull of a multi-GB image from a registry on the machine takes minutes
+# A Docker image reference's characters (name, :tag, @digest): anything else, a leading "-" above
+# all, would reach docker's command line as something other than an image
+_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*")
 _LABEL = (
     "org.condorml.local=True"  # finds containers a killed backend left: docker ps --filter label=
 )
@@ -91,6 +95,12 @@ class DockerRun:
         Held
             With HTCondor's hold reason when the image cannot be pulled.
         """
+        if not _REFERENCE.fullmatch(self.image):
+            raise Held(
+                f"Error from slot1@local: Cannot pull image {self.image!r}: not an image name",
+                35,
+                0,
+            )
         result = _docker("pull", "-q", self.image)
         if result.returncode != 0:
             raise Held(f"Error from slot1@local: Cannot pull image {self.image}", 35, 0)
