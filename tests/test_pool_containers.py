@@ -101,7 +101,7 @@ def test_the_job_image_trains_and_predicts_by_hand(job_image: str, tmp_path: Pat
     tmp_path.chmod(0o777)
     mount = ["--volume", f"{tmp_path}:/work", "--workdir", "/work", "--user", "10001", job_image]
     trained = docker("run", "--rm", *mount, "condorml", "train", "--data-dir", "data/train.zip",
-                     "--checkpoint-dir", "ckpt", "--epochs", "1", "--image-size", "32",
+                     "--checkpoint-dir", "ckpt", "--epochs", "1", "--image-size", "48",
                      "--no-exit-on-checkpoint", timeout=300)  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-2000:]
     predicted = docker("run", "--rm", *mount, "condorml", "infer", "--model", "ckpt/model.pth",
