@@ -233,7 +233,8 @@ def test_report_time_accounting_agrees_with_condor_history(
     for member in MEMBERS:
         committed, wall, starts = history[f"train_{member}"]
         mine = ours.loc[member]
-        assert abs(mine["committed_seconds"] - committed) <= 3, (member, mine.to_dict(), history)
+        assert _committed_agrees(mine["committed_seconds"], mine["setup_seconds"], committed, 1), (
+            member, mine.to_dict(), history)  # fmt: skip
         assert abs(mine["execution_seconds"] - wall) <= 3, (member, mine.to_dict(), history)
         assert mine["runs"] == starts
     evicted = ours.loc[EVICTED]
@@ -463,8 +464,12 @@ def test_failures_retries_removal_and_the_rescue_dag(pool: Pool) -> None:
     )
     retry_err = run / "members" / "m001" / f"train.{second}.0.err"
     assert not retry_err.exists()  # removed: its files did not come back
-    # the FINAL collect node ran after the removal; too few members: the DAG failed
-    assert "only 0 member(s) produced predictions" in (run / "collect.err").read_text()
+    # the FINAL collect node ran after the removal; too few members: the DAG failed. m000's
+    # inference may have finished before the removal (when m001's retry was slow to checkpoint)
+    rescue = (run / "sweep.dag.rescue001").read_text()
+    predicted = len(re.findall(r"^DONE infer_m\d+$", rescue, re.M))
+    assert predicted <= 1, rescue
+    assert f"only {predicted} member(s) produced predictions" in (run / "collect.err").read_text()
     m001 = next(m for m in Watch([run]).snapshot().members if m.member == "m001")
     assert m001.train.total("evictions") == 0  # condor_rm logs 004 then 009: not an eviction
 
@@ -580,19 +585,32 @@ def _check_moved_run(run: Path, expected: pd.DataFrame) -> None:
             assert found == pytest.approx((want[column],) * 2), (member, column, found)
 
 
+def _committed_agrees(committed: float, setup: float, history: float, jobs: int) -> bool:
+    """Whether condorml's committed time agrees with HTCondor's ``CommittedTime`` (3 s a job):
+    HTCondor's shadow also commits the set-up of a run that ends without a checkpoint of its own
+    (from ``JobCurrentStartDate``, before input transfer), so its figure lies between condorml's
+    committed time and that plus the set-up (seen on the pool: 16 s of a run whose set-up took 5 s,
+    condorml's 11 s)."""
+    slack = 3 * jobs
+    return committed - slack <= history <= committed + setup + slack
+
+
 def _check_pool_part(pool: Pool, dag: int, part: pd.DataFrame) -> None:
     """The pool's part of the run against HTCondor's own accounting (``condor_history``): its
-    executions per member, and for training jobs that ended well their committed and total
-    time (within 3 s per job)."""
+    executions per member, and for training jobs that ended well their committed (with set-up)
+    and total time (within 3 s per job)."""
     rows = pool.history(f"DAGManJobId == {dag}", ["DAGNodeName", "NumJobStarts", "ExitCode",
                         "CommittedTime", "RemoteWallClockTime", "JobStatus"])  # fmt: skip
     for member in MEMBERS:
         jobs = [row for row in rows if row[0] == f"train_{member}"]
         assert part.at[member, "runs"] == sum(int(row[1]) for row in jobs), (member, jobs)
         if jobs and all(row[5] == "4" and row[2] == "0" for row in jobs):  # all completed
-            for column, index in (("committed_seconds", 3), ("execution_seconds", 4)):
-                history = sum(float(row[index]) for row in jobs)
-                assert abs(part.at[member, column] - history) <= 3 * len(jobs), (member, jobs)
+            mine = part.loc[member]
+            committed = sum(float(row[3]) for row in jobs)
+            wall = sum(float(row[4]) for row in jobs)
+            assert _committed_agrees(mine["committed_seconds"], mine["setup_seconds"], committed,
+                                     len(jobs)), (member, jobs, mine.to_dict())  # fmt: skip
+            assert abs(mine["execution_seconds"] - wall) <= 3 * len(jobs), (member, jobs)
 
 
 def test_a_sweep_interrupted_on_the_local_backend_continues_on_the_pool(

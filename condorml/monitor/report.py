@@ -346,7 +346,8 @@ _CONDOR_EXPLAINED = (
     "lost time is split by cause: since the last checkpoint at an eviction, a hold or a failed "
     "exit, and at a removal (condor_rm, Ctrl-C of condorml run) also every checkpoint, which "
     "HTCondor deletes with the job. Committed is the rest after set-up (HTCondor's CommittedTime "
-    "for jobs that ended well); goodput = committed / execution. The note says why a member's "
+    "for jobs that ended well, which also counts the set-up of a run that ended without a "
+    "checkpoint of its own); goodput = committed / execution. The note says why a member's "
     "node is held, failed or removed."
 )
 

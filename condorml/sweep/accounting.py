@@ -20,10 +20,13 @@ its execution is *set-up*; the rest is *lost*, to its cause (:data:`LOST_CAUSES`
   since the last checkpoint *and all the job's committed time*, as HTCondor deletes a removed
   job's spool with its checkpoints and transfers no output: the next attempt starts over.
 
-For jobs that were neither removed nor failed, committed time is HTCondor's ``CommittedTime``
-and the total its ``RemoteWallClockTime``, within a second or two per run (the pool tests
-compare them with ``condor_history``); for removed and failed jobs HTCondor still counts as
-committed what this module counts as lost, because that work was not kept. The checkpoints and
+For jobs that were neither removed nor failed, the total is HTCondor's ``RemoteWallClockTime``
+and committed time its ``CommittedTime`` within a second or two per run, except that HTCondor
+also counts the set-up of a run that ends without a checkpoint of its own (its shadow commits
+a termination from the run's start, ``JobCurrentStartDate``, and a checkpoint from the start of
+execution; here set-up stays apart, as it is input transfer, not training: 5 s in one pool run).
+The pool tests compare them with ``condor_history``. For removed and failed jobs HTCondor
+still counts as committed what this module counts as lost, because that work was not kept. The checkpoints and
 transfers are only in each job's own log, not in DAGMan's nodes log, so both are read.
 """
 
@@ -86,7 +89,8 @@ class JobTime:
     For a job that ended well, ``execution`` is HTCondor's ``RemoteWallClockTime`` (every run,
     from the start of its input transfer to its end) and ``committed`` its ``CommittedTime``
     (from the start of execution to the last checkpoint that came back, or to the job's
-    termination), within a second or two per run (compared on a real pool by the pool tests).
+    termination), within a second or two per run, plus the set-up of a run that ended without
+    a checkpoint of its own, which HTCondor counts as committed (see the module docstring).
     Lost time is split by cause (see the module docstring).
     """
 
@@ -429,8 +433,8 @@ def member_accounting(
             **{lost_column(c): sum(t.lost_to[c] for t in spent) for c in LOST_CAUSES},
             "setup_seconds": sum(t.setup for t in spent),
             "uncommitted_seconds": sum(t.uncommitted for t in spent),
-            # HTCondor's CommittedTime / RemoteWallClockTime: the share of the time held that
-            # produced work which was kept
+            # HTCondor's CommittedTime / RemoteWallClockTime (set-up apart): the share of the
+            # time held that produced work which was kept
             "goodput": committed / execution if execution > 0 else math.nan,
             "infer_state": infer.state if infer.jobs else "skipped" if stopped else "not submitted",
             "search_state": None if trial is None else trial.state,
