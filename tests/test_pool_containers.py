@@ -54,12 +54,22 @@ def _finished(log: Path, cluster: int):
     return job if job is not None and job.state in ("done", "failed", "held") else None
 
 
-def _submit_train(pool: Pool, work: Path, image_option: str) -> int:
+def _submit_train(pool: Pool, name: str, image_option: str) -> tuple[Path, int]:
+    """A pool work folder with the data, and the training job submitted there in a container."""
+    work = pool.workdir(name)
+    _make_data(work)
+    (work / "job").mkdir()
+    pool.own(work)
     submitted = pool.check(
         f"{CONDORML} submit train --data-dir data/train.zip -o job/train.sub {' '.join(TRAIN_OPTIONS)} "
         f"--cpus 1 --memory 2GB --disk 1GB {image_option} --submit", work
     )  # fmt: skip
-    return pool.submitted_cluster(submitted)
+    return work, pool.submitted_cluster(submitted)
+
+
+def _starts_in_image(work: Path) -> int:
+    """How many of the job's starts ran the image's condorml (the wrapper names the one it runs)."""
+    return "".join(p.read_text() for p in (work / "job").glob("train.*.err")).count(IN_IMAGE)
 
 
 def _same_weights(ours: Path, theirs: Path) -> None:
@@ -116,11 +126,9 @@ def test_a_container_training_job_is_vacated_and_resumes_in_a_new_container_to_v
     docker_pool: Pool, job_image: str, tmp_path: Path
 ) -> None:
     pool = docker_pool
-    work = pool.workdir("container-train")
-    _make_data(work)
-    (work / "job").mkdir()
-    pool.own(work)
-    cluster = _submit_train(pool, work, f"--container-image docker://{job_image}")
+    work, cluster = _submit_train(
+        pool, "container-train", f"--container-image docker://{job_image}"
+    )
     submit = (work / "job" / "train.sub").read_text()
     assert "universe = container" in submit and "docker_network_type = host" in submit
     log = work / "job" / "train.log"
@@ -131,10 +139,9 @@ def test_a_container_training_job_is_vacated_and_resumes_in_a_new_container_to_v
     assert (job.state, job.runs, job.checkpoints, job.evictions) == ("done", 2, 2, 1), job
     first, second = _scratch_dirs(log)
     assert first != second  # a new sandbox, a new container, with the checkpoint
-    # every start ran the image's condorml (the wrapper names it), not this machine's: two in
-    # the first sandbox (before and after its checkpoint exit), one after the eviction
-    stderr = "".join(p.read_text() for p in (work / "job").glob("train.*.err"))
-    assert stderr.count(IN_IMAGE) == 3, stderr[-2000:]
+    # every start ran the image's condorml, not this machine's: two in the first sandbox
+    # (before and after its checkpoint exit), one after the eviction
+    assert _starts_in_image(work) == 3
     # live progress reached the job ad from inside the container (Chirp on the host network)
     (row,) = pool.history(f"ClusterId == {cluster}", ["ExitCode", attribute("epoch")])
     assert row == ["0", "3"], row
@@ -148,11 +155,7 @@ def test_the_docker_universe_form_runs_a_training_job_to_the_same_weights(
     docker_pool: Pool, job_image: str, tmp_path: Path
 ) -> None:
     pool = docker_pool
-    work = pool.workdir("docker-universe")
-    _make_data(work)
-    (work / "job").mkdir()
-    pool.own(work)
-    cluster = _submit_train(pool, work, f"--docker-image {job_image}")
+    work, cluster = _submit_train(pool, "docker-universe", f"--docker-image {job_image}")
     assert "universe = docker" in (work / "job" / "train.sub").read_text()
 
     job = wait_for(lambda: _finished(work / "job" / "train.log", cluster), 400, "the job")
@@ -160,8 +163,7 @@ def test_the_docker_universe_form_runs_a_training_job_to_the_same_weights(
     # HTCondor 25 turns the docker universe into a vanilla job that wants Docker (JobUniverse 5)
     (row,) = pool.history(f"ClusterId == {cluster}", ["ExitCode", "WantDocker", "DockerImage"])
     assert row == ["0", "true", job_image], row
-    stderr = "".join(p.read_text() for p in (work / "job").glob("train.*.err"))
-    assert stderr.count(IN_IMAGE) == 3, stderr[-2000:]  # every start, in the image
+    assert _starts_in_image(work) == 3  # every start, in the image
     _same_weights(work / "job" / "ckpt" / "model.pth",
                   _vanilla_reference(work, tmp_path / "vanilla"))  # fmt: skip
 

@@ -285,16 +285,23 @@ def test_the_monitor_does_not_import_a_backend() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def _held_container_job(log: str) -> tuple[str, str]:
+    """The hold reason of the one job in a recorded container log, and what watch says of it."""
+    from condorml.htcondor.events import EventFollower, short_reason
+
+    follower = EventFollower([FIXTURES / "container" / log])
+    follower.poll()
+    (job,) = follower.jobs.values()
+    assert job.state == "held", job
+    return job.reason, short_reason(job.reason)
+
+
 def test_a_job_whose_image_cannot_be_pulled_says_so_and_what_to_do() -> None:
     """Recorded on the pool (HTCondor 25.0.13, `pool docker`): a container job whose image is
     not in the registry is held, code 35, "Cannot pull image ..."."""
-    from condorml.htcondor.events import EventFollower, short_reason
-
-    follower = EventFollower([FIXTURES / "container" / "missing_image.log"])
-    follower.poll()
-    (job,) = follower.jobs.values()
-    assert job.state == "held" and "Cannot pull image" in job.reason
-    assert short_reason(job.reason) == (
+    reason, said = _held_container_job("missing_image.log")
+    assert "Cannot pull image" in reason
+    assert said == (
         "cannot pull image localhost:5000/nosuch:1.0: push it to that registry, or fix the image name"
     )
 
@@ -302,12 +309,8 @@ def test_a_job_whose_image_cannot_be_pulled_says_so_and_what_to_do() -> None:
 def test_a_container_over_its_memory_says_so_and_what_to_do() -> None:
     """Recorded on the pool (HTCondor 25.0.13, `pool docker`): a container job that outgrew its
     request (request_memory = 100, the slot 128 MB) is held, code 34 subcode 102."""
-    from condorml.htcondor.events import EventFollower, short_reason
-
-    follower = EventFollower([FIXTURES / "container" / "over_memory.log"])
-    follower.poll()
-    (job,) = follower.jobs.values()
-    assert job.state == "held" and "memory limit" in job.reason
-    assert short_reason(job.reason) == (
+    reason, said = _held_container_job("over_memory.log")
+    assert "memory limit" in reason
+    assert said == (
         "over its memory limit (128 MB): raise request_memory (--memory, [resources] memory)"
     )

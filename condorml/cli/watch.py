@@ -292,8 +292,8 @@ def summary_line(snapshot: Snapshot) -> str:
     for m in snapshot.members:
         if m.epoch is not None and m.train is not None and m.train.state == "running":
             acc = f" acc {m.val_acc:.3f}" if m.val_acc is not None else ""
-            live = " (live)" if m.live else ""  # no batch or age: a line per epoch, not per poll
-            live = f" ({_live_off(m)})" if _live_off(m) else live
+            # no batch or age: a line per epoch, not per poll
+            live = f" ({off})" if (off := _live_off(m)) else " (live)" if m.live else ""
             extra.append(f"{m.member} epoch {m.epoch}/{m.epochs}{acc}{live}")
         elif m.note:  # held, failed or removed: say why
             extra.append(f"{m.member} {m.state}: {_cell(m.note)}")
